@@ -1,0 +1,101 @@
+"""Configuration as small frozen dataclasses, checked on construction.
+
+Defaults are the tuned ones: a user who runs the pipeline on their own bot gets them
+without extra flags. An out-of-range value raises ``ConfigError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.errors import ConfigError
+
+
+def _check_range(obj: Any, name: str, low: float, high: float) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"{type(obj).__name__}.{name} = {value!r} is out of range; allowed: {low} to {high}")
+
+
+class _Config:
+    """Shared helpers: range checks declared as ``_ranges`` and dict round-trips."""
+
+    _ranges: dict[str, tuple[float, float]] = {}
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in self._ranges.items():
+            _check_range(self, name, low, high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ValidationConfig(_Config):
+    min_examples_per_intent: int = 5  # fewer fails the run (Rasa's rule of thumb)
+    min_intents: int = 2  # a classifier needs at least two classes
+    imbalance_warn_ratio: float = 10.0  # largest/smallest intent above this warns
+
+    _ranges = {"min_examples_per_intent": (1, 10_000), "min_intents": (2, 100_000), "imbalance_warn_ratio": (1.0, 1e9)}
+
+
+@dataclass(frozen=True)
+class SplitConfig(_Config):
+    val_fraction: float = 0.1  # share of each intent held out to pick epochs and the OOS threshold
+    test_fraction: float = 0.1  # share of each intent held out for evaluation and the gate
+    seed: int = 13  # fixed: the same data always splits the same way
+
+    _ranges = {"val_fraction": (0.0, 0.5), "test_fraction": (0.0, 0.5), "seed": (0, 2**31 - 1)}
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    embedding_dim: int = 128  # word embedding size
+    lstm_units: int = 128  # per direction of the BiLSTM
+    dropout: float = 0.3  # on embeddings and the pooled sentence vector
+    epochs: int = 30  # upper bound; early stopping on val loss usually ends sooner
+    batch_size: int = 32
+    learning_rate: float = 2e-3  # Adam
+    max_tokens: int = 20_000  # word vocabulary size, incl. padding and OOV
+    sequence_length: int = 32  # tokens per utterance; longer ones are truncated
+    patience: int = 3  # epochs without val-loss improvement before stopping
+    label_smoothing: float = 0.0  # softens targets; helps the out-of-scope threshold
+    mixed_precision: bool = False  # float16 compute on a GPU; off by default (CPU gains nothing)
+    seed: int = 13
+
+    _ranges = {
+        "embedding_dim": (4, 4096),
+        "lstm_units": (4, 4096),
+        "dropout": (0.0, 0.9),
+        "epochs": (1, 1000),
+        "batch_size": (1, 65536),
+        "learning_rate": (1e-6, 1.0),
+        "max_tokens": (16, 10_000_000),
+        "sequence_length": (2, 4096),
+        "patience": (1, 1000),
+        "label_smoothing": (0.0, 0.5),
+        "seed": (0, 2**31 - 1),
+    }
+
+
+@dataclass(frozen=True)
+class GpuConfig(_Config):
+    """Where the train step runs on a cluster; compiled into the pipeline YAML."""
+
+    enabled: bool = True  # False: compile for a CPU-only cluster (no GPU request, selector or toleration)
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_limit: int = 1
+    node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: tuple[dict[str, str], ...] = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+
+    _ranges = {"accelerator_limit": (1, 16)}

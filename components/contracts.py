@@ -1,0 +1,59 @@
+"""The contracts botyard's steps, predictor and outside tools share; nothing here is repeated as a literal elsewhere.
+
+Model store layout (``models_root`` is a local folder or any URI ``tf.io.gfile`` opens)::
+
+    <models_root>/<bot_id>/<version>/saved_model/      SavedModel, signature ``serving_default``
+    <models_root>/<bot_id>/<version>/metadata.json     see ``METADATA_KEYS``
+    <models_root>/<bot_id>/<version>/evaluation/       evaluation report files
+    <models_root>/<bot_id>/CURRENT                     the promoted (live) version id
+
+The ``serving_default`` signature takes ``tf.string [None]`` (raw utterances) and returns
+``probabilities``: ``float32 [None, len(labels)]`` in ``metadata["labels"]`` order.
+"""
+
+from __future__ import annotations
+
+# --- canonical training table -------------------------------------------------------------
+UTTERANCE = "utterance"
+INTENT = "intent"
+ENTITIES = "entities"  # list of {"start", "end", "value", "entity"}; end exclusive
+SPLIT = "split"  # "train" | "val" | "test" | "" (not given)
+SOURCE_ROW = "source_row"  # 1-based row / line in the source file, for error messages
+CANONICAL_COLUMNS = (UTTERANCE, INTENT, ENTITIES, SPLIT, SOURCE_ROW)
+SPLITS = ("train", "val", "test")
+OOS_INTENT = "oos"  # examples a bot provides of what it must not answer
+
+# --- Dataset artifact metadata -------------------------------------------------------------
+META_DATA_HASH = "data_hash"
+META_ROWS = "rows"
+META_INTENTS = "intents"
+META_SOURCE = "source"
+
+# --- model store ---------------------------------------------------------------------------
+SAVED_MODEL_DIR = "saved_model"
+METADATA_FILE = "metadata.json"
+EVALUATION_DIR = "evaluation"
+CURRENT_POINTER = "CURRENT"
+SERVING_SIGNATURE = "serving_default"
+SIGNATURE_INPUT = "utterances"
+OUTPUT_PROBABILITIES = "probabilities"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+# keys of metadata.json
+BOT_ID = "bot_id"
+VERSION = "version"
+CREATED_AT = "created_at"
+DATA_HASH = "data_hash"
+LABELS = "labels"
+OOS_THRESHOLD = "oos_threshold"
+HYPERPARAMETERS = "hyperparameters"
+METRICS = "metrics"
+METADATA_KEYS = (BOT_ID, VERSION, CREATED_AT, DATA_HASH, LABELS, OOS_THRESHOLD, HYPERPARAMETERS, METRICS)
+
+# --- files inside a trained Model artifact (before it is registered) --------------------------
+TRAINING_FILE = "training.json"  # labels, hyperparameters, history
+# --- files inside the evaluation artifact / the version's evaluation/ ------------------------
+EVALUATION_FILE = "evaluation.json"
+CONFUSION_MATRIX_FILE = "confusion_matrix.csv"
+PER_INTENT_FILE = "per_intent.md"
+MISCLASSIFIED_FILE = "misclassified.csv"

@@ -1,0 +1,65 @@
+"""The canonical training table: one row per utterance, shared by every step.
+
+Columns are ``contracts.CANONICAL_COLUMNS``; a table travels between steps as JSON Lines
+so entity spans survive unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Iterable
+
+import pandas as pd
+
+from components import contracts as c
+from components.storage import open_uri
+
+
+def make_table(rows: Iterable[dict]) -> pd.DataFrame:
+    """A canonical table from dict rows; absent columns get their empty value."""
+    records = []
+    for row in rows:
+        records.append(
+            {
+                c.UTTERANCE: row.get(c.UTTERANCE),
+                c.INTENT: row.get(c.INTENT),
+                c.ENTITIES: list(row.get(c.ENTITIES) or []),
+                c.SPLIT: row.get(c.SPLIT) or "",
+                c.SOURCE_ROW: int(row.get(c.SOURCE_ROW) or 0),
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=list(c.CANONICAL_COLUMNS))
+
+
+def write_table(table: pd.DataFrame, uri: str) -> None:
+    with open_uri(uri, "w") as f:
+        for row in table.to_dict(orient="records"):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_table(uri: str) -> pd.DataFrame:
+    with open_uri(uri, "r") as f:
+        return make_table(json.loads(line) for line in f if line.strip())
+
+
+def data_hash(table: pd.DataFrame) -> str:
+    """Content fingerprint (sha256) of the utterances, intents, spans and splits.
+
+    Independent of file format and row order, so the same data always gets the same data version.
+    """
+    lines = sorted(
+        json.dumps(
+            [row[c.UTTERANCE], row[c.INTENT], sorted(row[c.ENTITIES], key=lambda e: (e["start"], e["end"])), row[c.SPLIT]],
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+        for row in table.to_dict(orient="records")
+    )
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def intent_counts(table: pd.DataFrame) -> dict[str, int]:
+    """Examples per intent, sorted by intent name."""
+    counts = table[c.INTENT].value_counts()
+    return {str(k): int(counts[k]) for k in sorted(counts.index)}

@@ -1,0 +1,112 @@
+"""Train one bot's intent classifier and write it as a Model artifact folder.
+
+The folder holds ``saved_model/`` (string-in ``serving_default``) and ``training.json``
+(labels in output order, hyperparameters, per-epoch history, wall time, device).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from components import contracts as c
+from components.config import TrainConfig
+from components.errors import DataValidationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    labels: list[str]
+    history: dict[str, list[float]]
+    epochs_run: int
+    train_seconds: float
+    device: str
+
+
+def configure_devices(config: TrainConfig) -> str:
+    """Use a GPU when one is visible (never assume one); returns ``"GPU"`` or ``"CPU"``."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process
+            pass
+    if gpus and config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    return "GPU" if gpus else "CPU"
+
+
+def _one_hot(intents: pd.Series, labels: list[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.zeros((len(intents), len(labels)), dtype="float32")
+    y[np.arange(len(intents)), [index[i] for i in intents]] = 1.0
+    return y
+
+
+def train_intent_model(
+    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str
+) -> TrainResult:
+    """Fit the classifier on ``train``, early-stopping on ``val`` loss; export to ``output_dir``."""
+    import keras
+    import tensorflow as tf
+
+    from components.train.model import build_classifier, build_vectorizer, export_serving_model
+
+    if train.empty:
+        raise DataValidationError("the training split is empty; give each intent more examples")
+    device = configure_devices(config)
+    keras.utils.set_random_seed(config.seed)
+    labels = sorted(train[c.INTENT].unique())  # sorted: output order is stable across runs
+    val = val[val[c.INTENT].isin(labels)]
+
+    texts = train[c.UTTERANCE].tolist()
+    vectorizer = build_vectorizer(config, texts)
+    classifier = build_classifier(config, vectorizer.vocabulary_size(), len(labels))
+
+    def dataset(frame: pd.DataFrame, shuffle: bool) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(frame[c.UTTERANCE].tolist()), _one_hot(frame[c.INTENT], labels)))
+        if shuffle:
+            ds = ds.shuffle(len(frame), seed=config.seed, reshuffle_each_iteration=True)
+        return ds.batch(config.batch_size).map(lambda x, y: (vectorizer(x), y)).prefetch(tf.data.AUTOTUNE)
+
+    has_val = len(val) > 0
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss" if has_val else "loss", patience=config.patience, restore_best_weights=True
+    )
+    started = time.perf_counter()
+    history = classifier.fit(
+        dataset(train, shuffle=True),
+        validation_data=dataset(val, shuffle=False) if has_val else None,
+        epochs=config.epochs,
+        callbacks=[stop],
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+    export_serving_model(vectorizer, classifier, os.path.join(output_dir, c.SAVED_MODEL_DIR))
+    result = TrainResult(
+        labels=labels,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        epochs_run=len(history.history["loss"]),
+        train_seconds=round(seconds, 3),
+        device=device,
+    )
+    with open(os.path.join(output_dir, c.TRAINING_FILE), "w", encoding="utf-8") as f:
+        json.dump({c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__}, f, indent=2)
+    log.info("trained %d labels in %.1fs on %s (%d epochs)", len(labels), seconds, device, result.epochs_run)
+    return result
+
+
+def read_training_info(model_dir: str) -> dict:
+    with open(os.path.join(model_dir, c.TRAINING_FILE), encoding="utf-8") as f:
+        return json.load(f)

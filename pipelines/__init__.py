@@ -1,0 +1,1 @@
+"""botyard pipelines, their local runner and the ``botyard`` command line."""
