@@ -65,10 +65,13 @@ class TrainConfig(_Config):
     dropout: float = 0.3  # on embeddings and the pooled sentence vector
     epochs: int = 30  # upper bound; early stopping on val loss usually ends sooner
     batch_size: int = 32
-    learning_rate: float = 2e-3  # Adam
+    learning_rate: float = 3e-3  # Adam
     max_tokens: int = 20_000  # word vocabulary size, incl. padding and OOV
     sequence_length: int = 32  # tokens per utterance; longer ones are truncated
-    patience: int = 3  # epochs without val-loss improvement before stopping
+    max_ngrams: int = 20_000  # word uni+bigram TF-IDF features beside the LSTM; 0 turns them off
+    max_char_ngrams: int = 30_000  # character 3-5-gram TF-IDF features; 0 turns them off
+    ngram_units: int = 256  # dense units over each n-gram view
+    patience: int = 5  # epochs without val-loss improvement before stopping
     label_smoothing: float = 0.0  # softens targets; helps the out-of-scope threshold
     mixed_precision: bool = False  # float16 compute on a GPU; off by default (CPU gains nothing)
     seed: int = 13
@@ -82,6 +85,9 @@ class TrainConfig(_Config):
         "learning_rate": (1e-6, 1.0),
         "max_tokens": (16, 10_000_000),
         "sequence_length": (2, 4096),
+        "max_ngrams": (0, 10_000_000),
+        "max_char_ngrams": (0, 10_000_000),
+        "ngram_units": (4, 65536),
         "patience": (1, 1000),
         "label_smoothing": (0.0, 0.5),
         "seed": (0, 2**31 - 1),

@@ -1,0 +1,49 @@
+"""KFP interface of the evaluate step."""
+
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.kfp_base import botyard_component
+
+
+@botyard_component
+def evaluate(
+    model: Input[Model],
+    val_data: Input[Dataset],
+    test_data: Input[Dataset],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion_matrix: Output[ClassificationMetrics],
+    report: Output[Markdown],
+    misclassified: Output[Dataset],
+):
+    """Score the model on the test split and choose its out-of-scope threshold on validation data.
+
+    Args:
+        model: Trained model folder from the train step.
+        val_data: Validation rows (threshold choice).
+        test_data: Test rows (metrics).
+
+    Returns:
+        evaluation: Folder with evaluation.json, confusion_matrix.csv, per_intent.md, misclassified.csv.
+        metrics: Accuracy, macro-F1, in-scope accuracy, out-of-scope recall, threshold.
+        confusion_matrix: Confusion matrix rendered by the KFP UI.
+        report: Per-intent precision / recall / F1 table.
+        misclassified: Test utterances the model got wrong.
+    """
+    import os
+    import shutil
+
+    from components import contracts as c
+    from components.evaluate.core import evaluate_model_dir, per_intent_markdown
+    from components.table import read_table
+
+    os.makedirs(evaluation.path, exist_ok=True)
+    result = evaluate_model_dir(model.path, read_table(val_data.path), read_table(test_data.path), evaluation.path)
+    for name, value in result.metrics.items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, round(float(value), 4))
+    metrics.log_metric(c.OOS_THRESHOLD, round(result.oos_threshold, 4))
+    confusion_matrix.log_confusion_matrix(result.labels, result.confusion.tolist())
+    with open(report.path, "w", encoding="utf-8") as f:
+        f.write(per_intent_markdown(result))
+    shutil.copyfile(os.path.join(evaluation.path, c.MISCLASSIFIED_FILE), misclassified.path)

@@ -1,0 +1,36 @@
+"""KFP interface of the register step."""
+
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Input, Model
+
+from components.kfp_base import botyard_component
+
+
+@botyard_component
+def register(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    bot_id: str,
+    models_root: str,
+    data_hash: str,
+) -> NamedTuple("RegisterOutputs", [("version", str), ("version_uri", str)]):
+    """Write the model as a new, immutable model version of the bot in the model store.
+
+    Args:
+        model: Trained model folder.
+        evaluation: Evaluation folder (metrics, threshold).
+        bot_id: The bot the model belongs to.
+        models_root: Root of the model store (local folder or gs://...).
+        data_hash: Data version the model was trained on.
+
+    Returns:
+        version: The new model version id.
+        version_uri: ``<models_root>/<bot_id>/<version>``.
+    """
+    from collections import namedtuple
+
+    from components.register.core import register_model_version
+
+    version, uri = register_model_version(models_root, bot_id, model.path, evaluation.path, data_hash)
+    return namedtuple("RegisterOutputs", ["version", "version_uri"])(version, uri)

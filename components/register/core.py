@@ -1,0 +1,30 @@
+"""Register a trained, evaluated model as a new version in the model store."""
+
+from __future__ import annotations
+
+import os
+
+from components import contracts as c
+from components.evaluate.core import read_evaluation
+from components.model_store import ModelStore
+from components.train.core import read_training_info
+
+
+def register_model_version(
+    models_root: str, bot_id: str, model_dir: str, evaluation_dir: str, data_hash: str
+) -> tuple[str, str]:
+    """Copy the SavedModel and evaluation into ``<models_root>/<bot_id>/<version>/``; returns (version, its URI)."""
+    training = read_training_info(model_dir)
+    evaluation = read_evaluation(evaluation_dir)
+    metadata = {
+        c.DATA_HASH: data_hash,
+        c.LABELS: training[c.LABELS],
+        c.OOS_THRESHOLD: evaluation[c.OOS_THRESHOLD],
+        c.HYPERPARAMETERS: training[c.HYPERPARAMETERS],
+        c.METRICS: evaluation[c.METRICS],
+        "threshold_criterion": evaluation["threshold_criterion"],
+        "training": {k: training[k] for k in ("epochs_run", "train_seconds", "device")},
+    }
+    store = ModelStore(models_root)
+    version = store.register(bot_id, os.path.join(model_dir, c.SAVED_MODEL_DIR), metadata, evaluation_dir)
+    return version, store.version_dir(bot_id, version)

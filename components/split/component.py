@@ -1,0 +1,39 @@
+"""KFP interface of the split step."""
+
+from kfp.dsl import Dataset, Input, Output
+
+from components.kfp_base import botyard_component
+
+
+@botyard_component
+def split(
+    dataset: Input[Dataset],
+    train_data: Output[Dataset],
+    val_data: Output[Dataset],
+    test_data: Output[Dataset],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 13,
+):
+    """Stratified, seeded train/validation/test split (the data's own split column wins when given).
+
+    Args:
+        dataset: Validated canonical table.
+        val_fraction: Share of each intent held out for early stopping and the out-of-scope threshold.
+        test_fraction: Share of each intent held out for evaluation.
+        seed: Split seed; the same data and seed always split the same way.
+
+    Returns:
+        train_data: Training rows.
+        val_data: Validation rows.
+        test_data: Test rows.
+    """
+    from components import contracts as c
+    from components.config import SplitConfig
+    from components.split.core import split_table
+    from components.table import read_table, write_table
+
+    parts = split_table(read_table(dataset.path), SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed))
+    for name, artifact in (("train", train_data), ("val", val_data), ("test", test_data)):
+        write_table(parts[name], artifact.path)
+        artifact.metadata.update({c.META_ROWS: len(parts[name]), c.META_INTENTS: int(parts[name][c.INTENT].nunique())})

@@ -1,0 +1,68 @@
+"""KFP interface of the train step."""
+
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.kfp_base import botyard_component
+
+
+@botyard_component
+def train(
+    train_data: Input[Dataset],
+    val_data: Input[Dataset],
+    model: Output[Model],
+    training_metrics: Output[Metrics],
+    embedding_dim: int = 128,
+    lstm_units: int = 128,
+    dropout: float = 0.3,
+    epochs: int = 30,
+    batch_size: int = 32,
+    learning_rate: float = 0.002,
+    max_tokens: int = 20000,
+    sequence_length: int = 32,
+    patience: int = 3,
+    label_smoothing: float = 0.0,
+    mixed_precision: bool = False,
+    seed: int = 13,
+):
+    """Train the bidirectional-LSTM intent classifier (on a GPU when the node has one).
+
+    Args:
+        train_data: Training rows.
+        val_data: Validation rows, for early stopping on validation loss.
+        embedding_dim: Word embedding size.
+        lstm_units: LSTM units per direction.
+        dropout: Dropout on embeddings and the sentence vector.
+        epochs: Maximum epochs; early stopping usually ends sooner.
+        batch_size: Utterances per training batch.
+        learning_rate: Adam learning rate.
+        max_tokens: Word vocabulary size.
+        sequence_length: Tokens per utterance.
+        patience: Epochs without validation-loss improvement before stopping.
+        label_smoothing: Target smoothing.
+        mixed_precision: float16 compute on a GPU.
+        seed: Training seed.
+
+    Returns:
+        model: Folder with the string-in SavedModel and training.json (labels, hyperparameters, history).
+        training_metrics: Final and per-epoch training curves.
+    """
+    import os
+
+    from components.config import TrainConfig
+    from components.table import read_table
+    from components.train.core import train_intent_model
+
+    config = TrainConfig(
+        embedding_dim=embedding_dim, lstm_units=lstm_units, dropout=dropout, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, max_tokens=max_tokens, sequence_length=sequence_length, patience=patience,
+        label_smoothing=label_smoothing, mixed_precision=mixed_precision, seed=seed,
+    )
+    os.makedirs(model.path, exist_ok=True)
+    result = train_intent_model(read_table(train_data.path), read_table(val_data.path), config, model.path)
+    model.metadata.update({"labels": result.labels, "framework": "tensorflow", "device": result.device})
+    training_metrics.log_metric("epochs_run", result.epochs_run)
+    training_metrics.log_metric("train_seconds", result.train_seconds)
+    for name, values in result.history.items():
+        training_metrics.log_metric(f"final_{name}", round(values[-1], 4))
+        for epoch, value in enumerate(values, start=1):
+            training_metrics.log_metric(f"epoch_{epoch:03d}_{name}", round(value, 4))

@@ -1,0 +1,38 @@
+"""KFP interface of the validate step."""
+
+from kfp.dsl import Dataset, Input, Markdown, Output
+
+from components.kfp_base import botyard_component
+
+
+@botyard_component
+def validate(
+    dataset: Input[Dataset],
+    data_uri: str,
+    validated: Output[Dataset],
+    report: Output[Markdown],
+    min_examples_per_intent: int = 5,
+):
+    """Check the training data; fail the run with one message naming the file and the rows at fault.
+
+    Args:
+        dataset: Canonical table from the ingest step.
+        data_uri: The original file, named in messages.
+        min_examples_per_intent: Fewer examples for any intent fails the run.
+
+    Returns:
+        validated: The same table, passed on only when it is valid.
+        report: Per-intent counts, errors and warnings, rendered in the KFP UI.
+    """
+    import shutil
+
+    from components.config import ValidationConfig
+    from components.table import read_table
+    from components.validate.core import validate_table
+
+    result = validate_table(read_table(dataset.path), data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
+    with open(report.path, "w", encoding="utf-8") as f:
+        f.write(result.to_markdown())
+    result.raise_for_errors()
+    shutil.copyfile(dataset.path, validated.path)
+    validated.metadata.update(dict(dataset.metadata))

@@ -1,0 +1,101 @@
+"""The per-bot training pipeline: ingest -> validate -> split -> train -> evaluate -> register.
+
+``build_bot_training(gpu)`` makes the pipeline for a cluster's GPU settings (compiled into
+the YAML); ``bot_training`` is the default (one NVIDIA GPU for the train step).
+"""
+
+
+
+from kfp import dsl, kubernetes
+
+from components.config import GpuConfig, TrainConfig
+from components.evaluate.component import evaluate
+from components.ingest.component import ingest
+from components.register.component import register
+from components.split.component import split
+from components.train.component import train
+from components.validate.component import validate
+
+PIPELINE_NAME = "bot-training"
+_T = TrainConfig()
+
+
+def request_gpu(task: dsl.PipelineTask, gpu: GpuConfig) -> dsl.PipelineTask:
+    """Ask for an accelerator and GPU nodes for ``task``; a no-op when GPUs are switched off."""
+    if not gpu.enabled:
+        return task
+    task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
+    for key, value in gpu.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in gpu.tolerations:
+        kubernetes.add_toleration(task, **toleration)
+    return task
+
+
+def build_bot_training(gpu: "GpuConfig | None" = None):
+    gpu = gpu or GpuConfig()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Train, evaluate and register one bot's intent model from its training data.",
+    )
+    def bot_training(
+        bot_id: str = "sample-bot",
+        data_uri: str = "",
+        models_root: str = "models",
+        min_examples_per_intent: int = 5,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 13,
+        embedding_dim: int = _T.embedding_dim,
+        lstm_units: int = _T.lstm_units,
+        dropout: float = _T.dropout,
+        epochs: int = _T.epochs,
+        batch_size: int = _T.batch_size,
+        learning_rate: float = _T.learning_rate,
+        max_tokens: int = _T.max_tokens,
+        sequence_length: int = _T.sequence_length,
+        patience: int = _T.patience,
+        label_smoothing: float = _T.label_smoothing,
+        seed: int = _T.seed,
+    ) -> str:
+        ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
+        checked = validate(
+            dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=min_examples_per_intent
+        ).set_display_name("Validate training data")
+        parts = split(
+            dataset=checked.outputs["validated"], val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed
+        ).set_display_name("Split train / val / test")
+        trained = train(
+            train_data=parts.outputs["train_data"],
+            val_data=parts.outputs["val_data"],
+            embedding_dim=embedding_dim,
+            lstm_units=lstm_units,
+            dropout=dropout,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_tokens=max_tokens,
+            sequence_length=sequence_length,
+            patience=patience,
+            label_smoothing=label_smoothing,
+            seed=seed,
+        ).set_display_name("Train BiLSTM intent model")
+        request_gpu(trained, gpu)
+        evaluated = evaluate(
+            model=trained.outputs["model"], val_data=parts.outputs["val_data"], test_data=parts.outputs["test_data"]
+        ).set_display_name("Evaluate on test split")
+        registered = register(
+            model=trained.outputs["model"],
+            evaluation=evaluated.outputs["evaluation"],
+            bot_id=bot_id,
+            models_root=models_root,
+            data_hash=ingested.outputs["data_hash"],
+        ).set_display_name("Register model version")
+        registered.set_caching_options(False)  # writes to the model store: never skip it
+        return registered.outputs["version_uri"]
+
+    return bot_training
+
+
+bot_training = build_bot_training()

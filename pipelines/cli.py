@@ -1,0 +1,43 @@
+"""The ``botyard`` command line: parse arguments, call a core function, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from components.errors import BotyardError
+from pipelines.commands import COMMAND_MODULES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="botyard",
+        description="Train and serve one intent model per chatbot with Kubeflow Pipelines and KServe.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs (TensorFlow and KFP included)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"pipelines.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # child processes (KFP steps) inherit it
+    try:
+        return int(args.handler(args) or 0)
+    except BotyardError as exc:
+        print(f"botyard: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("botyard: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

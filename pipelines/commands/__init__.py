@@ -1,0 +1,7 @@
+"""``botyard`` subcommands: one module each, exposing ``register(subparsers)``.
+
+Each module adds its parser with ``set_defaults(handler=fn)``; a handler takes the parsed
+arguments and returns an exit code. Handlers hold no logic: they call core functions.
+"""
+
+COMMAND_MODULES = ["run", "compile"]

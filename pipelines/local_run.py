@@ -1,0 +1,134 @@
+"""Run ``bot_training`` on this machine through ``kfp.local`` (the embedded default).
+
+Bad data is caught before any step starts (the same ingest/validate cores the pipeline
+runs), so the user gets one clear message instead of a failed subprocess. Step output
+goes to ``<pipeline_root>/<run>.log``; the console shows one line per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+
+from components import contracts as c
+from components.config import ValidationConfig
+from components.errors import BotyardError
+from components.ingest.core import read_training_data
+from components.model_store import ModelStore, check_bot_id
+from components.validate.core import ValidationReport, validate_table
+
+SAMPLE_BOT_ID = "sample-bot"
+
+
+def sample_bot_data() -> str:
+    """Path of the shipped sample bot's training file."""
+    return str(resources.files("pipelines") / "sample_bot" / "nlu.yml")
+
+
+def preflight(data_uri: str, min_examples_per_intent: int = 5) -> ValidationReport:
+    """Ingest and validate in-process; raises ``DataValidationError`` with the full message."""
+    report = validate_table(read_training_data(data_uri), data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
+    report.raise_for_errors()
+    return report
+
+
+@dataclass
+class LocalRun:
+    bot_id: str
+    version: str
+    version_uri: str
+    metadata: dict
+    run_dir: str | None
+    log_path: str
+    seconds: float
+
+    @property
+    def confusion_matrix_csv(self) -> str:
+        return os.path.join(self.version_uri, c.EVALUATION_DIR, c.CONFUSION_MATRIX_FILE)
+
+    @property
+    def confusion_matrix_artifact(self) -> str | None:
+        if not self.run_dir:
+            return None
+        return os.path.join(self.run_dir, "evaluate", "confusion_matrix")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PROGRESS = re.compile(r"(Executing task|Task .* finished with status|Pipeline .* finished with status)")
+
+
+class _ProgressTee(io.TextIOBase):
+    """Writes everything to the log; echoes step start/finish lines to the console."""
+
+    def __init__(self, log, console):
+        self.log, self.console, self.buffer_ = log, console, ""
+        self.started = time.perf_counter()
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.buffer_ += text
+        while "\n" in self.buffer_:
+            line, self.buffer_ = self.buffer_.split("\n", 1)
+            plain = _ANSI.sub("", line)
+            if _PROGRESS.search(plain):
+                message = plain.split(" - INFO - ", 1)[-1].replace("'", "")
+                self.console.write(f"[{time.perf_counter() - self.started:6.1f}s] {message}\n")
+                self.console.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+def run_bot_training_locally(
+    bot_id: str = SAMPLE_BOT_ID,
+    data_uri: str | None = None,
+    models_root: str = "models",
+    pipeline_root: str = "runs",
+    parameters: dict | None = None,
+    console=None,
+) -> LocalRun:
+    """Run the whole pipeline on one bot; returns the new model version and where its outputs are."""
+    from kfp import local
+
+    from pipelines.bot_training import PIPELINE_NAME, bot_training
+
+    console = console or sys.stdout
+    check_bot_id(bot_id)
+    data_uri = data_uri or sample_bot_data()
+    parameters = dict(parameters or {})
+    preflight(data_uri, int(parameters.get("min_examples_per_intent", 5)))
+    models_root = os.path.abspath(models_root)
+    pipeline_root = os.path.abspath(pipeline_root)
+    os.makedirs(pipeline_root, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_path = os.path.join(pipeline_root, f"{PIPELINE_NAME}-{bot_id}-{stamp}.log")
+    before = set(os.listdir(pipeline_root))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+    started = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        tee = _ProgressTee(log, console)
+        try:
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+                task = bot_training(bot_id=bot_id, data_uri=data_uri, models_root=models_root, **parameters)
+        except RuntimeError as exc:
+            raise BotyardError(f"pipeline {PIPELINE_NAME} failed for bot '{bot_id}': {exc}; see the step logs in {log_path}") from exc
+    version_uri = task.output
+    version = os.path.basename(version_uri.rstrip("/"))
+    new_dirs = sorted(d for d in set(os.listdir(pipeline_root)) - before if d.startswith(PIPELINE_NAME) and not d.endswith(".log"))
+    return LocalRun(
+        bot_id=bot_id,
+        version=version,
+        version_uri=version_uri,
+        metadata=ModelStore(models_root).metadata(bot_id, version),
+        run_dir=os.path.join(pipeline_root, new_dirs[-1]) if new_dirs else None,
+        log_path=log_path,
+        seconds=time.perf_counter() - started,
+    )

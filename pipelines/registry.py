@@ -1,0 +1,26 @@
+"""Every pipeline botyard compiles, by file name, as a builder taking the GPU settings."""
+
+from __future__ import annotations
+
+import os
+
+from components.config import GpuConfig
+
+
+def pipeline_builders() -> dict:
+    from pipelines.bot_training import build_bot_training
+
+    return {"bot_training": build_bot_training}
+
+
+def compile_all(output_dir: str, gpu: GpuConfig | None = None) -> list[str]:
+    """Compile each pipeline to ``<output_dir>/<name>.yaml``; returns the paths written."""
+    from kfp import compiler
+
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for name, build in pipeline_builders().items():
+        path = os.path.join(output_dir, f"{name}.yaml")
+        compiler.Compiler().compile(build(gpu or GpuConfig()), package_path=path)
+        written.append(path)
+    return written
