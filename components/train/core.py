@@ -72,7 +72,7 @@ def train_intent_model(
 
     texts = train[c.UTTERANCE].tolist()
     vectorizer = build_vectorizer(config, texts)
-    classifier = build_classifier(config, vectorizer.vocabulary_size(), len(labels))
+    classifier = build_classifier(config, vectorizer, len(labels))
 
     def dataset(frame: pd.DataFrame, shuffle: bool) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(frame[c.UTTERANCE].tolist()), _one_hot(frame[c.INTENT], labels)))

@@ -14,15 +14,51 @@ from components import contracts as c
 from components.config import TrainConfig
 
 
-def build_vectorizer(config: TrainConfig, texts: list[str]) -> keras.layers.TextVectorization:
-    vectorizer = keras.layers.TextVectorization(
-        max_tokens=config.max_tokens,
-        standardize="lower_and_strip_punctuation",
-        output_mode="int",
-        output_sequence_length=config.sequence_length,
-    )
-    vectorizer.adapt(tf.constant(texts))
-    return vectorizer
+class Featurizer(keras.layers.Layer):
+    """Raw utterances -> (word ids for the LSTM, TF-IDF weighted word and character n-grams).
+
+    The n-gram view lets small bots (20 examples an intent) learn from word overlap and
+    spelling variants; the LSTM adds word order. Adapted on the training utterances only.
+    """
+
+    def __init__(self, config: TrainConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.words = keras.layers.TextVectorization(
+            max_tokens=config.max_tokens,
+            standardize="lower_and_strip_punctuation",
+            output_mode="int",
+            output_sequence_length=config.sequence_length,
+        )
+        self.ngrams = keras.layers.TextVectorization(
+            max_tokens=config.max_ngrams, standardize="lower_and_strip_punctuation", ngrams=2, output_mode="tf_idf"
+        ) if config.max_ngrams else None
+        self.chars = keras.layers.TextVectorization(
+            max_tokens=config.max_char_ngrams,
+            standardize="lower_and_strip_punctuation",
+            split="character",
+            ngrams=(3, 4, 5),
+            output_mode="tf_idf",
+        ) if config.max_char_ngrams else None
+
+    def adapt(self, texts: list[str]) -> None:
+        data = tf.constant(texts)
+        for layer in (self.words, self.ngrams, self.chars):
+            if layer is not None:
+                layer.adapt(data)
+
+    def call(self, utterances):
+        features = {"token_ids": self.words(utterances)}
+        if self.ngrams is not None:
+            features["ngrams"] = self.ngrams(utterances)
+        if self.chars is not None:
+            features["char_ngrams"] = self.chars(utterances)
+        return features
+
+
+def build_vectorizer(config: TrainConfig, texts: list[str]) -> Featurizer:
+    featurizer = Featurizer(config)
+    featurizer.adapt(texts)
+    return featurizer
 
 
 def cudnn_lstm(units: int, **kwargs) -> keras.layers.LSTM:
@@ -38,16 +74,23 @@ def cudnn_lstm(units: int, **kwargs) -> keras.layers.LSTM:
     )
 
 
-def build_classifier(config: TrainConfig, vocabulary_size: int, n_labels: int) -> keras.Model:
-    """Token ids ``[batch, sequence_length]`` -> intent probabilities ``[batch, n_labels]``."""
+def build_classifier(config: TrainConfig, featurizer: Featurizer, n_labels: int) -> keras.Model:
+    """Featurizer outputs -> intent probabilities ``[batch, n_labels]``."""
     token_ids = keras.Input(shape=(config.sequence_length,), dtype="int64", name="token_ids")
-    x = keras.layers.Embedding(vocabulary_size, config.embedding_dim, mask_zero=True, name="embedding")(token_ids)
+    inputs = {"token_ids": token_ids}
+    x = keras.layers.Embedding(featurizer.words.vocabulary_size(), config.embedding_dim, mask_zero=True, name="embedding")(token_ids)
     x = keras.layers.SpatialDropout1D(config.dropout)(x)
-    x = keras.layers.Bidirectional(cudnn_lstm(config.lstm_units), name="bilstm")(x)
+    branches = [keras.layers.Bidirectional(cudnn_lstm(config.lstm_units), name="bilstm")(x)]
+    for name, layer in (("ngrams", featurizer.ngrams), ("char_ngrams", featurizer.chars)):
+        if layer is not None:
+            inputs[name] = keras.Input(shape=(layer.vocabulary_size(),), dtype="float32", name=name)
+            dense = keras.layers.Dropout(config.dropout)(inputs[name])
+            branches.append(keras.layers.Dense(config.ngram_units, activation="relu", name=f"{name}_dense")(dense))
+    x = keras.layers.Concatenate()(branches) if len(branches) > 1 else branches[0]
     x = keras.layers.Dropout(config.dropout)(x)
     # float32 output even under mixed precision, for a stable softmax
     probabilities = keras.layers.Dense(n_labels, activation="softmax", dtype="float32", name="intent")(x)
-    model = keras.Model(token_ids, probabilities, name="intent_classifier")
+    model = keras.Model(inputs, probabilities, name="intent_classifier")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
