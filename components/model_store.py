@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from components import contracts as c
 from components import storage
-from components.errors import ModelLoadError, ModelStoreError
+from components.errors import ConfigError, ModelLoadError, ModelStoreError
 
 BOT_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # DNS-1123: also an InferenceService name
 _VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?$")
@@ -24,7 +24,7 @@ _VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?$")
 
 def check_bot_id(bot_id: str) -> str:
     if not isinstance(bot_id, str) or not BOT_ID_PATTERN.match(bot_id):
-        raise ModelStoreError(
+        raise ConfigError(
             f"bot id {bot_id!r} is not valid: use 1-63 lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
         )

@@ -8,7 +8,7 @@ the YAML); ``bot_training`` is the default (one NVIDIA GPU for the train step).
 
 from kfp import dsl, kubernetes
 
-from components.config import GpuConfig, TrainConfig
+from components.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
 from components.evaluate.component import evaluate
 from components.ingest.component import ingest
 from components.register.component import register
@@ -17,7 +17,7 @@ from components.train.component import train
 from components.validate.component import validate
 
 PIPELINE_NAME = "bot-training"
-_T = TrainConfig()
+_T, _S, _V = TrainConfig(), SplitConfig(), ValidationConfig()  # parameter defaults: one home
 
 
 def request_gpu(task: dsl.PipelineTask, gpu: GpuConfig) -> dsl.PipelineTask:
@@ -43,10 +43,10 @@ def build_bot_training(gpu: "GpuConfig | None" = None):
         bot_id: str = "sample-bot",
         data_uri: str = "",
         models_root: str = "models",
-        min_examples_per_intent: int = 5,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 13,
+        min_examples_per_intent: int = _V.min_examples_per_intent,
+        val_fraction: float = _S.val_fraction,
+        test_fraction: float = _S.test_fraction,
+        split_seed: int = _S.seed,
         embedding_dim: int = _T.embedding_dim,
         lstm_units: int = _T.lstm_units,
         dropout: float = _T.dropout,
@@ -55,6 +55,9 @@ def build_bot_training(gpu: "GpuConfig | None" = None):
         learning_rate: float = _T.learning_rate,
         max_tokens: int = _T.max_tokens,
         sequence_length: int = _T.sequence_length,
+        max_ngrams: int = _T.max_ngrams,
+        max_char_ngrams: int = _T.max_char_ngrams,
+        ngram_units: int = _T.ngram_units,
         patience: int = _T.patience,
         label_smoothing: float = _T.label_smoothing,
         seed: int = _T.seed,
@@ -77,6 +80,9 @@ def build_bot_training(gpu: "GpuConfig | None" = None):
             learning_rate=learning_rate,
             max_tokens=max_tokens,
             sequence_length=sequence_length,
+            max_ngrams=max_ngrams,
+            max_char_ngrams=max_char_ngrams,
+            ngram_units=ngram_units,
             patience=patience,
             label_smoothing=label_smoothing,
             seed=seed,

@@ -32,7 +32,7 @@ def sample_bot_data() -> str:
     return str(resources.files("pipelines") / "sample_bot" / "nlu.yml")
 
 
-def preflight(data_uri: str, min_examples_per_intent: int = 5) -> ValidationReport:
+def preflight(data_uri: str, min_examples_per_intent: int = ValidationConfig().min_examples_per_intent) -> ValidationReport:
     """Ingest and validate in-process; raises ``DataValidationError`` with the full message."""
     report = validate_table(read_training_data(data_uri), data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
     report.raise_for_errors()
@@ -104,7 +104,7 @@ def run_bot_training_locally(
     check_bot_id(bot_id)
     data_uri = data_uri or sample_bot_data()
     parameters = dict(parameters or {})
-    preflight(data_uri, int(parameters.get("min_examples_per_intent", 5)))
+    preflight(data_uri, int(parameters.get("min_examples_per_intent", ValidationConfig().min_examples_per_intent)))
     models_root = os.path.abspath(models_root)
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)

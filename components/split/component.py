@@ -8,12 +8,12 @@ from components.kfp_base import botyard_component
 @botyard_component
 def split(
     dataset: Input[Dataset],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
     train_data: Output[Dataset],
     val_data: Output[Dataset],
     test_data: Output[Dataset],
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 13,
 ):
     """Stratified, seeded train/validation/test split (the data's own split column wins when given).
 

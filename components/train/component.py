@@ -11,20 +11,25 @@ def train(
     val_data: Input[Dataset],
     model: Output[Model],
     training_metrics: Output[Metrics],
-    embedding_dim: int = 128,
-    lstm_units: int = 128,
-    dropout: float = 0.3,
-    epochs: int = 30,
-    batch_size: int = 32,
-    learning_rate: float = 0.002,
-    max_tokens: int = 20000,
-    sequence_length: int = 32,
-    patience: int = 3,
-    label_smoothing: float = 0.0,
+    embedding_dim: int,
+    lstm_units: int,
+    dropout: float,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    max_tokens: int,
+    sequence_length: int,
+    max_ngrams: int,
+    max_char_ngrams: int,
+    ngram_units: int,
+    patience: int,
+    label_smoothing: float,
+    seed: int,
     mixed_precision: bool = False,
-    seed: int = 13,
 ):
     """Train the bidirectional-LSTM intent classifier (on a GPU when the node has one).
+
+    Hyperparameters have no defaults here: the pipeline passes ``TrainConfig``'s tuned ones.
 
     Args:
         train_data: Training rows.
@@ -37,6 +42,9 @@ def train(
         learning_rate: Adam learning rate.
         max_tokens: Word vocabulary size.
         sequence_length: Tokens per utterance.
+        max_ngrams: Word uni+bigram TF-IDF features (0 turns them off).
+        max_char_ngrams: Character 3-5-gram TF-IDF features (0 turns them off).
+        ngram_units: Dense units over each n-gram view.
         patience: Epochs without validation-loss improvement before stopping.
         label_smoothing: Target smoothing.
         mixed_precision: float16 compute on a GPU.
@@ -54,7 +62,8 @@ def train(
 
     config = TrainConfig(
         embedding_dim=embedding_dim, lstm_units=lstm_units, dropout=dropout, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, max_tokens=max_tokens, sequence_length=sequence_length, patience=patience,
+        learning_rate=learning_rate, max_tokens=max_tokens, sequence_length=sequence_length,
+        max_ngrams=max_ngrams, max_char_ngrams=max_char_ngrams, ngram_units=ngram_units, patience=patience,
         label_smoothing=label_smoothing, mixed_precision=mixed_precision, seed=seed,
     )
     os.makedirs(model.path, exist_ok=True)

@@ -9,9 +9,9 @@ from components.kfp_base import botyard_component
 def validate(
     dataset: Input[Dataset],
     data_uri: str,
+    min_examples_per_intent: int,
     validated: Output[Dataset],
     report: Output[Markdown],
-    min_examples_per_intent: int = 5,
 ):
     """Check the training data; fail the run with one message naming the file and the rows at fault.
 

@@ -1,0 +1,38 @@
+# botyard: the two commands (`make run`, `make test`) create .venv and install on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test install compile bench serve clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+## Train the shipped sample bot end to end through kfp.local and print its metrics.
+run: $(STAMP)
+	$(BIN)/botyard run
+
+## Run the whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2
+
+## Compile every pipeline to build/pipelines/*.yaml.
+compile: $(STAMP)
+	$(BIN)/botyard compile --output-dir build/pipelines
+
+## Benchmarks: figures go to bench/results.json and bench/results.md.
+bench: $(STAMP)
+	$(BIN)/botyard bench --output-dir bench
+
+## Serve every bot in ./models on 127.0.0.1:8080.
+serve: $(STAMP)
+	$(BIN)/botyard serve --models-root models --host 127.0.0.1 --port 8080
+
+clean:
+	rm -rf build runs models bench

@@ -1,0 +1,1 @@
+"""The deploy step: put a registered model version behind a KServe InferenceService."""

@@ -1,0 +1,54 @@
+"""The ``botyard`` command line, run as a user would: exit codes and messages, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.cli import main
+
+
+def _botyard(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_bad_data_exits_2_with_the_validation_message(tmp_path):
+    bad = tmp_path / "bot.csv"
+    bad.write_text("text,intent\nhello,greet\nhi,greet\n,greet\n")
+    result = _botyard("run", "--data", str(bad), "--models-root", str(tmp_path / "m"), "--pipeline-root", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "bot.csv: training data is invalid" in result.stderr
+    assert "empty utterance in row 4" in result.stderr
+    assert "found 1 intent(s) ['greet']" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "m").exists()  # nothing ran, nothing written
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--bot-id", "Bad_Bot"], "bot id 'Bad_Bot' is not valid"),
+        (["run", "--param", "epochs=ten"], "--param epochs: 'ten' is not a valid Integer"),
+        (["run", "--param", "colour=blue"], "--param 'colour=blue': expected KEY=VALUE"),
+        (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "GpuConfig.accelerator_limit = 0 is out of range"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error(tmp_path, capsys, args, message):
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+
+
+def test_compile_writes_every_pipeline(tmp_path, capsys):
+    assert main(["compile", "--output-dir", str(tmp_path), "--no-gpu"]) == 0
+    assert (tmp_path / "bot_training.yaml").exists()
+    assert str(tmp_path / "bot_training.yaml") in capsys.readouterr().out
+
+
+def test_help_lists_commands():
+    result = _botyard("--help")
+    assert result.returncode == 0
+    for command in ("run", "compile"):
+        assert command in result.stdout

@@ -1,0 +1,79 @@
+"""End to end: ``bot_training`` on the sample bot through kfp.local, with the default (tuned) settings."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from components import contracts as c
+from pipelines.local_run import run_bot_training_locally
+
+from conftest import SAMPLE_BOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    console = io.StringIO()
+    result = run_bot_training_locally(
+        "sample-bot", str(SAMPLE_BOT / "nlu.yml"), str(root / "models"), str(root / "runs"), console=console
+    )
+    result.console = console.getvalue()
+    return result
+
+
+def test_model_version_layout(run):
+    assert os.path.isdir(os.path.join(run.version_uri, c.SAVED_MODEL_DIR))
+    meta = json.load(open(os.path.join(run.version_uri, c.METADATA_FILE)))
+    assert set(c.METADATA_KEYS) <= set(meta)
+    assert meta[c.BOT_ID] == "sample-bot" and meta[c.VERSION] == run.version
+    assert meta[c.LABELS] == sorted(meta[c.LABELS]) and len(meta[c.LABELS]) == 13
+    assert len(meta[c.DATA_HASH]) == 64 and run.version.endswith(meta[c.DATA_HASH][:8])
+    assert 0.0 < meta[c.OOS_THRESHOLD] < 1.0
+    assert meta[c.HYPERPARAMETERS]["lstm_units"] > 0
+
+
+def test_saved_model_predicts_held_out_utterances(run):
+    meta = run.metadata
+    signature = tf.saved_model.load(os.path.join(run.version_uri, c.SAVED_MODEL_DIR)).signatures[c.SERVING_SIGNATURE]
+    held_out = pd.read_csv(SAMPLE_BOT / "heldout.csv")
+    probabilities = signature(utterances=tf.constant(held_out["text"].tolist()))[c.OUTPUT_PROBABILITIES].numpy()
+    assert probabilities.shape == (len(held_out), len(meta[c.LABELS])) and probabilities.dtype == np.float32
+    predicted = np.array(meta[c.LABELS])[probabilities.argmax(axis=1)]
+    accuracy = float(np.mean(predicted == held_out["intent"].to_numpy()))
+    assert accuracy >= 0.9, list(zip(held_out["text"], predicted))
+
+
+def test_metrics_and_confusion_matrix_artifacts(run):
+    metrics = run.metadata[c.METRICS]
+    assert 0.3 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    assert metrics["test_size"] == 26
+    matrix = pd.read_csv(run.confusion_matrix_csv, index_col=0)
+    assert list(matrix.columns) == run.metadata[c.LABELS]
+    assert int(matrix.to_numpy().sum()) == metrics["test_size"]
+    executor_output = json.load(open(os.path.join(run.run_dir, "evaluate", "executor_output.json")))
+    artifacts = executor_output["artifacts"]
+    confusion = artifacts["confusion_matrix"]["artifacts"][0]["metadata"]["confusionMatrix"]
+    assert [cat["displayName"] for cat in confusion["annotationSpecs"]] == run.metadata[c.LABELS]
+    assert sum(sum(row["row"]) for row in confusion["rows"]) == metrics["test_size"]
+    logged = artifacts["metrics"]["artifacts"][0]["metadata"]
+    assert logged["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-4)
+    report = open(os.path.join(run.run_dir, "validate", "report")).read()
+    assert "| order_drink | 22 |" in report
+    training = json.load(open(os.path.join(run.run_dir, "train", "executor_output.json")))["artifacts"]["training_metrics"]["artifacts"][0]["metadata"]
+    assert training["epochs_run"] >= 1 and "epoch_001_loss" in training
+
+
+def test_console_shows_one_line_per_step(run):
+    for step in ("ingest", "validate", "split", "train", "evaluate", "register"):
+        assert f"Task {step} finished with status SUCCESS" in run.console
+    assert "executor_input" not in run.console  # step noise goes to the log file
+    assert "Executing task \x1b[96m'train'" in open(run.log_path).read()

@@ -1,0 +1,76 @@
+"""Train and evaluate cores on a tiny bot: the exported contract, cuDNN-eligible settings, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import contracts as c
+from components.config import TrainConfig
+from components.evaluate.core import evaluate_model_dir
+from components.evaluate.threshold import choose_threshold
+from components.table import make_table
+from components.train.core import train_intent_model
+
+from conftest import tiny_rows
+
+TINY = dict(epochs=3, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ngrams=200, ngram_units=8, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("model"))
+    table = make_table(tiny_rows(per_intent=8))
+    result = train_intent_model(table, table, TrainConfig(**TINY), out)
+    return out, result, table
+
+
+def test_exported_signature_is_string_in_probabilities_out(trained):
+    out, result, _ = trained
+    signature = tf.saved_model.load(os.path.join(out, c.SAVED_MODEL_DIR)).signatures[c.SERVING_SIGNATURE]
+    spec = signature.structured_input_signature[1][c.SIGNATURE_INPUT]
+    assert spec.dtype == tf.string and spec.shape.as_list() == [None]
+    probs = signature(utterances=tf.constant(["hello", "rain today", "bye"]))[c.OUTPUT_PROBABILITIES]
+    assert probs.dtype == tf.float32 and probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert result.labels == ["bye", "greet", "weather"]
+    info = json.load(open(os.path.join(out, c.TRAINING_FILE)))
+    assert info[c.LABELS] == result.labels and info[c.HYPERPARAMETERS]["lstm_units"] == 8
+
+
+def test_lstm_settings_are_cudnn_eligible():
+    from components.train.model import build_classifier, build_vectorizer
+
+    config = TrainConfig(**TINY)
+    model = build_classifier(config, build_vectorizer(config, ["a b", "c d"]), 2)
+    lstms = [layer for layer in model._flatten_layers() if layer.__class__.__name__ == "LSTM"]
+    assert lstms
+    for lstm in lstms:
+        cfg = lstm.get_config()
+        assert (cfg["activation"], cfg["recurrent_activation"], cfg["recurrent_dropout"], cfg["unroll"], cfg["use_bias"]) == ("tanh", "sigmoid", 0.0, False, True)
+
+
+def test_evaluate_writes_report_files(trained, tmp_path):
+    out, _, table = trained
+    evaluation = evaluate_model_dir(out, table, table, str(tmp_path))
+    for name in (c.EVALUATION_FILE, c.CONFUSION_MATRIX_FILE, c.PER_INTENT_FILE, c.MISCLASSIFIED_FILE):
+        assert (tmp_path / name).exists()
+    assert evaluation.confusion.sum() == len(table)
+    assert set(evaluation.per_intent) == {"bye", "greet", "weather"}
+    assert 0.0 <= evaluation.metrics["accuracy"] <= 1.0
+
+
+def test_threshold_without_oos_keeps_correct_predictions():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55]])
+    threshold, criterion = choose_threshold(probs, np.array(["a", "a", "b", "a"]), ["a", "b"], reject_budget=0.0)
+    assert threshold == pytest.approx(0.6) and "rejects at most 0%" in criterion
+
+
+def test_threshold_with_oos_examples_separates_them():
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.55, 0.45], [0.6, 0.4]])
+    threshold, criterion = choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"])
+    assert 0.6 < threshold <= 0.9 and "out-of-scope recall" in criterion

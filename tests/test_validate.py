@@ -1,0 +1,114 @@
+"""Validate: every problem gets its own message naming the file and rows; warnings don't fail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.config import ValidationConfig
+from components.errors import ConfigError, DataValidationError
+from components.ingest.core import read_training_data
+from components.validate.core import validate_table
+
+from conftest import SAMPLE_BOT
+
+
+def _csv(rows):
+    return "text,intent\n" + "".join(f"{t},{i}\n" for t, i in rows)
+
+
+GOOD = [(f"{w} number {n}", w) for w in ("alpha", "beta") for n in range(5)]
+
+
+def _validate(path, **config):
+    return validate_table(read_training_data(path), path, ValidationConfig(**config))
+
+
+def _error(path, **config):
+    with pytest.raises(DataValidationError) as err:
+        _validate(path, **config).raise_for_errors()
+    return str(err.value)
+
+
+def test_good_file_passes_and_reports_counts(write):
+    report = _validate(write("good.csv", _csv(GOOD)))
+    assert report.ok and report.warnings == []
+    assert report.intent_counts == {"alpha": 5, "beta": 5}
+    assert "| alpha | 5 |" in report.to_markdown()
+
+
+def test_sample_bot_is_valid():
+    report = _validate(str(SAMPLE_BOT / "nlu.yml"))
+    assert report.ok, report.errors
+    assert len(report.intent_counts) >= 10 and min(report.intent_counts.values()) >= 20
+
+
+def test_empty_utterance(write):
+    path = write("bot.csv", _csv(GOOD + [("  ", "alpha")]))
+    assert "empty utterance in row 12" in _error(path)
+
+
+def test_missing_intent_value(write):
+    path = write("bot.csv", _csv(GOOD + [("orphan", "")]))
+    assert "missing 'intent' in row 12" in _error(path)
+
+
+def test_missing_text_field_in_jsonl(write):
+    lines = [json.dumps({"text": t, "intent": i}) for t, i in GOOD] + [json.dumps({"intent": "alpha"})]
+    assert "missing 'text' in row 11" in _error(write("bot.jsonl", "\n".join(lines)))
+
+
+def test_fewer_than_two_intents(write):
+    path = write("bot.csv", _csv([(f"alpha {n}", "alpha") for n in range(6)]))
+    assert "found 1 intent(s) ['alpha']; a bot needs at least 2 intents" in _error(path)
+
+
+def test_intent_with_too_few_examples(write):
+    path = write("bot.csv", _csv(GOOD + [("gamma one", "gamma"), ("gamma two", "gamma")]))
+    message = _error(path)
+    assert "bot.csv: training data is invalid (1 problem(s))" in message
+    assert "intent 'gamma' has only 2 training example(s), minimum is 5 (rows 12, 13)" in message
+    assert _validate(path, min_examples_per_intent=2).ok
+
+
+def test_conflicting_labels_after_normalisation(write):
+    path = write("bot.csv", _csv(GOOD + [("Alpha  Number 0", "beta")]))
+    assert "utterance 'alpha number 0' is labelled with different intents: 'alpha' (row 2); 'beta' (row 12)" in _error(path)
+
+
+def test_entity_span_outside_text(write):
+    rows = [json.dumps({"text": t, "intent": i}) for t, i in GOOD]
+    rows.append(json.dumps({"text": "fly to rome", "intent": "alpha", "entities": [{"start": 7, "end": 40, "value": "rome", "entity": "city"}]}))
+    assert "row 11: entity 'city' span [7, 40) lies outside the text (length 11)" in _error(write("bot.jsonl", "\n".join(rows)))
+
+
+def test_entity_span_not_matching_value(write):
+    rows = [json.dumps({"text": t, "intent": i}) for t, i in GOOD]
+    rows.append(json.dumps({"text": "fly to rome", "intent": "alpha", "entities": [{"start": 0, "end": 3, "value": "rome", "entity": "city"}]}))
+    assert "row 11: entity 'city' span [0, 3) is 'fly' but its value is 'rome'" in _error(write("bot.jsonl", "\n".join(rows)))
+
+
+def test_all_problems_reported_at_once(write):
+    path = write("bot.csv", _csv(GOOD + [("", "alpha"), ("x", "gamma")]))
+    message = _error(path)
+    assert "(2 problem(s))" in message and "empty utterance" in message and "intent 'gamma'" in message
+
+
+def test_imbalance_and_duplicates_warn_but_pass(write):
+    rows = GOOD + [(f"alpha extra {n}", "alpha") for n in range(70)] + [("beta number 0", "beta")]
+    report = _validate(write("bot.csv", _csv(rows)))
+    assert report.ok
+    assert any("heavy class imbalance: 'alpha' has 75 examples, 'beta' has 6 (ratio 12.5 > 10)" in w for w in report.warnings)
+    assert any("1 exact duplicate utterance(s)" in w for w in report.warnings)
+    assert "## Warnings" in report.to_markdown()
+
+
+def test_bad_split_values(write):
+    path = write("bot.csv", "text,intent,split\n" + "".join(f"{t},{i},{'dev' if n == 0 else 'train'}\n" for n, (t, i) in enumerate(GOOD)))
+    assert "unknown split value(s) ['dev'] in row 2" in _error(path)
+
+
+def test_config_out_of_range_names_the_field():
+    with pytest.raises(ConfigError, match=r"ValidationConfig.min_examples_per_intent = 0 is out of range"):
+        ValidationConfig(min_examples_per_intent=0)
