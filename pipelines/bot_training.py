@@ -1,4 +1,6 @@
-"""The per-bot training pipeline: ingest -> validate -> split -> train -> evaluate -> register.
+"""The per-bot pipeline: ingest -> validate -> split -> train -> evaluate -> register -> gate -> infra check -> deploy.
+
+The infra check runs only for a blessed candidate, and deploy only when both verdicts bless it.
 
 ``build_bot_training(gpu)`` makes the pipeline for a cluster's GPU settings (compiled into
 the YAML); ``bot_training`` is the default (one NVIDIA GPU for the train step).
@@ -9,7 +11,12 @@ the YAML); ``bot_training`` is the default (one NVIDIA GPU for the train step).
 from kfp import dsl, kubernetes
 
 from components.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
+from components.deploy.cluster import ClusterDeployConfig
+from components.deploy.component import deploy
 from components.evaluate.component import evaluate
+from components.gate.component import gate
+from components.gate.core import GateConfig
+from components.infra_check.component import infra_check
 from components.ingest.component import ingest
 from components.register.component import register
 from components.split.component import split
@@ -17,7 +24,7 @@ from components.train.component import train
 from components.validate.component import validate
 
 PIPELINE_NAME = "bot-training"
-_T, _S, _V = TrainConfig(), SplitConfig(), ValidationConfig()  # parameter defaults: one home
+_T, _S, _V, _G, _D = TrainConfig(), SplitConfig(), ValidationConfig(), GateConfig(), ClusterDeployConfig()  # defaults: one home
 
 
 def request_gpu(task: dsl.PipelineTask, gpu: GpuConfig) -> dsl.PipelineTask:
@@ -37,7 +44,7 @@ def build_bot_training(gpu: "GpuConfig | None" = None):
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Train, evaluate and register one bot's intent model from its training data.",
+        description="Train, evaluate and register one bot's intent model; deploy it when it beats the live version.",
     )
     def bot_training(
         bot_id: str = "sample-bot",
@@ -61,6 +68,14 @@ def build_bot_training(gpu: "GpuConfig | None" = None):
         patience: int = _T.patience,
         label_smoothing: float = _T.label_smoothing,
         seed: int = _T.seed,
+        min_accuracy: float = _G.min_accuracy,
+        max_accuracy_drop: float = _G.max_accuracy_drop,
+        max_intent_recall_drop: float = _G.max_intent_recall_drop,
+        deploy_target: str = "local",
+        namespace: str = _D.namespace,
+        serving_mode: str = _D.mode,
+        canary_traffic_percent: int = 0,
+        ready_timeout_s: int = _D.ready_timeout_s,
     ) -> str:
         ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
         checked = validate(
@@ -99,6 +114,34 @@ def build_bot_training(gpu: "GpuConfig | None" = None):
             data_hash=ingested.outputs["data_hash"],
         ).set_display_name("Register model version")
         registered.set_caching_options(False)  # writes to the model store: never skip it
+        verdict = gate(
+            test_data=parts.outputs["test_data"],
+            bot_id=bot_id,
+            models_root=models_root,
+            version=registered.outputs["version"],
+            min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop,
+            max_intent_recall_drop=max_intent_recall_drop,
+        ).set_display_name("Promotion gate: candidate vs live")
+        verdict.set_caching_options(False)  # the live version it compares with changes
+        with dsl.If(verdict.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition)
+            infra = infra_check(
+                test_data=parts.outputs["test_data"], bot_id=bot_id, models_root=models_root, version=registered.outputs["version"]
+            ).set_display_name("Infra check: load and query in a predictor")
+            infra.set_caching_options(False)
+            with dsl.If(infra.outputs["Output"] == True, name="infra-ok"):  # noqa: E712
+                deploy(
+                    blessing=verdict.outputs["blessing"],
+                    infra_result=infra.outputs["result"],
+                    bot_id=bot_id,
+                    models_root=models_root,
+                    version=registered.outputs["version"],
+                    target=deploy_target,
+                    namespace=namespace,
+                    serving_mode=serving_mode,
+                    canary_traffic_percent=canary_traffic_percent,
+                    ready_timeout_s=ready_timeout_s,
+                ).set_display_name("Deploy model version").set_caching_options(False)
         return registered.outputs["version_uri"]
 
     return bot_training

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import sys
@@ -58,6 +59,28 @@ class LocalRun:
         if not self.run_dir:
             return None
         return os.path.join(self.run_dir, "evaluate", "confusion_matrix")
+
+    def _artifact_json(self, *parts: str) -> dict | None:
+        path = os.path.join(self.run_dir or "", *parts)
+        if not self.run_dir or not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    @property
+    def blessing(self) -> dict | None:
+        """The promotion gate's verdict, or None if the gate did not run."""
+        return self._artifact_json("gate", "blessing", "blessing.json")
+
+    @property
+    def infra_result(self) -> dict | None:
+        """The infra check's verdict, or None if it did not run (candidate not blessed)."""
+        return self._artifact_json("infra-check", "result", "infra_check.json")
+
+    @property
+    def deployment(self) -> dict | None:
+        """What the deploy step did, or None if it did not run."""
+        return self._artifact_json("deploy", "deployment", "deployment.json")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

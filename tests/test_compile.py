@@ -69,6 +69,14 @@ def test_steps_read_well_in_the_dashboard(compiled):
         "Evaluate on test split", "Register model version",
     ]
     assert spec["pipelineInfo"]["description"].startswith("Train, evaluate and register one bot's intent model")
+    gate = tasks["gate"]
+    assert gate["taskInfo"]["name"] == "Promotion gate: candidate vs live"
+    blessed = tasks["condition-1"]
+    assert blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert inner["infra-check"]["taskInfo"]["name"] == "Infra check: load and query in a predictor"
+    deploy = spec["components"]["comp-condition-2"]["dag"]["tasks"]["deploy"]
+    assert deploy["taskInfo"]["name"] == "Deploy model version"
     assert tasks["register"]["cachingOptions"] == {}  # caching off: it writes the model store
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["image"].startswith("ghcr.io/botyard/botyard:")

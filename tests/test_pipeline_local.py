@@ -72,8 +72,17 @@ def test_metrics_and_confusion_matrix_artifacts(run):
     assert training["epochs_run"] >= 1 and "epoch_001_loss" in training
 
 
+def test_first_run_is_blessed_checked_and_deployed(run):
+    from components.model_store import ModelStore
+
+    assert run.blessing["blessed"] is True and run.blessing["live"] is None
+    assert run.infra_result["blessed"] is True and run.infra_result["reasons"][0].startswith("ok: version")
+    assert run.deployment["action"] == "promoted" and run.deployment["previous"] is None
+    assert ModelStore(os.path.dirname(os.path.dirname(run.version_uri))).current("sample-bot") == run.version
+
+
 def test_console_shows_one_line_per_step(run):
-    for step in ("ingest", "validate", "split", "train", "evaluate", "register"):
+    for step in ("ingest", "validate", "split", "train", "evaluate", "register", "gate", "infra-check", "deploy"):
         assert f"Task {step} finished with status SUCCESS" in run.console
     assert "executor_input" not in run.console  # step noise goes to the log file
     assert "Executing task \x1b[96m'train'" in open(run.log_path).read()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from components import contracts as c
 from components.errors import ConfigError
@@ -45,7 +47,35 @@ def handle(args: argparse.Namespace) -> int:
     if run.confusion_matrix_artifact:
         print(f"KFP artifacts:     {run.run_dir}")
     print(f"step logs:         {run.log_path}")
+    print(f"promotion gate:    {_verdict(run.blessing)}")
+    if run.blessing and run.blessing["blessed"]:
+        print(f"infra check:       {_verdict(run.infra_result)}")
+    deployed = run.deployment
+    print(f"deployed:          " + (f"yes ({deployed['action']}; previous version: {deployed['previous'] or 'none'})" if deployed else "no: the live version stays"))
     print(f"finished in {run.seconds:.1f}s")
+    models_root = os.path.abspath(args.models_root)
+    if not args.serve:
+        print(f"\nserve it:  botyard serve --models-root {models_root} --port {args.port}")
+        return 0
+    return _serve_foreground(models_root, run.bot_id, args.port)
+
+
+def _verdict(verdict: dict | None) -> str:
+    if verdict is None:
+        return "did not run"
+    failures = [r for r in verdict.get("reasons", []) if r.startswith("FAIL")]
+    return "passed" if verdict["blessed"] else "failed: " + "; ".join(failures)
+
+
+def _serve_foreground(models_root: str, bot_id: str, port: int) -> int:
+    """Run a predictor on the models root until Ctrl-C (the user asked for --serve)."""
+    from components.predictor.server import ServeConfig, serve
+
+    print(f"\nserving every bot in {models_root} on http://127.0.0.1:{port} (Ctrl-C stops it); try:")
+    print(f"  curl -s -X POST http://127.0.0.1:{port}/v1/models/{bot_id}:predict -H 'Content-Type: application/json' "
+          "-d '{\"instances\": [\"can I get a large latte\"]}'")
+    sys.stdout.flush()
+    serve(ServeConfig(models_root=models_root, host="127.0.0.1", http_port=port))
     return 0
 
 
@@ -62,4 +92,6 @@ def register(subparsers) -> None:
     p.add_argument("--models-root", default="models", metavar="DIR", help="model store root (default: ./models)")
     p.add_argument("--pipeline-root", default="runs", metavar="DIR", help="where kfp.local keeps step artifacts and logs (default: ./runs)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter, e.g. --param epochs=10 (repeatable)")
+    p.add_argument("--serve", action="store_true", help="afterwards, serve the models root in the foreground and print a curl line to try it")
+    p.add_argument("--port", type=int, default=8080, help="port for --serve (default: 8080)")
     p.set_defaults(handler=handle)

@@ -1,0 +1,113 @@
+"""Deploy step: put a blessed model version live, locally (model store pointer) or on a cluster.
+
+``local``   promote the version in the model store (atomic ``CURRENT`` rewrite; earlier
+            versions stay); a running ``botyard serve`` on that root picks it up.
+``cluster`` roll the bot's InferenceService out to the version (``components.deploy.cluster``),
+            then move the pointer, so the next run's gate compares against what is live.
+
+The step reads the gate's and the infra check's verdicts from their artifacts and refuses
+anything not blessed by both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from components.deploy.cluster import ClusterDeployConfig, ClusterDeployer
+from components.errors import ConfigError, DeployError, ModelStoreError
+from components.model_store import ModelStore
+
+TARGETS = ("local", "cluster")
+
+
+@dataclass
+class Deployment:
+    bot_id: str
+    version: str
+    target: str
+    action: str
+    previous: str | None
+    url: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def check_blessed(*verdicts: dict) -> None:
+    for verdict in verdicts:
+        if not verdict.get("blessed"):
+            reasons = "; ".join(r for r in verdict.get("reasons", []) if r.startswith("FAIL")) or "not blessed"
+            raise DeployError(f"refusing to deploy a model version that was not blessed: {reasons}")
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ConfigError(f"deploy target {target!r} is not valid; use one of {list(TARGETS)}")
+
+
+def deploy_version(
+    models_root: str,
+    bot_id: str,
+    version: str,
+    target: str = "local",
+    cluster: ClusterDeployConfig | None = None,
+    api_client=None,
+) -> Deployment:
+    """Make ``version`` the bot's live model; idempotent for an already-live version."""
+    _check_target(target)
+    store = ModelStore(models_root)
+    previous = store.current(bot_id)
+    if target == "local":
+        store.promote(bot_id, version)
+        return Deployment(bot_id, version, target, "unchanged" if previous == version else "promoted", previous)
+    cluster = cluster or ClusterDeployConfig()
+    deployer = ClusterDeployer(cluster, api_client=api_client)
+    if cluster.mode == "shared":
+        store.promote(bot_id, version)  # the shared predictor follows the pointer
+        try:
+            result = deployer.deploy(bot_id, version, store.version_dir(bot_id, version))
+        except DeployError:
+            if previous:
+                store.promote(bot_id, previous)
+            raise
+    else:
+        result = deployer.deploy(bot_id, version, store.version_dir(bot_id, version))
+        store.promote(bot_id, version)
+    return Deployment(bot_id, version, target, result.action, previous, result.url)
+
+
+def previous_version(store: ModelStore, bot_id: str) -> str:
+    """The version promoted before the current one: the newest version older than it."""
+    current = store.current(bot_id)
+    older = [v for v in store.versions(bot_id) if current is None or v < current]
+    if not older:
+        raise ModelStoreError(f"bot '{bot_id}' has no model version older than {current or 'the current one'} to roll back to")
+    return older[-1]
+
+
+def rollback(
+    models_root: str,
+    bot_id: str,
+    to_version: str | None = None,
+    target: str = "local",
+    cluster: ClusterDeployConfig | None = None,
+    api_client=None,
+) -> Deployment:
+    """Restore an earlier version (default: the one before the current) as the live model."""
+    _check_target(target)
+    store = ModelStore(models_root)
+    version = to_version or previous_version(store, bot_id)
+    if version not in store.versions(bot_id):
+        raise ModelStoreError(f"bot '{bot_id}' has no model version '{version}'; known: {store.versions(bot_id) or 'none'}")
+    previous = store.current(bot_id)
+    url = None
+    if target == "cluster":
+        cluster = cluster or ClusterDeployConfig()
+        deployer = ClusterDeployer(cluster, api_client=api_client)
+        if cluster.mode == "shared":
+            store.promote(bot_id, version)
+            url = deployer.deploy(bot_id, version, store.version_dir(bot_id, version)).url
+        else:
+            url = deployer.rollback(bot_id, store.version_dir(bot_id, version), version).url
+    store.promote(bot_id, version)
+    return Deployment(bot_id, version, target, "rolled-back", previous, url)

@@ -1,0 +1,87 @@
+"""Load the candidate model version into a real ``botyard serve`` process and send it requests.
+
+The predictor runs on a private model store holding only the candidate (a link or copy),
+on 127.0.0.1 and a free port, and is stopped afterwards: no step leaves a process behind.
+A version that fails to load, to get ready or to answer sensibly is not deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from components import contracts as c
+from components import storage
+from components.errors import BotyardError
+from components.model_store import ModelStore
+
+INFRA_FILE = "infra_check.json"
+MAX_SAMPLES = 16
+
+
+@dataclass
+class InfraResult:
+    blessed: bool
+    reasons: list[str] = field(default_factory=list)
+    latency_ms: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _stage_candidate(models_root: str, bot_id: str, version: str, workdir: str) -> str:
+    """A model store under ``workdir`` with only the candidate, promoted."""
+    source = ModelStore(models_root).version_dir(bot_id, version)
+    staged = ModelStore(os.path.join(workdir, "models"))
+    os.makedirs(staged.bot_dir(bot_id))
+    target = staged.version_dir(bot_id, version)
+    if storage.is_remote(source):
+        storage.copytree(source, target)
+    else:
+        os.symlink(os.path.abspath(storage.local_path(source)), target)
+    staged.promote(bot_id, version)
+    return staged.root
+
+
+def run_infra_check(models_root: str, bot_id: str, version: str, utterances: list[str], ready_timeout: float = 300.0) -> InfraResult:
+    """Start a predictor on the candidate, send ``utterances`` (V1), check every answer."""
+    from components.predictor.server import start_predictor
+
+    samples = [u for u in utterances if u.strip()][:MAX_SAMPLES] or ["hello"]
+    labels = set(ModelStore(models_root).metadata(bot_id, version)[c.LABELS])
+    with tempfile.TemporaryDirectory(prefix="botyard-infra-") as workdir:
+        try:
+            root = _stage_candidate(models_root, bot_id, version, workdir)
+            with start_predictor(root, ready_timeout=ready_timeout, wait_for_bots=[bot_id], log_path=os.path.join(workdir, "predictor.log")) as predictor:
+                started = time.perf_counter()
+                status, body = predictor.predict(bot_id, samples)
+                latency = (time.perf_counter() - started) * 1000
+        except BotyardError as exc:
+            return InfraResult(False, [f"FAIL: the predictor did not serve version {version}: {exc}"])
+    if status != 200:
+        return InfraResult(False, [f"FAIL: prediction request answered HTTP {status}: {body}"])
+    predictions = body.get("predictions", []) if isinstance(body, dict) else []
+    problems = []
+    if len(predictions) != len(samples):
+        problems.append(f"FAIL: {len(samples)} utterances sent, {len(predictions)} predictions returned")
+    for p in predictions:
+        if p.get("intent") not in labels or p.get("model_version") != version:
+            problems.append(f"FAIL: unexpected prediction {json.dumps(p)[:200]}")
+            break
+    if problems:
+        return InfraResult(False, problems, round(latency, 2))
+    return InfraResult(True, [f"ok: version {version} loaded, got ready and answered {len(samples)} utterances in {latency:.1f} ms"], round(latency, 2))
+
+
+def write_infra_result(result: InfraResult, output_dir: str) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, INFRA_FILE), "w", encoding="utf-8") as f:
+        json.dump(result.to_json(), f, indent=2)
+
+
+def read_infra_result(output_dir: str) -> dict:
+    with open(os.path.join(output_dir, INFRA_FILE), encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,355 @@
+"""One bot behind the predictor: a ``kserve.Model`` answering with the bot's loaded version.
+
+Requests (the KServe model name is the bot id)::
+
+    V1  POST /v1/models/<bot_id>:predict    {"instances": ["utterance", ...]}
+    V2  POST /v2/models/<bot_id>/infer      {"inputs": [{"name": "utterances", "datatype": "BYTES",
+                                                         "shape": [N], "data": ["utterance", ...]}]}
+
+A V2 request has exactly one BYTES input of shape ``[N]`` (or ``[N, 1]``); with a single
+input its name is not checked, with several one must be named ``utterances``.
+
+V1 response: one prediction per instance::
+
+    {"predictions": [{"intent": "greet", "confidence": 0.93,
+                      "ranking": [{"intent": "greet", "confidence": 0.93}, ...],   # top k
+                      "out_of_scope": false, "model_version": "20261101T120000Z-ab12cd34"}]}
+
+V2 response: ``model_version`` is the version that answered; outputs, each of shape ``[N]``:
+
+    ==============  ========  ==========================================================
+    ``intent``      BYTES     top intent
+    ``confidence``  FP32      its probability
+    ``out_of_scope`` BOOL     confidence below the version's ``oos_threshold``, or the
+                              top intent is ``oos``
+    ``ranking``     BYTES     JSON text ``[{"intent": ..., "confidence": ...}, ...]`` (top k)
+    ==============  ========  ==========================================================
+
+A request's ``outputs`` may ask for a subset of these. Bad requests raise
+``components.errors.RequestError`` subclasses; ``components.predictor.errors`` maps them to
+HTTP statuses.
+
+Hot swap: a ``BotModel`` holds one immutable ``LoadedVersion``. A new version is loaded and
+warmed up beside it (``load_version``) and then swapped in with one reference assignment; a
+request reads the reference once, so requests in flight finish on the version they began
+with and no request ever sees a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from components import contracts as c
+from components.errors import ModelLoadError, RequestError
+from components.model_store import ModelStore
+from components.predictor import import_kserve
+from components.predictor.warmup import DEFAULT_WARMUP_UTTERANCES, read_warmup_requests
+
+kserve = import_kserve()
+from kserve.errors import ModelNotReady  # noqa: E402
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
+
+from components.predictor.errors import RequestTooLargeError, to_grpc_error  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+OUTPUT_INTENT = "intent"
+OUTPUT_CONFIDENCE = "confidence"
+OUTPUT_OUT_OF_SCOPE = "out_of_scope"
+OUTPUT_RANKING = "ranking"
+MODEL_VERSION = "model_version"
+INSTANCES = "instances"
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per-request limits and the ranking length; see ``server.ServeConfig`` for defaults."""
+
+    max_batch: int = 64
+    max_utterance_chars: int = 512
+    top_k: int = 3
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A loaded, checked and warmed-up model version; never changed after loading."""
+
+    bot_id: str
+    version: str
+    labels: tuple[str, ...]
+    oos_threshold: float
+    metadata: dict
+    load_seconds: float
+    _signature: Any = field(repr=False)
+    _saved_model: Any = field(repr=False)  # keeps the signature's variables alive
+
+    def probabilities(self, utterances: list[str]) -> np.ndarray:
+        import tensorflow as tf
+
+        outputs = self._signature(**{c.SIGNATURE_INPUT: tf.constant(utterances, dtype=tf.string)})
+        return outputs[c.OUTPUT_PROBABILITIES].numpy()
+
+
+def _check_metadata(path: str, meta: dict) -> tuple[tuple[str, ...], float]:
+    labels = meta[c.LABELS]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelLoadError(f"{path}: '{c.LABELS}' must be a non-empty list of intent names")
+    threshold = meta[c.OOS_THRESHOLD]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ModelLoadError(f"{path}: '{c.OOS_THRESHOLD}' = {threshold!r}; expected a number from 0 to 1")
+    return tuple(labels), float(threshold)
+
+
+def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
+    """Load one version, check it against its metadata and replay its warm-up requests.
+
+    Raises ``ModelStoreError`` (``ModelLoadError`` when files are corrupt or inconsistent).
+    """
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    meta = store.metadata(bot_id, version)
+    labels, threshold = _check_metadata(f"{store.version_dir(bot_id, version)}/{c.METADATA_FILE}", meta)
+    saved_model_dir = store.saved_model_dir(bot_id, version)
+    try:
+        saved_model = tf.saved_model.load(saved_model_dir)
+        signature = saved_model.signatures[c.SERVING_SIGNATURE]
+    except Exception as exc:  # TF raises many types (OSError, ValueError, DecodeError, ...)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelLoadError(
+            f"{saved_model_dir}: cannot load the SavedModel's '{c.SERVING_SIGNATURE}' signature "
+            f"({type(exc).__name__}: {first_line[:300]})"
+        ) from exc
+    loaded = LoadedVersion(bot_id, version, labels, threshold, meta, 0.0, signature, saved_model)
+    batches = read_warmup_requests(saved_model_dir) or [list(DEFAULT_WARMUP_UTTERANCES)]
+    for batch in batches:
+        try:
+            probs = loaded.probabilities(batch)
+        except Exception as exc:
+            raise ModelLoadError(f"{saved_model_dir}: warm-up request failed ({type(exc).__name__}: {exc})") from exc
+        if probs.shape != (len(batch), len(labels)):
+            raise ModelLoadError(
+                f"{saved_model_dir}: '{c.OUTPUT_PROBABILITIES}' has shape {list(probs.shape)} for a batch of "
+                f"{len(batch)}; metadata lists {len(labels)} labels, expected [{len(batch)}, {len(labels)}]"
+            )
+    seconds = round(time.perf_counter() - started, 3)
+    log.info("bot %s: loaded version %s in %.2fs (%d warm-up requests)", bot_id, version, seconds, len(batches))
+    return LoadedVersion(bot_id, version, labels, threshold, meta, seconds, signature, saved_model)
+
+
+def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: float, top_k: int, version: str) -> list[dict]:
+    """V1 predictions: top intent, confidence, top-k ranking, out-of-scope flag, version."""
+    k = min(top_k, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    predictions = []
+    for row, indices in zip(probabilities, order):
+        ranking = [{"intent": labels[i], "confidence": float(row[i])} for i in indices]
+        top = ranking[0]
+        predictions.append(
+            {
+                "intent": top["intent"],
+                "confidence": top["confidence"],
+                "ranking": ranking,
+                "out_of_scope": bool(top["confidence"] < oos_threshold or top["intent"] == c.OOS_INTENT),
+                MODEL_VERSION: version,
+            }
+        )
+    return predictions
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+@dataclass
+class _Batch:
+    utterances: list[str]
+    v2_request: InferRequest | None = None
+
+
+class BotModel(kserve.Model):
+    """The KServe model of one bot; ``swap`` replaces the version it answers with."""
+
+    def __init__(self, bot_id: str, limits: RequestLimits = RequestLimits()):
+        super().__init__(bot_id)
+        self.limits = limits
+        self._active: LoadedVersion | None = None
+        self.target_version: str | None = None  # the version the store points at
+        self.load_error: str | None = None  # why ``target_version`` could not be served
+
+    # --- state, written by the server's loader thread ------------------------------------------
+    @property
+    def active(self) -> LoadedVersion | None:
+        return self._active
+
+    def swap(self, loaded: LoadedVersion) -> LoadedVersion | None:
+        """Answer with ``loaded`` from now on; returns the version it replaces."""
+        previous, self._active = self._active, loaded
+        self.ready = True
+        return previous
+
+    def not_ready_reason(self) -> str:
+        if self.load_error:
+            return self.load_error
+        return f"version {self.target_version} is still loading" if self.target_version else "no version found"
+
+    def load(self) -> bool:
+        # Loading is the server's job (``load_version`` + ``swap``); KServe calls this on a
+        # model that is not ready, which must not block a request.
+        return self.ready
+
+    # --- KServe handlers ------------------------------------------------------------------------
+    async def __call__(self, body, headers=None, verb=kserve.model.InferenceVerb.PREDICT):
+        try:
+            return await super().__call__(body, headers, verb)
+        except (RequestError, ModelNotReady) as exc:
+            if isinstance(body, InferRequest) and body.from_grpc:
+                raise to_grpc_error(exc) from exc
+            raise
+
+    def validate(self, payload):
+        return payload  # ``preprocess`` validated it
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": c.SIGNATURE_INPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict]:
+        return [
+            {"name": OUTPUT_INTENT, "datatype": "BYTES", "shape": [-1]},
+            {"name": OUTPUT_CONFIDENCE, "datatype": "FP32", "shape": [-1]},
+            {"name": OUTPUT_OUT_OF_SCOPE, "datatype": "BOOL", "shape": [-1]},
+            {"name": OUTPUT_RANKING, "datatype": "BYTES", "shape": [-1]},
+        ]
+
+    async def preprocess(self, payload, headers=None) -> _Batch:
+        if isinstance(payload, InferRequest):
+            batch = _Batch(self._v2_utterances(payload), payload)
+        elif isinstance(payload, dict):
+            batch = _Batch(self._v1_utterances(payload))
+        elif isinstance(payload, (bytes, str)):
+            raise RequestError(
+                "the request body must be JSON sent as 'Content-Type: application/json', "
+                'like {"instances": ["utterance", ...]}'
+            )
+        else:
+            raise RequestError(
+                f'the request body must be a JSON object like {{"instances": ["utterance", ...]}}; '
+                f"got {_json_type(payload)}"
+            )
+        self._check_limits(batch.utterances)
+        return batch
+
+    def _v1_utterances(self, body: dict) -> list[str]:
+        if INSTANCES not in body:
+            raise RequestError(f"'{INSTANCES}' is missing: send {{\"instances\": [\"utterance\", ...]}}")
+        instances = body[INSTANCES]
+        if not isinstance(instances, list):
+            raise RequestError(f"'{INSTANCES}' must be a list of utterances; got {_json_type(instances)}")
+        self._check_batch(len(instances), f"'{INSTANCES}'")
+        for i, value in enumerate(instances):
+            if not isinstance(value, str):
+                raise RequestError(f"{INSTANCES}[{i}] is {_json_type(value)}; every instance must be a string (an utterance)")
+        return instances
+
+    def _v2_utterances(self, request: InferRequest) -> list[str]:
+        inputs = request.inputs
+        if len(inputs) == 1:
+            tensor = inputs[0]
+        else:
+            named = [t for t in inputs if t.name == c.SIGNATURE_INPUT]
+            if len(named) != 1:
+                raise RequestError(
+                    f"a V2 request needs one input named '{c.SIGNATURE_INPUT}' (BYTES, shape [N]); "
+                    f"got inputs {[t.name for t in inputs]}"
+                )
+            tensor = named[0]
+        where = f"input '{tensor.name}'"
+        if tensor.datatype != "BYTES":
+            raise RequestError(f"{where} has datatype {tensor.datatype}; send the utterances as BYTES")
+        shape = list(tensor.shape or [])
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or any(
+            not isinstance(d, int) or d < 0 for d in shape
+        ):
+            raise RequestError(f"{where} has shape {shape}; expected [N] (or [N, 1]) for N utterances")
+        self._check_batch(shape[0], where)
+        try:
+            values = tensor.as_numpy().reshape(-1).tolist()
+        except (ValueError, TypeError) as exc:
+            raise RequestError(f"{where}: its data does not match shape {shape} ({exc})") from exc
+        utterances = []
+        for i, value in enumerate(values):
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RequestError(f"{where}: element {i} is not valid UTF-8") from exc
+            if not isinstance(value, str):
+                raise RequestError(f"{where}: element {i} is {_json_type(value)}; every element must be a string")
+            utterances.append(value)
+        return utterances
+
+    def _check_batch(self, size: int, where: str) -> None:
+        if size == 0:
+            raise RequestError(f"{where} is empty: send at least one utterance")
+        if size > self.limits.max_batch:
+            raise RequestTooLargeError(
+                f"{where} holds {size} utterances; this predictor accepts at most {self.limits.max_batch} "
+                "a request (--max-batch): split the batch"
+            )
+
+    def _check_limits(self, utterances: list[str]) -> None:
+        limit = self.limits.max_utterance_chars
+        for i, utterance in enumerate(utterances):
+            if len(utterance) > limit:
+                raise RequestTooLargeError(
+                    f"utterance {i} has {len(utterance)} characters; the limit is {limit} (--max-utterance-chars)"
+                )
+
+    async def predict(self, batch: _Batch, headers=None):
+        active = self._active  # read once: a swap during this request does not affect it
+        if active is None:
+            raise ModelNotReady(self.name, self.not_ready_reason())
+        return active, active.probabilities(batch.utterances), batch
+
+    async def postprocess(self, result, headers=None, response_headers=None):
+        active, probabilities, batch = result
+        predictions = rank(probabilities, active.labels, active.oos_threshold, self.limits.top_k, active.version)
+        if batch.v2_request is None:
+            return {"predictions": predictions}
+        request = batch.v2_request
+        outputs = []
+        for name, datatype, values in (
+            (OUTPUT_INTENT, "BYTES", np.array([p["intent"] for p in predictions], dtype=object)),
+            (OUTPUT_CONFIDENCE, "FP32", np.array([p["confidence"] for p in predictions], dtype=np.float32)),
+            (OUTPUT_OUT_OF_SCOPE, "BOOL", np.array([p["out_of_scope"] for p in predictions], dtype=bool)),
+            (OUTPUT_RANKING, "BYTES", np.array([json.dumps(p["ranking"]) for p in predictions], dtype=object)),
+        ):
+            output = InferOutput(name=name, shape=[len(predictions)], datatype=datatype)
+            output.set_data_from_numpy(values, binary_data=False)
+            outputs.append(output)
+        return InferResponse(
+            response_id=request.id or str(uuid.uuid4()),
+            model_name=self.name,
+            model_version=active.version,
+            infer_outputs=outputs,
+            requested_outputs=request.request_outputs,
+        )
+
+
