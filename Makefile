@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test install compile bench serve clean
+.PHONY: run test install system-deps compile bench serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,14 +12,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+## PostgreSQL binaries for the trigger service's store tests (Debian package; needs root or sudo).
+system-deps:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends postgresql; }
 
 ## Train the shipped sample bot end to end through kfp.local and print its metrics.
 run: $(STAMP)
 	$(BIN)/botyard run
 
 ## Run the whole test suite (what CI runs).
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -n 2
 
 ## Compile every pipeline to build/pipelines/*.yaml.

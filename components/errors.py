@@ -11,6 +11,7 @@ exception that fits it, so callers may catch either::
      +-- RequestError (ValueError)            a client's bad prediction request (HTTP 4xx)
      |    +-- UnknownBotError                 a bot the predictor does not serve (404)
      +-- DeployError (RuntimeError)           a deploy / rollout that did not complete
+     +-- SubmitError (RuntimeError)           the KFP endpoint refused, failed or was unreachable
 
 Messages say what is wrong, where (file, row, intent) and how to fix it; boundaries
 translate low-level errors with ``raise ... from exc``.
@@ -68,3 +69,13 @@ class DeployError(BotyardError, RuntimeError):
     """A deployment or rollout that did not complete."""
 
     exit_code = 4
+
+
+class SubmitError(BotyardError, RuntimeError):
+    """The KFP endpoint refused or failed a request (or could not be reached)."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, status: int | None = None):
+        self.status = status
+        super().__init__(message)

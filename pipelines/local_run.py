@@ -87,7 +87,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PROGRESS = re.compile(r"(Executing task|Task .* finished with status|Pipeline .* finished with status)")
 
 
-class _ProgressTee(io.TextIOBase):
+class ProgressTee(io.TextIOBase):
     """Writes everything to the log; echoes step start/finish lines to the console."""
 
     def __init__(self, log, console):
@@ -137,7 +137,7 @@ def run_bot_training_locally(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
-        tee = _ProgressTee(log, console)
+        tee = ProgressTee(log, console)
         try:
             with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 task = bot_training(bot_id=bot_id, data_uri=data_uri, models_root=models_root, **parameters)

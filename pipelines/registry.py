@@ -9,8 +9,9 @@ from components.config import GpuConfig
 
 def pipeline_builders() -> dict:
     from pipelines.bot_training import build_bot_training
+    from pipelines.fleet_training import build_fleet_training
 
-    return {"bot_training": build_bot_training}
+    return {"bot_training": build_bot_training, "fleet_training": build_fleet_training}
 
 
 def compile_all(output_dir: str, gpu: GpuConfig | None = None) -> list[str]:

@@ -17,13 +17,14 @@ V1 response: one prediction per instance::
 
 V2 response: ``model_version`` is the version that answered; outputs, each of shape ``[N]``:
 
-    ==============  ========  ==========================================================
-    ``intent``      BYTES     top intent
-    ``confidence``  FP32      its probability
-    ``out_of_scope`` BOOL     confidence below the version's ``oos_threshold``, or the
-                              top intent is ``oos``
-    ``ranking``     BYTES     JSON text ``[{"intent": ..., "confidence": ...}, ...]`` (top k)
-    ==============  ========  ==========================================================
+    ==================  ========  ======================================================
+    ``intent``          BYTES     top intent
+    ``confidence``      FP32      its probability
+    ``out_of_scope``    BOOL      confidence below the version's ``oos_threshold``, or
+                                  the top intent is ``oos``
+    ``ranking``         BYTES     JSON text ``[{"intent": ..., "confidence": ...}, ...]``
+                                  (top k, best first)
+    ==================  ========  ======================================================
 
 A request's ``outputs`` may ask for a subset of these. Bad requests raise
 ``components.errors.RequestError`` subclasses; ``components.predictor.errors`` maps them to
@@ -37,6 +38,7 @@ with and no request ever sees a half-loaded model.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -88,7 +90,6 @@ class LoadedVersion:
     metadata: dict
     load_seconds: float
     _signature: Any = field(repr=False)
-    _saved_model: Any = field(repr=False)  # keeps the signature's variables alive
 
     def probabilities(self, utterances: list[str]) -> np.ndarray:
         import tensorflow as tf
@@ -127,7 +128,13 @@ def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
             f"{saved_model_dir}: cannot load the SavedModel's '{c.SERVING_SIGNATURE}' signature "
             f"({type(exc).__name__}: {first_line[:300]})"
         ) from exc
-    loaded = LoadedVersion(bot_id, version, labels, threshold, meta, 0.0, signature, saved_model)
+    # Only the signature is kept: it holds the handles of the variables and lookup tables it
+    # uses, and TF2 frees such resources only with their last handle. Dropping the restored
+    # object graph (Keras layers' functions) saves ~12 MB a bot (29 instead of 41 MB measured
+    # for the tuned TrainConfig on the sample bot), which decides whether 100 bots fit in 4 GiB.
+    del saved_model
+    gc.collect()
+    loaded = LoadedVersion(bot_id, version, labels, threshold, meta, 0.0, signature)
     batches = read_warmup_requests(saved_model_dir) or [list(DEFAULT_WARMUP_UTTERANCES)]
     for batch in batches:
         try:
@@ -141,7 +148,7 @@ def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
             )
     seconds = round(time.perf_counter() - started, 3)
     log.info("bot %s: loaded version %s in %.2fs (%d warm-up requests)", bot_id, version, seconds, len(batches))
-    return LoadedVersion(bot_id, version, labels, threshold, meta, seconds, signature, saved_model)
+    return LoadedVersion(bot_id, version, labels, threshold, meta, seconds, signature)
 
 
 def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: float, top_k: int, version: str) -> list[dict]:
@@ -176,6 +183,23 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def _is_json(headers: dict | None) -> bool:
+    """A JSON media type with parameters (``application/json; charset=utf-8``), which KServe
+    passes through undecoded."""
+    media_type = (headers or {}).get("content-type", "").split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _parse_json(body: bytes | str) -> dict:
+    try:
+        value = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise RequestError(f"the request body is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise RequestError(f'the request body must be a JSON object like {{"instances": ["utterance", ...]}}; got {_json_type(value)}')
+    return value
 
 
 @dataclass
@@ -243,6 +267,8 @@ class BotModel(kserve.Model):
             batch = _Batch(self._v2_utterances(payload), payload)
         elif isinstance(payload, dict):
             batch = _Batch(self._v1_utterances(payload))
+        elif isinstance(payload, (bytes, str)) and _is_json(headers):
+            batch = _Batch(self._v1_utterances(_parse_json(payload)))
         elif isinstance(payload, (bytes, str)):
             raise RequestError(
                 "the request body must be JSON sent as 'Content-Type: application/json', "

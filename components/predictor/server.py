@@ -221,13 +221,18 @@ class PredictorServer:
         self.repository = ModelRepository()
         self.dataplane = _make_dataplane(self)
         self.repository_extension = ModelRepositoryExtension(model_registry=self.repository)
+        _metrics()  # created here, before the loader thread and the event loop race to do it
         self.first_scan_done = threading.Event()
         self._stop = threading.Event()
         self._failed_at: dict[tuple[str, str], float] = {}
 
     # --- discovery and hot swap -----------------------------------------------------------------
+    # The loader thread adds models while requests read the registry: copy it before iterating.
+    def _models(self) -> list:
+        return list(self.repository.get_models().values())
+
     def served_bots(self) -> list[str]:
-        return sorted(self.repository.get_models())
+        return sorted(list(self.repository.get_models()))
 
     def is_served(self, bot_id: str) -> bool:
         return self.repository.get_model(bot_id) is not None
@@ -237,7 +242,7 @@ class PredictorServer:
         return model.not_ready_reason() if model is not None else "it is not served"
 
     def server_not_ready_reason(self) -> str:
-        models = self.repository.get_models().values()
+        models = self._models()
         return f"Loading the bots in {self.config.models_root}: {sum(m.ready for m in models)} of {len(models)} found so far are ready."
 
     def target_version(self, bot_id: str) -> str | None:
@@ -309,7 +314,8 @@ class PredictorServer:
             self.scan()
         finally:
             self.first_scan_done.set()
-        log.info("first scan done: %d bot(s) ready of %d", sum(m.ready for m in self.repository.get_models().values()), len(self.repository.get_models()))
+        models = self._models()
+        log.info("first scan done: %d bot(s) ready of %d", sum(m.ready for m in models), len(models))
         while self.config.reload_interval > 0 and not self._stop.wait(self.config.reload_interval):
             try:
                 self.scan()
@@ -327,8 +333,8 @@ class PredictorServer:
         warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # KServe's, once per route
         loader = threading.Thread(target=self._loader, name="botyard-model-loader", daemon=True)
         loader.start()
-        # uvicorn re-raises SIGTERM after a graceful shutdown; with Python's default handler
-        # that kills the process before the loader thread is stopped
+        # Before uvicorn installs its own handler (and after it re-raises the signal on exit),
+        # SIGTERM only sets ``_stop``; ``_serve`` turns that into a graceful shutdown.
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         try:
             try:
@@ -351,9 +357,17 @@ class PredictorServer:
             grpc_task = asyncio.create_task(grpc_server.start(4))
         log.info("serving %s on http://%s:%d%s", self.config.models_root, self.config.host, self.config.http_port,
                  f" and gRPC {self.config.host}:{self.config.grpc_port}" if grpc_server else "")
+
+        async def stop_when_asked() -> None:
+            while not self._stop.is_set():
+                await asyncio.sleep(0.2)
+            rest._server.should_exit = True  # uvicorn's graceful shutdown
+
+        watcher = asyncio.create_task(stop_when_asked())
         try:
             await rest.start()  # returns after SIGTERM / SIGINT, once in-flight requests finished
         finally:
+            watcher.cancel()
             if grpc_server is not None:
                 await grpc_server.stop()
                 grpc_task.cancel()
@@ -440,12 +454,27 @@ def serve(config: ServeConfig) -> None:
     PredictorServer(config).run()
 
 
+def _exit_with_parent() -> None:
+    """SIGTERM this process once its parent is gone, so a killed test run or pipeline step
+    never leaves a predictor behind (a thread polls the parent pid: safe where
+    ``preexec_fn`` is not, in a parent running TensorFlow's threads)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="botyard-parent-watch", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``start_predictor``'s subprocess (same flags as ``botyard serve``)."""
     parser = argparse.ArgumentParser(prog="botyard-predictor")
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _exit_with_parent()
     try:
         serve(config_from_args(args))
     except ConfigError as exc:

@@ -94,6 +94,9 @@ def train_intent_model(
     )
     seconds = time.perf_counter() - started
     export_serving_model(vectorizer, classifier, os.path.join(output_dir, c.SAVED_MODEL_DIR))
+    from components.predictor.warmup import write_warmup_file  # TF Serving / predictor warm-up requests
+
+    write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     result = TrainResult(
         labels=labels,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},

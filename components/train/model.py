@@ -47,7 +47,11 @@ class Featurizer(keras.layers.Layer):
                 layer.adapt(data)
 
     def call(self, utterances):
-        features = {"token_ids": self.words(utterances)}
+        ids = self.words(utterances)
+        # trim the right padding the whole batch shares: the LSTM then runs over the longest
+        # utterance in the batch, not ``sequence_length`` steps (masks stay right-padded)
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1))
+        features = {"token_ids": ids[:, : tf.maximum(longest, 1)]}
         if self.ngrams is not None:
             features["ngrams"] = self.ngrams(utterances)
         if self.chars is not None:
@@ -74,9 +78,33 @@ def cudnn_lstm(units: int, **kwargs) -> keras.layers.LSTM:
     )
 
 
+class SparseDense(keras.layers.Layer):
+    """A dense layer over a wide, mostly-zero input (TF-IDF n-grams), multiplied as a sparse matrix.
+
+    Same maths as ``Dense``; an utterance touches a few dozen of the tens of thousands of
+    n-gram columns, so the sparse product is what keeps training fast on a CPU.
+    """
+
+    def __init__(self, units: int, activation: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, inputs):
+        sparse = tf.sparse.from_dense(tf.cast(inputs, self.compute_dtype))
+        return self.activation(tf.sparse.sparse_dense_matmul(sparse, tf.cast(self.kernel, self.compute_dtype)) + self.bias)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+
 def build_classifier(config: TrainConfig, featurizer: Featurizer, n_labels: int) -> keras.Model:
     """Featurizer outputs -> intent probabilities ``[batch, n_labels]``."""
-    token_ids = keras.Input(shape=(config.sequence_length,), dtype="int64", name="token_ids")
+    token_ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     inputs = {"token_ids": token_ids}
     x = keras.layers.Embedding(featurizer.words.vocabulary_size(), config.embedding_dim, mask_zero=True, name="embedding")(token_ids)
     x = keras.layers.SpatialDropout1D(config.dropout)(x)
@@ -85,7 +113,7 @@ def build_classifier(config: TrainConfig, featurizer: Featurizer, n_labels: int)
         if layer is not None:
             inputs[name] = keras.Input(shape=(layer.vocabulary_size(),), dtype="float32", name=name)
             dense = keras.layers.Dropout(config.dropout)(inputs[name])
-            branches.append(keras.layers.Dense(config.ngram_units, activation="relu", name=f"{name}_dense")(dense))
+            branches.append(SparseDense(config.ngram_units, activation="relu", name=f"{name}_dense")(dense))
     x = keras.layers.Concatenate()(branches) if len(branches) > 1 else branches[0]
     x = keras.layers.Dropout(config.dropout)(x)
     # float32 output even under mixed precision, for a stable softmax

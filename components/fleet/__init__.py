@@ -1,0 +1,1 @@
+"""Fleet training: the per-bot gate, each bot's outcome, and the fleet run's summary."""

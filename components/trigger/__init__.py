@@ -1,0 +1,155 @@
+"""The event trigger service: "bot changed" webhooks in, one debounced training run per bot out.
+
+How an event travels (each arrow is one database transaction, so a crash between two
+arrows loses nothing and a restarted or second replica carries on from the last one)::
+
+    POST /events --(signature, size, fields checked)--> event stored: "received"  --> 202
+                  \\-- a 401 / 4xx is stored too: "rejected", never acted on
+    dispatcher:  bot quiet for ``quiet_period`` s (or waiting ``max_wait`` s) and no run of
+                 the bot in flight and fewer than ``max_concurrent_runs`` in flight
+                 --> its received events become one batch: "claimed" (owner, lease)
+                 --> data hash == last successful run's  --> "skipped" (reason)
+                 --> data file unreadable                 --> "failed" (message)
+                 --> submitter(...) -> run id             --> "submitted"
+                 --> run_state(run id) polled             --> "succeeded" | "failed"
+
+Modules: ``auth`` (HMAC signatures and the shared secret), ``store`` (the SQLAlchemy tables
+and every transaction, including the claim with ``FOR UPDATE SKIP LOCKED`` and lease
+recovery), ``dispatcher`` (the background thread), ``app`` (the FastAPI app and ``serve``).
+This module holds what they share: the configuration, the state names and the errors.
+Nothing here imports FastAPI or SQLAlchemy, so ``botyard status`` and the CLI stay light.
+
+Errors (all ``components.errors.RequestError``, so callers may catch the root)::
+
+    RequestError (ValueError)          400  malformed JSON, a missing/invalid field, a bad query
+     +-- UnauthorizedError             401  no signature, a malformed or a wrong one
+     +-- EventConflictError            409  an ``event_id`` reused for a different event
+     +-- PayloadTooLargeError          413  a body over ``max_body_bytes``
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from components.config import _Config
+from components.errors import ConfigError, RequestError
+
+# --- the wire contract -------------------------------------------------------------------------
+SIGNATURE_HEADER = "X-Botyard-Signature-256"  # value: "sha256=<hex HMAC-SHA256 of the raw body>"
+SIGNATURE_PREFIX = "sha256="
+SECRET_ENV = "BOTYARD_WEBHOOK_SECRET"  # the shared secret, unless --secret-file is given
+DB_URL_ENV = "BOTYARD_TRIGGER_DB_URL"  # --db-url's default when set (a cluster keeps it in a Secret)
+DEFAULT_DB_URL = "sqlite:///botyard-events.db"
+DEFAULT_TRIGGER = "event"
+MIN_SECRET_BYTES = 16  # shorter secrets are refused: a webhook secret should be random, 32+ bytes
+
+# --- states (stored in the database; never rename one without a migration) -----------------------
+RECEIVED = "received"  # accepted, waiting for its bot's quiet period
+REJECTED = "rejected"  # a 401 / 4xx, kept for the audit trail only
+CLAIMED = "claimed"  # batched and owned by one replica, not yet submitted
+SUBMITTED = "submitted"  # a run exists (run_id); its state is polled
+SUCCEEDED = "succeeded"
+FAILED = "failed"  # the run failed, or the data could not be read, or the submit call failed
+SKIPPED = "skipped"  # no run: the training data is unchanged since the last successful run
+ACTIVE_STATES = (CLAIMED, SUBMITTED)  # count against the per-bot and the global limits
+FINAL_STATES = (SUCCEEDED, FAILED, SKIPPED)
+RUN_STATES = ("running", "succeeded", "failed")  # what a ``run_state`` callable returns
+
+
+class UnauthorizedError(RequestError):
+    """A request without a valid HMAC signature of its body."""
+
+    status_code = 401
+
+
+class EventConflictError(RequestError):
+    """An ``event_id`` that was already used for an event with other content."""
+
+    status_code = 409
+
+
+class PayloadTooLargeError(RequestError):
+    """A request body over the configured limit."""
+
+    status_code = 413
+
+
+def default_replica_id() -> str:
+    """``<hostname>-<pid>-<random>``: unique per process, readable in the audit trail (the pod name)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class TriggerConfig(_Config):
+    """How ``botyard trigger-server`` runs; each field is also a command-line flag."""
+
+    secret: bytes = field(default=b"", repr=False)  # the HMAC key; required (see auth.load_secret)
+    db_url: str = DEFAULT_DB_URL  # SQLite (one replica) or postgresql://... (several replicas)
+    host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 inside a container
+    port: int = 8090
+    quiet_period: float = 30.0  # seconds a bot must stay quiet before its burst of changes runs
+    max_wait: float = 600.0  # ...but a bot that never stays quiet runs after this long anyway
+    max_concurrent_runs: int = 4  # runs in flight across all bots and all replicas
+    max_body_bytes: int = 65_536  # larger request bodies get a 413 before they are read whole
+    poll_interval: float = 1.0  # seconds between dispatcher passes
+    run_poll_interval: float = 15.0  # seconds between run_state calls for one submitted run
+    lease_seconds: float = 60.0  # a claim not renewed for this long is taken over by another replica
+    allowed_data_prefixes: tuple[str, ...] = ()  # data_uri must start with one of these; () = any
+    kfp_host: str = ""  # the KFP API the default back end submits to; "" = pipelines.submit's default
+    replica_id: str = field(default_factory=default_replica_id)
+    access_log: bool = False  # uvicorn's per-request log line
+
+    _ranges = {
+        "port": (1, 65535),
+        "quiet_period": (0.0, 86_400.0),
+        "max_wait": (0.0, 7 * 86_400.0),
+        "max_concurrent_runs": (1, 10_000),
+        "max_body_bytes": (256, 16 * 2**20),
+        "poll_interval": (0.01, 3600.0),
+        "run_poll_interval": (0.01, 86_400.0),
+        "lease_seconds": (1.0, 86_400.0),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.secret, bytes) or len(self.secret) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"TriggerConfig.secret must be at least {MIN_SECRET_BYTES} bytes; set ${SECRET_ENV} or pass "
+                "--secret-file (e.g. generate one with: openssl rand -hex 32)"
+            )
+        if not self.db_url or "://" not in self.db_url:
+            raise ConfigError(f"TriggerConfig.db_url = {self.db_url!r} is not a database URL, e.g. {DEFAULT_DB_URL}")
+        if self.max_wait < self.quiet_period:
+            raise ConfigError(
+                f"TriggerConfig.max_wait = {self.max_wait} is below quiet_period = {self.quiet_period}; "
+                "it must be at least as long"
+            )
+        if self.lease_seconds <= 2 * self.poll_interval:
+            raise ConfigError(
+                f"TriggerConfig.lease_seconds = {self.lease_seconds} must exceed twice poll_interval = "
+                f"{self.poll_interval}: a live replica renews its leases once per pass"
+            )
+        if not self.replica_id or len(self.replica_id) > 200:
+            raise ConfigError("TriggerConfig.replica_id must be 1 to 200 characters")
+
+
+__all__ = [
+    "ACTIVE_STATES", "CLAIMED", "DB_URL_ENV", "DEFAULT_DB_URL", "DEFAULT_TRIGGER", "EventConflictError", "FAILED",
+    "FINAL_STATES", "PayloadTooLargeError", "RECEIVED", "REJECTED", "RUN_STATES", "SECRET_ENV", "SIGNATURE_HEADER",
+    "SIGNATURE_PREFIX", "SKIPPED", "SUBMITTED", "SUCCEEDED", "TriggerConfig", "UnauthorizedError", "recent_runs",
+]  # fmt: skip
+
+
+def recent_runs(db_url: str, bot_id: str | None = None, limit: int = 20) -> list[dict]:
+    """The latest decisions (runs, skips, failures), newest first; for ``botyard status``.
+
+    Each item: ``batch_id, bot_id, state, reason, run_id, data_uri, data_hash, trigger, events,
+    created_at, submitted_at, finished_at, owner`` (times as ISO 8601 UTC strings).
+    Raises ``ConfigError`` for a SQLite file that does not exist.
+    """
+    from components.trigger.store import recent_runs as _recent_runs
+
+    return _recent_runs(db_url, bot_id=bot_id, limit=limit)

@@ -1,0 +1,237 @@
+"""The dispatcher: turns due bots into runs, and runs into final states.
+
+One pass (``tick``), repeated every ``poll_interval`` seconds by a background thread:
+
+1. renew the leases of this replica's batches in flight; take over batches whose lease ran
+   out (their replica died);
+2. poll ``run_state(run_id)`` for submitted runs whose poll is due; a finished run frees its
+   bot (and, if it succeeded, records its data hash for the dedupe);
+3. claim due bots (debounced, one batch per bot, within the global cap; see ``store``);
+4. dispatch every claimed batch: hash its latest data file (``read_training_data`` +
+   ``data_hash``); skip it when the hash equals the last successful run's; otherwise call
+   ``submitter`` and record the run id. An unreadable file is a failed decision with the
+   message; a failing submit is retried ``SUBMIT_ATTEMPTS`` times with a back-off.
+
+The back end is two callables, injectable for tests and other orchestrators::
+
+    submitter(bot_id, data_uri, data_hash, trigger) -> run_id (str)
+    run_state(run_id) -> "running" | "succeeded" | "failed"
+                         (also "pending", "paused", "canceling", "unknown": still running;
+                          "canceled", "skipped": ended without a model, like "failed")
+
+``kfp_backend(host)`` gives the default pair, from ``pipelines.submit``: runs on the KFP API at
+``host``; with no host, ``pipelines.submit`` trains locally through kfp.local inside the
+dispatcher's thread, one bot at a time (a single-machine setup). A submitter that raises a
+``ValueError`` (e.g. ``DataValidationError``) fails the batch at once; any other error is
+retried ``SUBMIT_ATTEMPTS`` times.
+
+Exactly once: a batch is submitted only by the replica holding its lease, which renews the
+lease (a fenced update) right before the call and records the run id right after. Only a
+crash in between (after KFP created the run, before the run id was committed) makes the
+replica that takes the batch over submit it again: the one window for a duplicate run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from components.errors import ConfigError
+from components.trigger import CLAIMED, FAILED, RUN_STATES, SKIPPED, SUBMITTED, SUCCEEDED, TriggerConfig
+from components.trigger.store import Store
+
+log = logging.getLogger(__name__)
+
+Submitter = Callable[[str, str, str, str], str]
+RunState = Callable[[str], str]
+
+SUBMIT_ATTEMPTS = 3  # a submit that fails this often fails its batch
+# pipelines.submit.get_run_state's finer states, folded into RUN_STATES
+STILL_RUNNING = frozenset({"pending", "paused", "canceling", "unknown"})
+ENDED_UNSUCCESSFULLY = frozenset({"canceled", "skipped"})  # a failed run, for the dedupe and the audit
+SUBMIT_BACKOFF_S = (5.0, 30.0)  # wait before the 2nd and the 3rd attempt
+MAX_REASON_CHARS = 1000
+
+
+def compute_data_hash(data_uri: str) -> str:
+    """The data hash a trained model records (``components.table.data_hash``) for ``data_uri``."""
+    from components.ingest.core import read_training_data
+    from components.table import data_hash
+
+    return data_hash(read_training_data(data_uri))
+
+
+def kfp_backend(host: str | None = None) -> tuple[Submitter, RunState]:
+    """``(submitter, run_state)`` backed by ``pipelines.submit`` (Kubeflow Pipelines at ``host``).
+
+    Raises ``ConfigError`` when that module is not installed.
+    """
+    try:
+        from pipelines import submit
+    except ImportError as exc:
+        raise ConfigError(
+            f"the KFP back end (pipelines.submit) cannot be imported ({exc}); pass --submitter/--run-state"
+        ) from exc
+
+    def submitter(bot_id: str, data_uri: str, data_hash: str, trigger: str) -> str:
+        return submit.submit_bot_run(bot_id, data_uri, host=host, trigger=trigger).run_id
+
+    def run_state(run_id: str) -> str:
+        return submit.get_run_state(run_id, host=host)
+
+    return submitter, run_state
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not str(exc).startswith(type(exc).__name__) else str(exc)
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
+class Dispatcher:
+    """Moves one replica's share of batches through their states; ``start`` runs it in a thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: TriggerConfig,
+        submitter: Submitter,
+        run_state: RunState,
+        *,
+        clock: Callable[[], float] = time.time,
+        hash_data: Callable[[str], str] = compute_data_hash,
+    ):
+        self.store = store
+        self.config = config
+        self.owner = config.replica_id
+        self.submitter = submitter
+        self.run_state = run_state
+        self.clock = clock
+        self.hash_data = hash_data
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+        self.last_error: str | None = None
+
+    # --- one pass ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        cfg, now = self.config, self.clock()
+        self.store.renew_leases(self.owner, now=now, lease_seconds=cfg.lease_seconds)
+        self.store.recover_expired(self.owner, now=now, lease_seconds=cfg.lease_seconds)
+        for batch in self.store.due_batches(self.owner, SUBMITTED, now=now):
+            self._poll(batch)
+        claimed_at = self.clock()
+        claimed = self.store.claim_due(
+            self.owner, now=claimed_at, quiet_period=cfg.quiet_period, max_wait=cfg.max_wait,
+            max_active=cfg.max_concurrent_runs, lease_seconds=cfg.lease_seconds,
+        )  # fmt: skip
+        just_claimed = {b["batch_id"] for b in claimed}
+        renewed = claimed_at
+        for batch in self.store.due_batches(self.owner, CLAIMED, now=self.clock()):
+            if self.clock() - renewed > cfg.lease_seconds / 3:  # a long pass (many bots, slow storage)
+                renewed = self.clock()
+                self.store.renew_leases(self.owner, now=renewed, lease_seconds=cfg.lease_seconds)
+            self._dispatch(batch, leased_at=claimed_at if batch["batch_id"] in just_claimed else None)
+        self.passes += 1
+
+    def _dispatch(self, batch: dict, leased_at: float | None = None) -> None:
+        cfg, batch_id, bot_id = self.config, batch["batch_id"], batch["bot_id"]
+        try:
+            digest = self.hash_data(batch["data_uri"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a decision, never a crash
+            reason = f"cannot read the training data {batch['data_uri']}: {_short(exc)}"
+            self.store.finish(batch_id, self.owner, FAILED, now=self.clock(), reason=reason)
+            log.warning("trigger: bot %s batch %s failed: %s", bot_id, batch_id, reason)
+            return
+        last = self.store.bot(bot_id) or {}
+        if last.get("last_success_hash") == digest:
+            reason = (
+                f"training data unchanged since batch {last['last_success_batch_id']} "
+                f"(data hash {digest[:12]}); no run"
+            )
+            self.store.finish(batch_id, self.owner, SKIPPED, now=self.clock(), reason=reason, data_hash=digest)
+            log.info("trigger: bot %s batch %s skipped: %s", bot_id, batch_id, reason)
+            return
+        attempt = batch["attempts"] + 1
+        # a lease this replica set less than a third of its length ago cannot have been taken over:
+        # a batch claimed in this pass skips the check (one commit less), older ones (retries,
+        # batches taken over, a slow pass) renew their lease first, fenced, and stop if it was lost
+        fresh = leased_at is not None and self.clock() - leased_at < cfg.lease_seconds / 3
+        if not fresh and not self.store.touch(batch_id, self.owner, now=self.clock(),
+                                              lease_seconds=cfg.lease_seconds, attempts=attempt):
+            log.warning("trigger: batch %s is no longer ours (lease lost); not submitting it", batch_id)
+            return
+        try:
+            run_id = self.submitter(bot_id, batch["data_uri"], digest, batch["trigger"])
+            if not isinstance(run_id, str) or not run_id:
+                raise TypeError(f"the submitter returned {run_id!r}, not a run id")
+        except Exception as exc:  # noqa: BLE001 - a back end's failure is recorded, and retried
+            # a ValueError (DataValidationError, ConfigError: data the pipeline would refuse, a
+            # local path sent to a cluster) fails the same way every time: no retry
+            permanent = isinstance(exc, ValueError)
+            reason = (
+                f"submit refused: {_short(exc)}" if permanent
+                else f"submit attempt {attempt} of {SUBMIT_ATTEMPTS} failed: {_short(exc)}"
+            )
+            if permanent or attempt >= SUBMIT_ATTEMPTS:
+                self.store.touch(batch_id, self.owner, now=self.clock(), lease_seconds=cfg.lease_seconds,
+                                 attempts=attempt)
+                self.store.finish(batch_id, self.owner, FAILED, now=self.clock(), reason=reason, data_hash=digest)
+            else:
+                retry_at = self.clock() + SUBMIT_BACKOFF_S[min(attempt, len(SUBMIT_BACKOFF_S)) - 1]
+                self.store.touch(batch_id, self.owner, now=self.clock(), lease_seconds=cfg.lease_seconds,
+                                 reason=reason, next_action_at=retry_at, attempts=attempt)
+            log.warning("trigger: bot %s batch %s: %s", bot_id, batch_id, reason)
+            return
+        now = self.clock()
+        if self.store.mark_submitted(batch_id, self.owner, run_id=run_id, data_hash=digest, now=now,
+                                     next_poll_at=now + cfg.run_poll_interval, attempts=attempt):
+            log.info("trigger: bot %s batch %s (%d event(s)) submitted as run %s", bot_id, batch_id, batch["events"], run_id)
+        else:
+            log.error("trigger: batch %s was taken over while run %s was being submitted; it may run twice", batch_id, run_id)
+
+    def _poll(self, batch: dict) -> None:
+        batch_id, run_id = batch["batch_id"], batch["run_id"]
+        try:
+            state = self.run_state(run_id)
+        except Exception as exc:  # noqa: BLE001 - the run goes on; ask again later
+            state = "running"
+            log.warning("trigger: cannot get the state of run %s (batch %s): %s", run_id, batch_id, _short(exc))
+        if state not in RUN_STATES and state not in ENDED_UNSUCCESSFULLY and state not in STILL_RUNNING:
+            log.warning("trigger: run_state(%s) returned %r, not one of %s; asking again later", run_id, state, RUN_STATES)
+            state = "running"
+        now = self.clock()
+        if state == "running" or state in STILL_RUNNING:
+            self.store.touch(batch_id, self.owner, now=now, lease_seconds=self.config.lease_seconds,
+                             next_action_at=now + self.config.run_poll_interval)
+            return
+        final = SUCCEEDED if state == "succeeded" else FAILED
+        reason = None if final == SUCCEEDED else f"run {run_id} {'failed' if state == 'failed' else 'ended ' + state}"
+        if self.store.finish(batch_id, self.owner, final, now=now, reason=reason):
+            log.info("trigger: bot %s batch %s run %s %s", batch["bot_id"], batch_id, run_id, final)
+
+    # --- the background thread ---------------------------------------------------------------
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - e.g. the database restarting; retry next pass
+                self.last_error = _short(exc)
+                log.exception("trigger: dispatcher pass failed; retrying in %.1fs", self.config.poll_interval)
+            self._stop.wait(self.config.poll_interval)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run_forever, name="trigger-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

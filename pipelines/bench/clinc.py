@@ -1,0 +1,143 @@
+"""CLINC150 suites: one 150-intent model (``clinc150-full``) and ten domain bots (``clinc150-bots``).
+
+Data: ``<data>/clinc150/data_full.json`` and ``domains.json`` (see ``../shared/data/README.md``).
+Test rows are scored once and never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from components import contracts as c
+from components.table import make_table
+from pipelines.bench.harness import (
+    BASELINE,
+    LSTM,
+    BenchContext,
+    bench_baseline,
+    bench_lstm,
+    check_targets,
+    mean_figures,
+    require_file,
+)
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "clinc150/data_full.json"
+DOMAINS_FILE = "clinc150/domains.json"
+TRAIN_WITH_OOS = True  # the 100 ``oos_train`` rows become the models' own ``oos`` intent
+
+FULL_TARGETS = [
+    ("in_scope_accuracy", LSTM, ">=", 0.935),
+    ("oos_recall", LSTM, ">=", 0.50),
+    ("train_seconds", LSTM, "<=", 180.0),
+    ("latency_p50_ms", LSTM, "<=", 5.0),
+]
+BOTS_TARGETS = [
+    ("in_scope_accuracy", LSTM, ">=", 0.97),
+    ("oos_recall", LSTM, ">=", 0.80),
+    ("max_train_seconds", LSTM, "<=", 30.0),
+    ("latency_p50_ms", LSTM, "<=", 5.0),
+]
+
+
+def load_clinc(data_dir: str) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """``data_full.json`` (split -> ``[utterance, intent]`` rows) and ``domains.json`` (domain -> intents)."""
+    with open(require_file(Path(data_dir) / DATA_FILE), encoding="utf-8") as f:
+        data = json.load(f)
+    with open(require_file(Path(data_dir) / DOMAINS_FILE), encoding="utf-8") as f:
+        domains = json.load(f)
+    return data, domains
+
+
+def rows_table(rows: list, relabel_as: str | None = None) -> pd.DataFrame:
+    """A canonical table of ``[utterance, intent]`` rows; ``relabel_as`` replaces every intent."""
+    return make_table({c.UTTERANCE: u, c.INTENT: relabel_as or i} for u, i in rows)
+
+
+def _concat(*tables: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat(tables, ignore_index=True)
+
+
+def run_full(context: BenchContext) -> dict:
+    data, _ = load_clinc(context.data_dir)
+    oos = TRAIN_WITH_OOS
+    train = rows_table(data["train"] + (data["oos_train"] if oos else []))
+    val = rows_table(data["val"] + data["oos_val"])
+    test = rows_table(data["test"] + data["oos_test"])
+    systems = {
+        LSTM: bench_lstm(context, train, val, val, test),
+        BASELINE: bench_baseline(context, train, val, test),
+    }
+    return {
+        "description": "CLINC150 Full: one model over all 150 intents",
+        "protocol": [
+            f"train: `train` (15,000){' + `oos_train` (100) as an `oos` intent' if oos else ''}; "
+            "early stopping and the out-of-scope threshold on `val` + `oos_val`",
+            "scored once on `test` (4,500) + `oos_test` (1,000); an in-scope row predicted out of scope counts as wrong",
+            "macro-F1 over the 150 in-scope intents from the top intent; latency is the exported SavedModel signature in-process",
+        ],
+        "systems": systems,
+        "targets": check_targets(systems, FULL_TARGETS),
+    }
+
+
+def bot_tables(data: dict, domains: dict[str, list[str]], domain: str) -> dict[str, pd.DataFrame]:
+    """One domain bot's rows: its own intents in scope; other domains and ``oos_*`` out of scope."""
+    own = set(domains[domain])
+
+    def split(name: str) -> tuple[list, list]:
+        rows = data[name]
+        return [r for r in rows if r[1] in own], [r for r in rows if r[1] not in own]
+
+    train_in, _ = split("train")
+    val_in, val_other = split("val")
+    test_in, test_other = split("test")
+    oos_val = rows_table(data["oos_val"], c.OOS_INTENT)
+    return {
+        "train": _concat(rows_table(train_in), rows_table(data["oos_train"], c.OOS_INTENT))
+        if TRAIN_WITH_OOS
+        else rows_table(train_in),
+        "val_stop": _concat(rows_table(val_in), oos_val),
+        "val_threshold": _concat(rows_table(val_in), rows_table(val_other, c.OOS_INTENT), oos_val),
+        "test": _concat(rows_table(test_in), rows_table(test_other, c.OOS_INTENT), rows_table(data["oos_test"], c.OOS_INTENT)),
+    }
+
+
+def run_bots(context: BenchContext) -> dict:
+    data, domains = load_clinc(context.data_dir)
+    names = sorted(domains)[: context.max_bots or None]
+    per_bot: dict[str, dict[str, dict]] = {}
+    for i, domain in enumerate(names):
+        t = bot_tables(data, domains, domain)
+        log.info("clinc150-bots: %s (%d/%d)", domain, i + 1, len(names))
+        per_bot[domain] = {
+            # latency of one bot is the fleet's: every bot has the same architecture and size
+            LSTM: bench_lstm(context, t["train"], t["val_stop"], t["val_threshold"], t["test"], measure_latency=i == 0),
+            BASELINE: bench_baseline(context, t["train"], t["val_threshold"], t["test"], measure_latency=i == 0),
+        }
+    systems = {}
+    for system in (LSTM, BASELINE):
+        items = [per_bot[d][system] for d in names]
+        figures = mean_figures(items)
+        figures["max_train_seconds"] = max(item["train_seconds"] for item in items)
+        figures.update({k: v for k, v in items[0].items() if k.startswith(("latency_", "batch64_"))})
+        systems[system] = figures
+    return {
+        "description": f"CLINC150 as a fleet of {len(names)} domain bots (15 intents each); figures are means over bots",
+        "protocol": [
+            "each bot trains on its domain's `train` rows"
+            + (" + `oos_train` (100) as an `oos` intent" if TRAIN_WITH_OOS else "")
+            + "; early stopping on its domain's `val` + `oos_val`",
+            "threshold chosen on val only: the domain's `val` rows in scope; the other nine domains' `val` rows and `oos_val` out of scope",
+            "scored on the domain's `test` rows (in scope) and the other nine domains' `test` rows + `oos_test` (out of scope)",
+            "latency and model size from the first bot (all bots share one architecture)",
+        ],
+        "systems": systems,
+        "per_bot": per_bot,
+        "targets": check_targets(systems, BOTS_TARGETS),
+    }

@@ -1,0 +1,225 @@
+"""``botyard bench --suite trigger``: the event trigger service over HTTP on 127.0.0.1.
+
+Protocol (a real ``botyard trigger-server`` subprocess on SQLite in a temporary folder, the
+stub back end below instead of KFP; the client threads share the machine's cores with it):
+
+1. Ingest: ``INGEST_REQUESTS`` signed events (``INGEST_BOTS`` bots, unique event ids, about
+   150-byte bodies) sent by ``CLIENT_THREADS`` threads over keep-alive connections after
+   ``WARMUP_REQUESTS``; the quiet period is an hour, so the figure is the HTTP + HMAC +
+   durable-commit path alone. Every answer must be a 202.
+2. Fleet: ``FLEET`` bots each change once (one small CSV each, all different), sent as in 1;
+   the server runs with ``--quiet-period FLEET_QUIET_S`` and ``--max-concurrent-runs FLEET``
+   (the whole fleet may run at once). Timed from the first event sent until every bot's batch
+   is in state submitted (the SQLite file is read beside the server), and from the last 202 to
+   then. Dispatching overlaps the sending: a bot is due one quiet period after its own event.
+   Each dispatch reads and hashes the bot's data file.
+
+The stub submitter returns a run id at once and never calls out; its runs stay "running".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from components.trigger import SECRET_ENV, SIGNATURE_HEADER
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INGEST_REQUESTS = 2000
+INGEST_BOTS = 200
+WARMUP_REQUESTS = 50
+CLIENT_THREADS = 4
+FLEET = 1000
+FLEET_QUIET_S = 1.0
+BENCH_SECRET = "bench-webhook-secret-" + "0" * 32
+
+
+# --- the stub back end (imported by the server subprocess through --submitter/--run-state) -----------
+def stub_submit(bot_id: str, data_uri: str, data_hash: str, trigger: str) -> str:
+    return f"stub-{bot_id}-{uuid.uuid4().hex[:8]}"
+
+
+def stub_run_state(run_id: str) -> str:
+    return "running"
+
+
+# --- the server and its clients ---------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _server(db_url: str, log_path: str, *args: str):
+    port = _free_port()
+    env = {**os.environ, SECRET_ENV: BENCH_SECRET,
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    argv = [
+        sys.executable, "-m", "pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(port),
+        "--db-url", db_url, "--submitter", f"{__name__}:stub_submit", "--run-state", f"{__name__}:stub_run_state",
+        *args,
+    ]  # fmt: skip
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the trigger server exited with {process.returncode}; see {log_path}")
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the trigger server was not ready after 60 s; see {log_path}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _signed(payload: dict) -> tuple[bytes, dict]:
+    from components.trigger.auth import sign
+
+    body = json.dumps(payload).encode()
+    return body, {SIGNATURE_HEADER: sign(body, BENCH_SECRET.encode()), "Content-Type": "application/json"}
+
+
+def _post_all(port: int, requests: list[tuple[bytes, dict]], threads: int) -> list[float]:
+    """Send ``requests`` from ``threads`` keep-alive clients; per-request milliseconds. Raises on a non-202."""
+    times: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(share: list[tuple[bytes, dict]]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        try:
+            for body, headers in share:
+                started = time.perf_counter()
+                conn.request("POST", "/events", body=body, headers=headers)
+                response = conn.getresponse()
+                text = response.read()
+                mine.append((time.perf_counter() - started) * 1000)
+                if response.status != 202:
+                    errors.append(f"HTTP {response.status}: {text[:200]!r}")
+                    return
+        finally:
+            conn.close()
+            with lock:
+                times.extend(mine)
+
+    workers = [threading.Thread(target=client, args=(requests[i::threads],)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} bench request(s) failed, e.g. {errors[0]}")
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run(output_dir: str) -> dict:
+    """Run the trigger suite; returns JSON-able figures (server logs go to ``output_dir/trigger``)."""
+    from components.trigger.store import Store
+
+    logs = os.path.join(output_dir, "trigger")
+    os.makedirs(logs, exist_ok=True)
+    figures: dict = {}
+    with tempfile.TemporaryDirectory(prefix="botyard-bench-trigger-") as work:
+        # --- 1. ingest throughput ----------------------------------------------------------------
+        db_url = f"sqlite:///{work}/ingest.db"
+        with _server(db_url, os.path.join(logs, "ingest.log"), "--quiet-period", "3600") as port:
+            def event(i: int) -> tuple[bytes, dict]:
+                return _signed({"bot_id": f"bot-{i % INGEST_BOTS}", "data_uri": f"gs://botyard-data/bot-{i % INGEST_BOTS}/nlu.yml",
+                                "event_id": f"ingest-{i}", "trigger": "bench"})
+
+            _post_all(port, [event(-1 - i) for i in range(WARMUP_REQUESTS)], CLIENT_THREADS)
+            requests = [event(i) for i in range(INGEST_REQUESTS)]
+            started = time.perf_counter()
+            times = _post_all(port, requests, CLIENT_THREADS)
+            elapsed = time.perf_counter() - started
+        figures.update(
+            ingest_requests=INGEST_REQUESTS,
+            ingest_client_threads=CLIENT_THREADS,
+            events_accepted_per_s=round(INGEST_REQUESTS / elapsed, 0),
+            accept_latency_p50_ms=round(_percentile(times, 0.50), 2),
+            accept_latency_p99_ms=round(_percentile(times, 0.99), 2),
+            accept_latency_mean_ms=round(statistics.fmean(times), 2),
+        )
+
+        # --- 2. a fleet of bots through to submitted runs ----------------------------------------
+        data_dir = Path(work, "data")
+        data_dir.mkdir()
+        uris = []
+        for i in range(FLEET):
+            path = data_dir / f"bot-{i}.csv"
+            path.write_text(f"text,intent\nhello {i},greet\nbye {i},bye\nweather {i},weather\n", encoding="utf-8")
+            uris.append(str(path))
+        db_path = os.path.join(work, "fleet.db")
+        with _server(f"sqlite:///{db_path}", os.path.join(logs, "fleet.log"), "--quiet-period", str(FLEET_QUIET_S),
+                     "--max-concurrent-runs", str(FLEET), "--poll-interval", "0.1", "--run-poll-interval", "60") as port:
+            requests = [_signed({"bot_id": f"bot-{i}", "data_uri": uris[i], "event_id": f"fleet-{i}"}) for i in range(FLEET)]
+            started = time.perf_counter()
+            _post_all(port, requests, CLIENT_THREADS)
+            accepted = time.perf_counter()
+            store = Store(f"sqlite:///{db_path}", create=False)
+            try:
+                while True:
+                    submitted = store.state_counts().get("submitted", 0)
+                    if submitted >= FLEET:
+                        break
+                    if time.perf_counter() - accepted > 600:
+                        raise RuntimeError(f"only {submitted} of {FLEET} bots were submitted after 600 s")
+                    time.sleep(0.05)
+                done = time.perf_counter()
+            finally:
+                store.close()
+        figures.update(
+            fleet_bots=FLEET,
+            fleet_quiet_period_s=FLEET_QUIET_S,
+            fleet_all_accepted_s=round(accepted - started, 2),
+            fleet_first_event_to_all_submitted_s=round(done - started, 2),
+            fleet_last_accept_to_all_submitted_s=round(done - accepted, 2),
+            submitter="stub: returns a run id at once, no KFP call",
+            database="SQLite (WAL, synchronous=FULL)",
+        )
+    return {
+        "description": "Event trigger service: signed events accepted per second, and 1,000 bots' changes to submitted runs",
+        "protocol": [
+            f"a real `botyard trigger-server` subprocess on 127.0.0.1 with SQLite; {os.cpu_count()} CPU cores shared "
+            "by the server and the load generator",
+            f"ingest: {INGEST_REQUESTS} signed events ({INGEST_BOTS} bots) from {CLIENT_THREADS} keep-alive client "
+            f"threads after {WARMUP_REQUESTS} warm-up requests; every answer a 202 (stored before it was sent)",
+            f"fleet: {FLEET} bots change once (a small CSV each); quiet period {FLEET_QUIET_S:g} s, cap {FLEET} runs; "
+            "timed from the first event sent (and from the last 202) to the last batch in state submitted; "
+            "each dispatch hashes its data file",
+            "the submitter is a stub that returns a run id at once: the figure is the trigger's own cost, not KFP's",
+        ],
+        **figures,
+    }

@@ -1,0 +1,72 @@
+"""``botyard bench``: run benchmark suites and merge their figures into ``bench/results.{json,md}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from components.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def register(subparsers) -> None:
+    from pipelines.bench.harness import DATA_ENV, DEFAULT_OUTPUT_DIR, LATENCY_CALLS, SUITES
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark the pipeline's train/evaluate code on public data sets",
+        description="Run benchmark suites with the pipeline's own train and evaluate code, beside a "
+        "TF-IDF + logistic-regression baseline, and merge the figures into results.json and results.md "
+        "(suites not run keep their earlier figures).",
+    )
+    parser.add_argument(
+        "--suite", action="append", dest="suites", metavar="NAME", choices=list(SUITES),
+        help=f"suite to run (repeatable); default: all of {', '.join(SUITES)} whose module is present",
+    )
+    parser.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_DIR), help="where results.json / results.md go (default: %(default)s)")
+    parser.add_argument("--data-dir", default=None, help=f"folder holding clinc150/ and hwu64/ (default: ${DATA_ENV} or <repo>/../shared/data)")
+    parser.add_argument("--quick", action="store_true", help="a tiny model and few latency calls: checks the harness, figures are meaningless")
+    parser.add_argument(
+        "--set", action="append", type=_override, default=[], metavar="KEY=VALUE", dest="overrides",
+        help="override a TrainConfig field, e.g. --set epochs=5 (repeatable)",
+    )
+    parser.add_argument("--max-bots", type=int, default=0, help="clinc150-bots: run only the first N domain bots (default: all)")
+    parser.add_argument("--latency-calls", type=int, default=None, help=f"batch-of-1 calls timed per model (default: {LATENCY_CALLS}; 50 with --quick)")
+    parser.add_argument("--in-process", action="store_true", help="run suites in this process instead of one fresh process each")
+    parser.set_defaults(handler=run_bench_command)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from pipelines.bench.harness import LATENCY_CALLS, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
+
+    if args.max_bots < 0:
+        raise ConfigError(f"--max-bots = {args.max_bots} is out of range; allowed: 0 (all) or more")
+    suites = args.suites or default_suites()
+    context = BenchContext(
+        data_dir=str(resolve_data_dir(args.data_dir)),
+        output_dir=args.output_dir,
+        train_config=train_config_with(dict(args.overrides), quick=args.quick),
+        latency_calls=args.latency_calls or (50 if args.quick else LATENCY_CALLS),
+        throughput_batches=5 if args.quick else 20,
+        max_bots=args.max_bots,
+    )
+    results = run_bench(suites, context, isolate=not args.in_process)
+    print(f"bench: ran {', '.join(suites)}; results in {args.output_dir}/results.json and results.md")
+    for name in suites:
+        for target in results["suites"][name].get("targets", []):
+            if target["met"] is False:
+                print(f"bench: {name}: target not met: {target['system']} {target['figure']} "
+                      f"{target['op']} {target['value']} (measured {target['measured']:.4g})")
+    return 0

@@ -1,0 +1,117 @@
+"""``botyard trigger-server``: receive signed "bot changed" events and start debounced training runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from typing import Callable
+
+from components.errors import ConfigError
+from components.trigger import DB_URL_ENV, DEFAULT_DB_URL, SECRET_ENV, TriggerConfig
+
+
+def load_callable(spec: str, flag: str) -> Callable:
+    """``module:function`` imported; ``ConfigError`` naming ``flag`` otherwise."""
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise ConfigError(f"{flag} {spec!r}: expected MODULE:FUNCTION, e.g. mypackage.backend:submit")
+    try:
+        fn = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{flag} {spec!r}: cannot import it ({exc})") from exc
+    if not callable(fn):
+        raise ConfigError(f"{flag} {spec!r} is not callable")
+    return fn
+
+
+def config_from_args(args: argparse.Namespace) -> TriggerConfig:
+    from components.trigger.auth import load_secret
+
+    d_max_wait = TriggerConfig.__dataclass_fields__["max_wait"].default
+
+    values = dict(
+        secret=load_secret(args.secret_file), db_url=args.db_url, host=args.host, port=args.port,
+        quiet_period=args.quiet_period,
+        max_wait=args.max_wait if args.max_wait is not None else max(d_max_wait, args.quiet_period),
+        max_concurrent_runs=args.max_concurrent_runs, max_body_bytes=args.max_body_bytes,
+        poll_interval=args.poll_interval, run_poll_interval=args.run_poll_interval, lease_seconds=args.lease_seconds,
+        allowed_data_prefixes=tuple(args.allowed_data_prefix), kfp_host=args.kfp_host or "",
+        access_log=args.access_log,
+    )  # fmt: skip
+    if args.replica_id:
+        values["replica_id"] = args.replica_id
+    return TriggerConfig(**values)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from components.trigger.app import serve
+
+    config = config_from_args(args)  # ConfigError (no secret, a bad value): exit code 2, before binding
+    if bool(args.submitter) != bool(args.run_state):
+        raise ConfigError("--submitter and --run-state go together: a back end that starts runs also reports them")
+    submitter = load_callable(args.submitter, "--submitter") if args.submitter else None
+    run_state = load_callable(args.run_state, "--run-state") if args.run_state else None
+    serve(config, submitter, run_state)
+    return 0
+
+
+def register(subparsers) -> None:
+    d = TriggerConfig.__dataclass_fields__
+    p = subparsers.add_parser(
+        "trigger-server",
+        help="receive signed 'bot changed' events and start one debounced, deduplicated training run per bot",
+        description=(
+            "Serve POST /events (HMAC-SHA256 signed, header X-Botyard-Signature-256: sha256=<hex>), GET /events, "
+            "GET /bots/{bot_id}/runs, /healthz and /readyz. Accepted events are stored before the 202; a burst of "
+            "changes to one bot within the quiet period becomes one run with the latest data_uri; unchanged "
+            "training data (same data hash as the last successful run) starts none. The webhook secret comes "
+            f"from --secret-file or ${SECRET_ENV}; without one the server refuses to start (exit code 2)."
+        ),
+    )
+    p.add_argument("--host", default=d["host"].default, help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=d["port"].default, help="port (default %(default)s)")
+    p.add_argument(
+        "--db-url", default=os.environ.get(DB_URL_ENV) or DEFAULT_DB_URL, metavar="URL",
+        help=f"event store: sqlite:///FILE (one replica) or postgresql://USER:PASS@HOST/DB (several replicas); "
+        f"default ${DB_URL_ENV} or {DEFAULT_DB_URL}",
+    )  # fmt: skip
+    p.add_argument(
+        "--quiet-period", type=float, default=d["quiet_period"].default, metavar="S",
+        help="seconds a bot must receive no event before its changes run (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-wait", type=float, default=None, metavar="S",
+        help=f"a bot whose events never pause runs after this long anyway (default {d['max_wait'].default:g}, "
+        "or the quiet period if longer)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-concurrent-runs", type=int, default=d["max_concurrent_runs"].default, metavar="N",
+        help="runs in flight across all bots and replicas (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--secret-file", metavar="PATH", help=f"file holding the webhook secret (default: ${SECRET_ENV})")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=d["max_body_bytes"].default, metavar="N",
+        help="larger request bodies get a 413 (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allowed-data-prefix", action="append", default=[], metavar="PREFIX",
+        help="accept only data_uri values starting with PREFIX, e.g. gs://botyard-data/ (repeatable; default any)",
+    )  # fmt: skip
+    p.add_argument("--kfp-host", metavar="URL", help="KFP API endpoint for the default back end (pipelines.submit)")
+    p.add_argument("--poll-interval", type=float, default=d["poll_interval"].default, metavar="S",
+                   help="seconds between dispatcher passes (default %(default)s)")
+    p.add_argument("--run-poll-interval", type=float, default=d["run_poll_interval"].default, metavar="S",
+                   help="seconds between state checks of one submitted run (default %(default)s)")
+    p.add_argument("--lease-seconds", type=float, default=d["lease_seconds"].default, metavar="S",
+                   help="a dead replica's claims are taken over after this long (default %(default)s)")
+    p.add_argument("--replica-id", help="this replica's name in the audit trail (default: host-pid-random)")
+    p.add_argument(
+        "--submitter", metavar="MODULE:FUNCTION",
+        help="replace the KFP back end: submitter(bot_id, data_uri, data_hash, trigger) -> run_id "
+        "(tests and benchmarks use stubs)",
+    )  # fmt: skip
+    p.add_argument("--run-state", metavar="MODULE:FUNCTION",
+                   help="with --submitter: run_state(run_id) -> 'running' | 'succeeded' | 'failed'")
+    p.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    p.set_defaults(handler=handle)

@@ -1,0 +1,223 @@
+"""The fleet pipeline: train a list of bots in one KFP run, one bot's failure never stopping the others.
+
+Shape of one run (``bots`` is a list of ``{"bot_id", "data_uri"}``)::
+
+    ParallelFor(bots, parallelism=N)
+      fleet-bot (sub-pipeline, one per bot)
+        check_bot ------ ok ----> bot-training (the same sub-pipeline as a single-bot run)
+            |                         -> record_outcome(version_uri)  -> succeeded outcome
+            +---------- not ok -----> record_outcome()                -> failed outcome
+        returns dsl.OneOf(...)  : exactly one outcome per bot
+    summarise_fleet(bots, dsl.Collected(outcomes))  -> summary.json + Markdown report
+
+Why this shape: in KFP v2 a failed task fails its loop iteration, and a failed iteration leaves
+the loop's ``dsl.Collected`` output incomplete (kfp.local drops it entirely) and fails the loop,
+which on a cluster may also stop iterations not yet started. So failure must not be a task status for the common cause, bad data: the gate
+(``check_bot``) reads and validates the data in-process and turns a ``BotyardError`` into a
+*failed outcome*, ``dsl.If``/``dsl.Else`` skip that bot's training, and ``dsl.OneOf`` gives the
+sub-pipeline one output either way. The summary also runs with ``.ignore_upstream_failure()``
+and gets the bot list itself, so on a cluster a bot whose training *crashed* (out of memory, a
+lost node) still shows up, as failed with "no outcome recorded"; kfp.local cannot run that case
+(its loop aggregation needs every iteration), so locally a crash fails the run.
+
+The fleet's inputs are ``bots`` plus every bot_training input except ``bot_id`` and ``data_uri``
+(same names, types and defaults, read from bot_training's component spec by ``shared_inputs``),
+so a setting such as ``epochs`` applies to every bot and the two pipelines cannot drift apart.
+
+``parallelism`` is compiled into the YAML (KFP's ``ParallelFor(parallelism=...)`` takes a
+compile-time int, not a pipeline parameter): ``build_fleet_training(gpu, parallelism)`` makes a
+pipeline for it; ``fleet_training`` uses ``DEFAULT_PARALLELISM``. kfp.local runs at most two
+iterations at a time whatever the setting.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import inspect
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from kfp import dsl
+
+from components.config import GpuConfig
+from components.errors import BotyardError, ConfigError
+from components.fleet.component import check_bot, record_outcome, summarise_fleet
+from components.fleet.core import DEFAULT_PARALLELISM
+from pipelines.bot_training import build_bot_training
+
+PIPELINE_NAME = "fleet-training"
+MAX_PARALLELISM = 256
+PER_BOT_INPUTS = ("bot_id", "data_uri")  # come from each item of ``bots``; every other input is shared
+_PYTHON_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool, "List": list, "Struct": dict}
+
+
+def _param(name: str, kind: type, default=inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
+
+
+def shared_inputs(bot_training) -> list[inspect.Parameter]:
+    """bot_training's inputs other than the per-bot ones, with their types and defaults.
+
+    The fleet pipeline takes exactly these (plus ``bots``), so a parameter added to
+    bot_training reaches the fleet without being written out twice.
+    """
+    params = []
+    for name, spec in bot_training.component_spec.inputs.items():
+        if name in PER_BOT_INPUTS:
+            continue
+        params.append(_param(name, _PYTHON_TYPES[spec.type], inspect.Parameter.empty if spec.default is None else spec.default))
+    return params
+
+
+def _pipeline_func(body, name: str, params: list[inspect.Parameter], returns=inspect.Signature.empty):
+    """A function with the given signature for ``dsl.pipeline``, calling ``body`` with a dict of its arguments.
+
+    KFP reads a pipeline's interface from ``inspect.signature`` and calls it with one channel per input, in order.
+    """
+    names = [p.name for p in params]
+
+    def pipeline_func(*args):
+        return body(dict(zip(names, args)))
+
+    pipeline_func.__signature__ = inspect.Signature(params, return_annotation=returns)
+    pipeline_func.__name__ = pipeline_func.__qualname__ = name
+    return pipeline_func
+
+
+def build_fleet_training(gpu: "GpuConfig | None" = None, parallelism: int = DEFAULT_PARALLELISM):
+    """The fleet pipeline for a cluster's GPU settings and a number of bots trained at once."""
+    gpu = gpu or GpuConfig()
+    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or not 1 <= parallelism <= MAX_PARALLELISM:
+        raise ConfigError(f"parallelism = {parallelism!r} is out of range; allowed: 1 to {MAX_PARALLELISM}")
+    bot_training = build_bot_training(gpu)
+    shared = shared_inputs(bot_training)
+
+    def fleet_bot(args: dict):
+        gate = check_bot(bot_id=args["bot_id"], data_uri=args["data_uri"], min_examples_per_intent=args["min_examples_per_intent"])
+        gate.set_display_name("Check bot data").set_caching_options(False)  # the data behind a URI may change
+        with dsl.If(gate.outputs["ok"] == True, name="data-ok"):  # noqa: E712 (a KFP condition, not Python)
+            trained = bot_training(**args).set_display_name("Train bot")
+            succeeded = record_outcome(outcome=gate.outputs["outcome"], version_uri=trained.output)
+            succeeded.set_display_name("Record model version").set_caching_options(False)
+        with dsl.Else(name="data-invalid"):
+            rejected = record_outcome(outcome=gate.outputs["outcome"])
+            rejected.set_display_name("Record data problem").set_caching_options(False)
+        return dsl.OneOf(succeeded.output, rejected.output)
+
+    # inside the loop every input is passed explicitly: no defaults on the sub-pipeline
+    fleet_bot_inputs = [_param(n, str) for n in PER_BOT_INPUTS] + [p.replace(default=inspect.Parameter.empty) for p in shared]
+    fleet_bot_pipeline = dsl.pipeline(
+        name="fleet-bot", description="One bot of a fleet run: check its data, train it, record its outcome."
+    )(_pipeline_func(fleet_bot, "fleet_bot", fleet_bot_inputs, str))
+
+    def fleet(args: dict):
+        bots = args.pop("bots")
+        with dsl.ParallelFor(bots, parallelism=parallelism, name="bots") as bot:
+            per_bot = fleet_bot_pipeline(bot_id=bot.bot_id, data_uri=bot.data_uri, **args).set_display_name("Bot")
+        summary = summarise_fleet(bots=bots, outcomes=dsl.Collected(per_bot.output))
+        summary.set_display_name("Summarise fleet").set_caching_options(False).ignore_upstream_failure()
+
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"Train, evaluate and register many bots in one run ({parallelism} at a time); "
+        "a bot with bad data is reported as failed and the others go on.",
+    )(_pipeline_func(fleet, "fleet_training", [_param("bots", list)] + shared))
+
+
+fleet_training = build_fleet_training()
+
+
+# --- running it on this machine ---------------------------------------------------------------
+
+
+def _locked_tee(log, console):
+    """local_run's progress tee, safe for the loop's threads writing at once."""
+    from pipelines.local_run import ProgressTee
+
+    class LockedTee(ProgressTee):
+        lock = threading.Lock()
+
+        def write(self, text: str) -> int:
+            with self.lock:
+                return super().write(text)
+
+    return LockedTee(log, console)
+
+
+@contextlib.contextmanager
+def _contained_output(tee):
+    """Send stdout, stderr and logging to ``tee`` during a kfp.local run; restore all three after.
+
+    kfp.local's loop threads each swap ``builtins.print`` (to indent step output) and the root
+    logger's handlers, without a lock, so a run with ``ParallelFor`` can leave them swapped
+    (later prints indented, its log lines on the console). Pointing the root logger at the tee
+    while it runs and restoring both afterwards keeps that inside the run's log file.
+    """
+    root = logging.getLogger()
+    saved_print, saved_handlers, saved_level = builtins.print, root.handlers[:], root.level
+    root.handlers[:] = [logging.StreamHandler(tee)]
+    try:
+        with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+            yield
+    finally:
+        builtins.print = saved_print
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+@dataclass
+class FleetRun:
+    summary: dict  # components.fleet.core.summarise's result
+    summary_path: str | None
+    report_path: str | None
+    run_dir: str | None
+    log_path: str
+    seconds: float
+
+
+def run_fleet_locally(
+    bots: list[dict],
+    models_root: str = "models",
+    pipeline_root: str = "runs",
+    parameters: dict | None = None,
+    parallelism: int = DEFAULT_PARALLELISM,
+    console=None,
+) -> FleetRun:
+    """Run ``fleet_training`` through kfp.local; bots with bad data come back as failed outcomes."""
+    from kfp import local
+
+    from components.fleet.core import SUMMARY_FILE, parse_bots
+    console = console or sys.stdout
+    bots = parse_bots(bots)
+    pipeline = build_fleet_training(GpuConfig(enabled=False), parallelism)  # GPU settings do nothing locally
+    parameters = dict(parameters or {})
+    models_root, pipeline_root = os.path.abspath(models_root), os.path.abspath(pipeline_root)
+    os.makedirs(pipeline_root, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_path = os.path.join(pipeline_root, f"{PIPELINE_NAME}-{stamp}.log")
+    before = set(os.listdir(pipeline_root))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+    started = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        tee = _locked_tee(log, console)
+        try:
+            with _contained_output(tee):
+                pipeline(bots=bots, models_root=models_root, **parameters)
+        except Exception as exc:  # kfp.local raises RuntimeError, or ValueError when a loop iteration crashed
+            raise BotyardError(f"pipeline {PIPELINE_NAME} failed: {exc}; see the step logs in {log_path}") from exc
+    new_dirs = sorted(d for d in set(os.listdir(pipeline_root)) - before if d.startswith(PIPELINE_NAME) and not d.endswith(".log"))
+    run_dir = os.path.join(pipeline_root, new_dirs[-1]) if new_dirs else None
+    summary_path = os.path.join(run_dir, "summarise-fleet", "summary", SUMMARY_FILE) if run_dir else None
+    report_path = os.path.join(run_dir, "summarise-fleet", "report") if run_dir else None
+    if not summary_path or not os.path.exists(summary_path):
+        raise BotyardError(f"pipeline {PIPELINE_NAME} wrote no summary under {run_dir}; see the step logs in {log_path}")
+    with open(summary_path, encoding="utf-8") as f:
+        summary = json.load(f)
+    return FleetRun(summary, summary_path, report_path, run_dir, log_path, time.perf_counter() - started)
