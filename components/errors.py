@@ -10,6 +10,7 @@ exception that fits it, so callers may catch either::
      |    +-- ModelLoadError                  a model version whose files are unusable
      +-- RequestError (ValueError)            a client's bad prediction request (HTTP 4xx)
      |    +-- UnknownBotError                 a bot the predictor does not serve (404)
+     |    +-- RequestTooLargeError            a batch or utterance over the predictor's limit (413)
      +-- DeployError (RuntimeError)           a deploy / rollout that did not complete
      +-- SubmitError (RuntimeError)           the KFP endpoint refused, failed or was unreachable
 
@@ -63,6 +64,12 @@ class UnknownBotError(RequestError):
     """A prediction request for a bot the predictor does not serve."""
 
     status_code = 404
+
+
+class RequestTooLargeError(RequestError):
+    """A batch or an utterance over the predictor's configured limit; the fix is to split it."""
+
+    status_code = 413
 
 
 class DeployError(BotyardError, RuntimeError):

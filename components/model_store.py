@@ -131,6 +131,21 @@ class ModelStore:
         os.rename(staging, target)  # atomic: readers see a complete version or none
         return version
 
+    def stage(self, version_dir: str, bot_id: str) -> str:
+        """Add an existing version folder (linked when local, copied when remote) as the bot's promoted version.
+
+        Lets a predictor or an infra check serve one model version through the store layout.
+        """
+        version = os.path.basename(version_dir.rstrip("/"))
+        os.makedirs(self.bot_dir(bot_id), exist_ok=True)
+        target = self.version_dir(bot_id, version)
+        if storage.is_remote(version_dir):
+            storage.copytree(version_dir, target)
+        else:
+            os.symlink(os.path.abspath(storage.local_path(version_dir)), target)
+        self.promote(bot_id, version)
+        return version
+
     def promote(self, bot_id: str, version: str) -> str | None:
         """Point the bot at ``version``; returns the previously promoted version."""
         if version not in self.versions(bot_id):

@@ -185,7 +185,8 @@ def test_serving_runtime_serves_botyard_models_from_mnt_models(built):
     [container] = runtime["spec"]["containers"]
     assert container["name"] == "kserve-container"
     assert container["image"] == f"{IMAGE_REPOSITORY}:{project_version()}"
-    assert container["args"] == ["serve", "--models-root", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]
+    # one version folder at /mnt/models, served under the InferenceService name KServe substitutes
+    assert container["args"] == ["serve", "--models-root", "/mnt/models", "--model-name", "{{.Name}}", "--host", "0.0.0.0", "--port", "8080"]
     assert runtime["metadata"]["annotations"]["prometheus.kserve.io/path"] == "/metrics"
 
 

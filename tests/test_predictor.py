@@ -376,3 +376,15 @@ def test_serve_command_line_and_config():
         ServeConfig(models_root="/m", max_batch=0)
     with pytest.raises(ConfigError, match="grpc_port equals http_port"):
         ServeConfig(models_root="/m", http_port=9000, grpc_port=9000)
+
+
+def test_one_model_version_folder_serves_under_the_inference_service_name(store):
+    """A per-bot InferenceService mounts one version folder at /mnt/models and passes --model-name."""
+    from components.predictor.server import start_predictor
+
+    version = store.current("alpha")
+    with start_predictor(store.version_dir("alpha", version), extra_args=["--model-name", "bot-alpha-isvc"],
+                         ready_timeout=180, wait_for_bots=["bot-alpha-isvc"]) as single:
+        status, body = single.predict("bot-alpha-isvc", ["hello there"])
+        assert status == 200 and body["predictions"][0]["model_version"] == version
+        assert single.predict("alpha", ["hello"])[0] == 404

@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from components import contracts as c
-from components import storage
 from components.errors import BotyardError
 from components.model_store import ModelStore
 
@@ -34,15 +33,8 @@ class InfraResult:
 
 def _stage_candidate(models_root: str, bot_id: str, version: str, workdir: str) -> str:
     """A model store under ``workdir`` with only the candidate, promoted."""
-    source = ModelStore(models_root).version_dir(bot_id, version)
     staged = ModelStore(os.path.join(workdir, "models"))
-    os.makedirs(staged.bot_dir(bot_id))
-    target = staged.version_dir(bot_id, version)
-    if storage.is_remote(source):
-        storage.copytree(source, target)
-    else:
-        os.symlink(os.path.abspath(storage.local_path(source)), target)
-    staged.promote(bot_id, version)
+    staged.stage(ModelStore(models_root).version_dir(bot_id, version), bot_id)
     return staged.root
 
 

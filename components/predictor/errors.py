@@ -50,12 +50,6 @@ _KSERVE_BAD_JSON = "Unrecognized request format"
 MAX_LISTED_BOTS = 20  # an unknown-bot message names at most this many served bots
 
 
-class RequestTooLargeError(RequestError):
-    """A batch or an utterance over the predictor's configured limit."""
-
-    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE.value
-
-
 _GRPC_ERRORS = {
     HTTPStatus.BAD_REQUEST: grpc_errors.InvalidArgument,
     HTTPStatus.NOT_FOUND: grpc_errors.NotFound,

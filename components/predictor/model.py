@@ -58,7 +58,8 @@ kserve = import_kserve()
 from kserve.errors import ModelNotReady  # noqa: E402
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
 
-from components.predictor.errors import RequestTooLargeError, to_grpc_error  # noqa: E402
+from components.errors import RequestTooLargeError  # noqa: E402
+from components.predictor.errors import to_grpc_error  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -51,9 +51,11 @@ import tempfile
 import threading
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from components import contracts, storage
 from components.config import _Config
 from components.errors import ConfigError, DeployError, ModelStoreError
 from components.model_store import ModelStore
@@ -78,6 +80,7 @@ class ServeConfig(_Config):
     top_k: int = 3  # intents in each prediction's ranking
     reload_interval: float = 10.0  # seconds between polls of the store; 0 turns hot reload off
     access_log: bool = False  # uvicorn's per-request log line (costs latency)
+    model_name: str = ""  # when models_root is one model version folder: the name to serve it under
 
     _ranges = {
         "http_port": (1, 65535),
@@ -127,6 +130,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between polls of the store for new bots and promoted versions; 0 = never (default %(default)s)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    parser.add_argument(
+        "--model-name", default="", metavar="NAME",
+        help="when --models-root is one model version folder (a per-bot InferenceService's /mnt/models): "
+        "serve it under NAME (default: the bot id in its metadata.json)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -140,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         top_k=args.top_k,
         reload_interval=args.reload_interval,
         access_log=args.access_log,
+        model_name=args.model_name,
     )
 
 
@@ -450,8 +459,22 @@ def _make_grpc_server(server: PredictorServer):
 
 
 def serve(config: ServeConfig) -> None:
-    """Serve ``config.models_root`` until interrupted (blocking)."""
-    PredictorServer(config).run()
+    """Serve ``config.models_root`` until interrupted (blocking).
+
+    ``models_root`` may also be a single model version folder (what KServe's storage
+    initializer puts in ``/mnt/models`` for a per-bot InferenceService): it is then served
+    through a private store as bot ``model_name`` (default: its metadata's bot id).
+    """
+    version_metadata = storage.join(config.models_root, contracts.METADATA_FILE)
+    if not storage.exists(version_metadata):
+        PredictorServer(config).run()
+        return
+    with storage.open_uri(version_metadata) as f:
+        name = config.model_name or json.load(f)[contracts.BOT_ID]
+    with tempfile.TemporaryDirectory(prefix="botyard-serve-") as workdir:
+        store = ModelStore(os.path.join(workdir, "models"))
+        store.stage(config.models_root, name)
+        PredictorServer(dataclasses.replace(config, models_root=store.root, reload_interval=0.0)).run()
 
 
 def _exit_with_parent() -> None:
