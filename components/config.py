@@ -19,7 +19,7 @@ def _check_range(obj: Any, name: str, low: float, high: float) -> None:
         raise ConfigError(f"{type(obj).__name__}.{name} = {value!r} is out of range; allowed: {low} to {high}")
 
 
-class _Config:
+class ConfigBase:
     """Shared helpers: range checks declared as ``_ranges`` and dict round-trips."""
 
     _ranges: dict[str, tuple[float, float]] = {}
@@ -41,7 +41,7 @@ class _Config:
 
 
 @dataclass(frozen=True)
-class ValidationConfig(_Config):
+class ValidationConfig(ConfigBase):
     min_examples_per_intent: int = 5  # fewer fails the run (Rasa's rule of thumb)
     min_intents: int = 2  # a classifier needs at least two classes
     imbalance_warn_ratio: float = 10.0  # largest/smallest intent above this warns
@@ -50,7 +50,7 @@ class ValidationConfig(_Config):
 
 
 @dataclass(frozen=True)
-class SplitConfig(_Config):
+class SplitConfig(ConfigBase):
     val_fraction: float = 0.1  # share of each intent held out to pick epochs and the OOS threshold
     test_fraction: float = 0.1  # share of each intent held out for evaluation and the gate
     seed: int = 13  # fixed: the same data always splits the same way
@@ -59,7 +59,7 @@ class SplitConfig(_Config):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Config):
+class TrainConfig(ConfigBase):
     embedding_dim: int = 64  # word embedding size
     lstm_units: int = 64  # per direction of the BiLSTM
     dropout: float = 0.5  # on embeddings, the n-gram inputs and the pooled sentence vector
@@ -95,7 +95,7 @@ class TrainConfig(_Config):
 
 
 @dataclass(frozen=True)
-class GpuConfig(_Config):
+class GpuConfig(ConfigBase):
     """Where the train step runs on a cluster; compiled into the pipeline YAML."""
 
     enabled: bool = True  # False: compile for a CPU-only cluster (no GPU request, selector or toleration)

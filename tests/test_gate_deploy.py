@@ -112,3 +112,21 @@ def test_deploy_refuses_what_was_not_blessed():
         check_blessed({"blessed": True}, {"blessed": False, "reasons": ["FAIL: accuracy 0.100 >= minimum 0.500"]})
     with pytest.raises(ConfigError, match="deploy target 'mars'"):
         deploy_version("/tmp", "bot-a", "v", target="mars")
+
+
+def test_cluster_deploy_and_rollback_move_the_inference_service_and_the_pointer(store):
+    """deploy_version / rollback with target=cluster against the fake Kubernetes API."""
+    from fake_kube import running_fake_kube
+
+    from components.deploy.cluster import ClusterDeployConfig
+
+    models, (v1, v2), _ = store
+    config = ClusterDeployConfig(ready_timeout_s=5, poll_interval_s=0.01)
+    with running_fake_kube() as (server, api_client):
+        first = deploy_version(models.root, "bot-a", v1, "cluster", config, api_client)
+        second = deploy_version(models.root, "bot-a", v2, "cluster", config, api_client)
+        assert (first.action, second.action, models.current("bot-a")) == ("created", "updated", v2)
+        assert server.get("bot-a")["spec"]["predictor"]["model"]["storageUri"] == models.version_dir("bot-a", v2)
+        back = rollback(models.root, "bot-a", target="cluster", cluster=config, api_client=api_client)
+        assert (back.version, back.previous, models.current("bot-a")) == (v1, v2, v1)
+        assert server.get("bot-a")["spec"]["predictor"]["model"]["storageUri"] == models.version_dir("bot-a", v1)

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, NoReturn
 
-from components.config import _Config
+from components.config import ConfigBase
 from components.errors import ConfigError, DeployError
 from components.model_store import check_bot_id
 
@@ -215,7 +215,7 @@ def build_shared_inference_service(
 
 
 @dataclass(frozen=True)
-class ClusterDeployConfig(_Config):
+class ClusterDeployConfig(ConfigBase):
     namespace: str = "botyard"  # where the InferenceServices live
     canary_traffic_percent: int | None = None  # None: replace at once; 1-99: canary first, then promote
     ready_timeout_s: float = 600  # how long a rollout may take to become Ready before it fails

@@ -100,14 +100,11 @@ def rollback(
     if version not in store.versions(bot_id):
         raise ModelStoreError(f"bot '{bot_id}' has no model version '{version}'; known: {store.versions(bot_id) or 'none'}")
     previous = store.current(bot_id)
-    url = None
-    if target == "cluster":
-        cluster = cluster or ClusterDeployConfig()
-        deployer = ClusterDeployer(cluster, api_client=api_client)
-        if cluster.mode == "shared":
-            store.promote(bot_id, version)
-            url = deployer.deploy(bot_id, version, store.version_dir(bot_id, version)).url
-        else:
-            url = deployer.rollback(bot_id, store.version_dir(bot_id, version), version).url
-    store.promote(bot_id, version)
+    cluster = cluster or ClusterDeployConfig()
+    if target == "cluster" and cluster.mode == "per-bot":
+        # back to the earlier storageUri without a canary; then move the pointer
+        url = ClusterDeployer(cluster, api_client=api_client).rollback(bot_id, store.version_dir(bot_id, version), version).url
+        store.promote(bot_id, version)
+    else:  # local, or the shared predictor: the same path as a deploy
+        url = deploy_version(models_root, bot_id, version, target, cluster, api_client).url
     return Deployment(bot_id, version, target, "rolled-back", previous, url)

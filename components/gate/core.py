@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from components import contracts as c
-from components.config import _Config
+from components.config import ConfigBase
 from components.errors import ConfigError
 from components.evaluate.core import load_signature, predict_probabilities
 from components.model_store import ModelStore
@@ -27,7 +27,7 @@ BLESSING_FILE = "blessing.json"
 
 
 @dataclass(frozen=True)
-class GateConfig(_Config):
+class GateConfig(ConfigBase):
     min_accuracy: float | None = 0.5  # candidate's test accuracy must reach this
     min_macro_f1: float | None = None  # optional value threshold on macro-F1
     max_accuracy_drop: float | None = 0.02  # at most this much below the live version (absolute)

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from components import contracts, storage
-from components.config import _Config
+from components.config import ConfigBase
 from components.errors import ConfigError, DeployError, ModelStoreError
 from components.model_store import ModelStore
 
@@ -68,7 +68,7 @@ LOAD_FAILED = "failed to load"  # in the 503 message of a bot whose version fail
 
 
 @dataclass(frozen=True)
-class ServeConfig(_Config):
+class ServeConfig(ConfigBase):
     """How ``botyard serve`` runs; each field is also a command-line flag."""
 
     models_root: str = ""  # the model store (local folder or tf.io.gfile URI); required

@@ -34,7 +34,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from components.config import _Config
+from components.config import ConfigBase
 from components.errors import ConfigError, RequestError
 
 # --- the wire contract -------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def default_replica_id() -> str:
 
 
 @dataclass(frozen=True)
-class TriggerConfig(_Config):
+class TriggerConfig(ConfigBase):
     """How ``botyard trigger-server`` runs; each field is also a command-line flag."""
 
     secret: bytes = field(default=b"", repr=False)  # the HMAC key; required (see auth.load_secret)

@@ -18,7 +18,6 @@ only the suites it ran, so running one suite keeps the others' figures.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import importlib
 import importlib.util
@@ -86,6 +85,8 @@ SUITES: dict[str, Suite] = {
         Suite("clinc150-bots", "pipelines.bench.clinc:run_bots", "CLINC150 as a fleet of 10 domain bots"),
         Suite("hwu64", "pipelines.bench.hwu:run", "HWU64 fold 1: 64 intents"),
         Suite("serving", "pipelines.bench.serving:run", "Model server latency and throughput", takes_context=False),
+        Suite("trigger", "pipelines.bench.trigger:run", "Event trigger service: ingest rate and 1,000 bots to submitted runs", takes_context=False),
+        Suite("submit", "pipelines.bench.submit:run", "1,000 KFP run submissions against the stub KFP API", takes_context=False),
     )
 }
 
@@ -509,9 +510,6 @@ def bench_baseline(context: BenchContext, train, val_threshold, test, measure_la
         figures.update(latency(model.predict_proba, test[c.UTTERANCE].tolist(), context.latency_calls, context.throughput_batches))
     return figures
 
-
-def context_dict(context: BenchContext) -> dict:
-    return dataclasses.asdict(context)
 
 
 def default_suites() -> list[str]:
