@@ -73,4 +73,6 @@ def test_threshold_without_oos_keeps_correct_predictions():
 def test_threshold_with_oos_examples_separates_them():
     probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.55, 0.45], [0.6, 0.4]])
     threshold, criterion = choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"])
-    assert 0.6 < threshold <= 0.9 and "out-of-scope recall" in criterion
+    assert threshold == pytest.approx(0.9) and "rejecting at least 70% of its out-of-scope examples" in criterion
+    # no threshold reaches a 100% floor that keeps any in-scope row: fall back to the sum criterion
+    assert choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"], min_oos_recall=1.01)[1].startswith("maximises in-scope accuracy + out-of-scope recall")

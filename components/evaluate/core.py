@@ -98,7 +98,9 @@ def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame
             "out_of_scope": out_of_scope[wrong],
         }
     )
-    matrix = confusion_matrix(intents[known], predicted[known], labels=labels) if known.any() else np.zeros((len(labels),) * 2, int)
+    # with a learned ``oos`` intent its column counts the rejections
+    final = np.where(out_of_scope, c.OOS_INTENT, predicted) if c.OOS_INTENT in labels else predicted
+    matrix = confusion_matrix(intents[known], final[known], labels=labels) if known.any() else np.zeros((len(labels),) * 2, int)
     return Evaluation(labels, threshold, criterion, metrics, per_intent, matrix, misclassified)
 
 

@@ -1,11 +1,15 @@
 """Choose a model version's out-of-scope confidence threshold on validation data.
 
-A prediction whose top probability is below the threshold (or whose top intent is ``oos``)
-is reported as out of scope. The criterion:
+A prediction whose top in-scope probability is below the threshold
+is reported as out of scope (a bot's own ``oos`` intent is never an answer: see ``decisions``).
+The criterion:
 
-* the validation data has out-of-scope examples (intent ``oos``): the threshold maximises
-  ``in-scope accuracy + out-of-scope recall`` on validation data (in-scope accuracy counts
-  a rejected in-scope utterance as wrong);
+* the validation data has out-of-scope examples (intent ``oos``): the threshold that
+  maximises in-scope accuracy (a rejected in-scope utterance counts as wrong) among those
+  that reject at least ``min_oos_recall`` (default 70%) of the validation out-of-scope
+  examples; if none reaches that, the one maximising in-scope accuracy + out-of-scope
+  recall. Answering in-scope users well comes first; the floor keeps the bot from
+  answering most of what it was never built for;
 * it has none: the highest threshold that still accepts all but ``reject_budget`` (default
   2%) of the correctly classified validation utterances.
 """
@@ -17,15 +21,29 @@ import numpy as np
 from components import contracts as c
 
 DEFAULT_REJECT_BUDGET = 0.02
+DEFAULT_MIN_OOS_RECALL = 0.7
 
 
 def decisions(probabilities: np.ndarray, labels: list[str], threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Top intent per row and whether the row is out of scope at ``threshold``."""
-    top = probabilities.argmax(axis=1)
-    confidence = probabilities.max(axis=1)
-    predicted = np.asarray(labels, dtype=object)[top]
-    out_of_scope = (confidence < threshold) | (predicted == c.OOS_INTENT)
-    return predicted, out_of_scope
+    """Top in-scope intent per row and whether the row is out of scope at ``threshold``.
+
+    When the bot learned an ``oos`` intent, its probability is not a candidate answer: the top
+    intent is the most probable in-scope one, and the ``oos`` mass lowers that intent's
+    confidence, so one threshold weighs both signals.
+    """
+    names = np.asarray(labels, dtype=object)
+    scored = answerable_scores(probabilities, labels)
+    top = scored.argmax(axis=1)
+    confidence = scored.max(axis=1)
+    return names[top], (confidence < threshold) | (names[top] == c.OOS_INTENT)
+
+
+def answerable_scores(probabilities: np.ndarray, labels: list[str]) -> np.ndarray:
+    """The probabilities with a learned ``oos`` intent's column masked out (-1)."""
+    answerable = np.asarray(labels, dtype=object) != c.OOS_INTENT
+    if answerable.all() or not answerable.any():
+        return probabilities
+    return np.where(answerable, probabilities, -1.0)
 
 
 def scores(probabilities: np.ndarray, intents: np.ndarray, labels: list[str], threshold: float) -> dict[str, float | None]:
@@ -40,24 +58,30 @@ def scores(probabilities: np.ndarray, intents: np.ndarray, labels: list[str], th
 
 
 def choose_threshold(
-    probabilities: np.ndarray, intents: np.ndarray, labels: list[str], reject_budget: float = DEFAULT_REJECT_BUDGET
+    probabilities: np.ndarray,
+    intents: np.ndarray,
+    labels: list[str],
+    reject_budget: float = DEFAULT_REJECT_BUDGET,
+    min_oos_recall: float = DEFAULT_MIN_OOS_RECALL,
 ) -> tuple[float, str]:
     """The threshold and the criterion used (for the report)."""
     intents = np.asarray(intents, dtype=object)
     if len(intents) == 0:
         return 0.0, "no validation data: threshold 0 (nothing is rejected for low confidence)"
-    confidence = probabilities.max(axis=1)
     if (intents == c.OOS_INTENT).any():
-        candidates = np.unique(np.concatenate([[0.0], confidence]))
-        best, best_score = 0.0, -1.0
-        for t in candidates:
-            s = scores(probabilities, intents, labels, float(t))
-            total = (s["in_scope_accuracy"] or 0.0) + (s["oos_recall"] or 0.0)
-            if total > best_score + 1e-12:
-                best, best_score = float(t), total
-        return best, "maximises in-scope accuracy + out-of-scope recall on validation data"
+        grid = np.unique(np.concatenate([[0.0], answerable_scores(probabilities, labels).max(axis=1)]))
+        candidates = [(float(t), scores(probabilities, intents, labels, float(t))) for t in grid]
+        floor = [(t, s) for t, s in candidates if s["oos_recall"] >= min_oos_recall]
+        if floor:
+            best = max(floor, key=lambda ts: (ts[1]["in_scope_accuracy"] or 0.0, -ts[0]))
+            return best[0], (
+                f"maximises in-scope accuracy on validation data while rejecting at least {min_oos_recall:.0%} "
+                "of its out-of-scope examples"
+            )
+        best = max(candidates, key=lambda ts: (ts[1]["in_scope_accuracy"] or 0.0) + ts[1]["oos_recall"])
+        return best[0], "maximises in-scope accuracy + out-of-scope recall on validation data"
     predicted, _ = decisions(probabilities, labels, 0.0)
-    correct = np.sort(confidence[predicted == intents])
+    correct = np.sort(answerable_scores(probabilities, labels).max(axis=1)[predicted == intents])
     if len(correct) == 0:
         return 0.0, "no correct validation prediction: threshold 0"
     allowed = int(np.floor(reject_budget * len(correct)))

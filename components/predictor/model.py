@@ -18,10 +18,9 @@ V1 response: one prediction per instance::
 V2 response: ``model_version`` is the version that answered; outputs, each of shape ``[N]``:
 
     ==================  ========  ======================================================
-    ``intent``          BYTES     top intent
+    ``intent``          BYTES     top in-scope intent (a learned ``oos`` intent is never one)
     ``confidence``      FP32      its probability
-    ``out_of_scope``    BOOL      confidence below the version's ``oos_threshold``, or
-                                  the top intent is ``oos``
+    ``out_of_scope``    BOOL      confidence below the version's ``oos_threshold``
     ``ranking``         BYTES     JSON text ``[{"intent": ..., "confidence": ...}, ...]``
                                   (top k, best first)
     ==================  ========  ======================================================
@@ -59,6 +58,7 @@ from kserve.errors import ModelNotReady  # noqa: E402
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
 
 from components.errors import RequestTooLargeError  # noqa: E402
+from components.evaluate.threshold import answerable_scores, decisions  # noqa: E402
 from components.predictor.errors import to_grpc_error  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,17 @@ def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
 
 
 def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: float, top_k: int, version: str) -> list[dict]:
-    """V1 predictions: top intent, confidence, top-k ranking, out-of-scope flag, version."""
-    k = min(top_k, probabilities.shape[1])
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    """V1 predictions: top intent, confidence, top-k ranking, out-of-scope flag, version.
+
+    The same decision rule as evaluation (``components.evaluate.threshold.decisions``): a
+    learned ``oos`` intent is never an answer; its probability lowers the top intent's.
+    """
+    scored = answerable_scores(probabilities, list(labels))
+    _, out_of_scope = decisions(probabilities, list(labels), oos_threshold)
+    k = min(top_k, int((scored[0] >= 0).sum()) if len(scored) else top_k)
+    order = np.argsort(-scored, axis=1, kind="stable")[:, :k]
     predictions = []
-    for row, indices in zip(probabilities, order):
+    for row, indices, rejected in zip(probabilities, order, out_of_scope):
         ranking = [{"intent": labels[i], "confidence": float(row[i])} for i in indices]
         top = ranking[0]
         predictions.append(
@@ -165,7 +171,7 @@ def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: floa
                 "intent": top["intent"],
                 "confidence": top["confidence"],
                 "ranking": ranking,
-                "out_of_scope": bool(top["confidence"] < oos_threshold or top["intent"] == c.OOS_INTENT),
+                "out_of_scope": bool(rejected),
                 MODEL_VERSION: version,
             }
         )

@@ -21,6 +21,8 @@ from components.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 
+MIN_STEPS_PER_EPOCH = 16  # small bots: shrink the batch so each epoch still takes this many steps
+
 
 @dataclass
 class TrainResult:
@@ -54,6 +56,11 @@ def _one_hot(intents: pd.Series, labels: list[str]) -> np.ndarray:
     return y
 
 
+def effective_batch_size(batch_size: int, n_train: int) -> int:
+    """``batch_size``, shrunk for small bots so an epoch has ``MIN_STEPS_PER_EPOCH`` steps (never below 8)."""
+    return max(1, min(batch_size, max(8, n_train // MIN_STEPS_PER_EPOCH)))
+
+
 def train_intent_model(
     train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str
 ) -> TrainResult:
@@ -78,8 +85,9 @@ def train_intent_model(
         ds = tf.data.Dataset.from_tensor_slices((tf.constant(frame[c.UTTERANCE].tolist()), _one_hot(frame[c.INTENT], labels)))
         if shuffle:
             ds = ds.shuffle(len(frame), seed=config.seed, reshuffle_each_iteration=True)
-        return ds.batch(config.batch_size).map(lambda x, y: (vectorizer(x), y)).prefetch(tf.data.AUTOTUNE)
+        return ds.batch(batch_size).map(lambda x, y: (vectorizer(x), y)).prefetch(tf.data.AUTOTUNE)
 
+    batch_size = effective_batch_size(config.batch_size, len(train))
     has_val = len(val) > 0
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss" if has_val else "loss", patience=config.patience, restore_best_weights=True

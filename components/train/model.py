@@ -95,7 +95,9 @@ class SparseDense(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
     def call(self, inputs):
-        sparse = tf.sparse.from_dense(tf.cast(inputs, self.compute_dtype))
+        # L2-normalised rows, as scikit-learn's TF-IDF: long and short utterances weigh alike
+        inputs = tf.math.l2_normalize(tf.cast(inputs, self.compute_dtype), axis=-1)
+        sparse = tf.sparse.from_dense(inputs)
         return self.activation(tf.sparse.sparse_dense_matmul(sparse, tf.cast(self.kernel, self.compute_dtype)) + self.bias)
 
     def compute_output_shape(self, input_shape):

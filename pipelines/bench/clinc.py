@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 DATA_FILE = "clinc150/data_full.json"
 DOMAINS_FILE = "clinc150/domains.json"
 TRAIN_WITH_OOS = True  # the 100 ``oos_train`` rows become the models' own ``oos`` intent
+# fleet negatives: a domain bot also learns, as ``oos``, this many ``train`` utterances of each
+# intent of the other nine domains (the other bots' training data; never val or test rows)
+FLEET_NEGATIVES_PER_INTENT = 10
+NEGATIVES_SEED = 0
 
 FULL_TARGETS = [
     ("in_scope_accuracy", LSTM, ">=", 0.935),
@@ -94,18 +98,34 @@ def bot_tables(data: dict, domains: dict[str, list[str]], domain: str) -> dict[s
         rows = data[name]
         return [r for r in rows if r[1] in own], [r for r in rows if r[1] not in own]
 
-    train_in, _ = split("train")
+    train_in, train_other = split("train")
     val_in, val_other = split("val")
     test_in, test_other = split("test")
     oos_val = rows_table(data["oos_val"], c.OOS_INTENT)
+    negatives = fleet_negatives(train_other, FLEET_NEGATIVES_PER_INTENT)
     return {
-        "train": _concat(rows_table(train_in), rows_table(data["oos_train"], c.OOS_INTENT))
-        if TRAIN_WITH_OOS
-        else rows_table(train_in),
+        "train": _concat(
+            rows_table(train_in), rows_table(negatives, c.OOS_INTENT), rows_table(data["oos_train"] if TRAIN_WITH_OOS else [], c.OOS_INTENT)
+        ),
         "val_stop": _concat(rows_table(val_in), oos_val),
         "val_threshold": _concat(rows_table(val_in), rows_table(val_other, c.OOS_INTENT), oos_val),
         "test": _concat(rows_table(test_in), rows_table(test_other, c.OOS_INTENT), rows_table(data["oos_test"], c.OOS_INTENT)),
     }
+
+
+def fleet_negatives(rows: list, per_intent: int) -> list:
+    """A seeded sample of ``per_intent`` rows of every intent in ``rows``."""
+    import numpy as np
+
+    by_intent: dict[str, list] = {}
+    for row in rows:
+        by_intent.setdefault(row[1], []).append(row)
+    rng = np.random.default_rng(NEGATIVES_SEED)
+    return [
+        group[i]
+        for _, group in sorted(by_intent.items())
+        for i in sorted(rng.choice(len(group), min(per_intent, len(group)), replace=False))
+    ]
 
 
 def run_bots(context: BenchContext) -> dict:
@@ -132,6 +152,7 @@ def run_bots(context: BenchContext) -> dict:
         "protocol": [
             "each bot trains on its domain's `train` rows"
             + (" + `oos_train` (100) as an `oos` intent" if TRAIN_WITH_OOS else "")
+            + f" + fleet negatives: {FLEET_NEGATIVES_PER_INTENT} `train` utterances of each of the other domains' 135 intents, also as `oos`"
             + "; early stopping on its domain's `val` + `oos_val`",
             "threshold chosen on val only: the domain's `val` rows in scope; the other nine domains' `val` rows and `oos_val` out of scope",
             "scored on the domain's `test` rows (in scope) and the other nine domains' `test` rows + `oos_test` (out of scope)",
