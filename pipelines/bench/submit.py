@@ -75,6 +75,7 @@ def run(output_dir: str) -> dict:
     from pipelines import submit
 
     fake_kfp = _fake_kfp_class()
+    output_dir = os.path.abspath(output_dir)  # data URIs sent to a cluster must be absolute
     os.makedirs(output_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir) as tmp, fake_kfp() as kfp:
         models_root = os.path.join(tmp, "models")
