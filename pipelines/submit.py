@@ -831,20 +831,21 @@ def _the_schedule(client, host: str, bot_id: str) -> ScheduleInfo:
 
 def pause_schedule(bot_id: str, host: str, client=None) -> ScheduleInfo:
     """Stop the bot's schedule from starting runs (it stays, with its cron; ``resume_schedule`` restarts it)."""
-    client = client or client_for(host)
-    schedule = _the_schedule(client, host, bot_id)
-    with kfp_errors(host, f"pausing schedule '{schedule.name}'"):
-        client.recurring_runs.recurring_run_service_disable_recurring_run(schedule.schedule_id, _request_timeout=REQUEST_TIMEOUT_S)
-    schedule.enabled = False
-    return schedule
+    return _set_schedule_enabled(bot_id, host, client, enabled=False)
 
 
 def resume_schedule(bot_id: str, host: str, client=None) -> ScheduleInfo:
+    return _set_schedule_enabled(bot_id, host, client, enabled=True)
+
+
+def _set_schedule_enabled(bot_id: str, host: str, client, enabled: bool) -> ScheduleInfo:
     client = client or client_for(host)
     schedule = _the_schedule(client, host, bot_id)
-    with kfp_errors(host, f"resuming schedule '{schedule.name}'"):
-        client.recurring_runs.recurring_run_service_enable_recurring_run(schedule.schedule_id, _request_timeout=REQUEST_TIMEOUT_S)
-    schedule.enabled = True
+    service = client.recurring_runs
+    call = service.recurring_run_service_enable_recurring_run if enabled else service.recurring_run_service_disable_recurring_run
+    with kfp_errors(host, f"{'resuming' if enabled else 'pausing'} schedule '{schedule.name}'"):
+        call(schedule.schedule_id, _request_timeout=REQUEST_TIMEOUT_S)
+    schedule.enabled = enabled
     return schedule
 
 
