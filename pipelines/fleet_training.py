@@ -32,17 +32,11 @@ iterations at a time whatever the setting.
 
 from __future__ import annotations
 
-import builtins
-import contextlib
 import inspect
 import json
-import logging
 import os
 import sys
-import threading
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from kfp import dsl
 
@@ -51,6 +45,7 @@ from components.errors import BotyardError, ConfigError
 from components.fleet.component import check_bot, record_outcome, summarise_fleet
 from components.fleet.core import DEFAULT_PARALLELISM
 from pipelines.bot_training import build_bot_training
+from pipelines.local_run import local_session
 
 PIPELINE_NAME = "fleet-training"
 MAX_PARALLELISM = 256
@@ -137,41 +132,6 @@ fleet_training = build_fleet_training()
 # --- running it on this machine ---------------------------------------------------------------
 
 
-def _locked_tee(log, console):
-    """local_run's progress tee, safe for the loop's threads writing at once."""
-    from pipelines.local_run import ProgressTee
-
-    class LockedTee(ProgressTee):
-        lock = threading.Lock()
-
-        def write(self, text: str) -> int:
-            with self.lock:
-                return super().write(text)
-
-    return LockedTee(log, console)
-
-
-@contextlib.contextmanager
-def _contained_output(tee):
-    """Send stdout, stderr and logging to ``tee`` during a kfp.local run; restore all three after.
-
-    kfp.local's loop threads each swap ``builtins.print`` (to indent step output) and the root
-    logger's handlers, without a lock, so a run with ``ParallelFor`` can leave them swapped
-    (later prints indented, its log lines on the console). Pointing the root logger at the tee
-    while it runs and restoring both afterwards keeps that inside the run's log file.
-    """
-    root = logging.getLogger()
-    saved_print, saved_handlers, saved_level = builtins.print, root.handlers[:], root.level
-    root.handlers[:] = [logging.StreamHandler(tee)]
-    try:
-        with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
-            yield
-    finally:
-        builtins.print = saved_print
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-
-
 @dataclass
 class FleetRun:
     summary: dict  # components.fleet.core.summarise's result
@@ -191,33 +151,20 @@ def run_fleet_locally(
     console=None,
 ) -> FleetRun:
     """Run ``fleet_training`` through kfp.local; bots with bad data come back as failed outcomes."""
-    from kfp import local
-
     from components.fleet.core import SUMMARY_FILE, parse_bots
+
     console = console or sys.stdout
     bots = parse_bots(bots)
     pipeline = build_fleet_training(GpuConfig(enabled=False), parallelism)  # GPU settings do nothing locally
     parameters = dict(parameters or {})
-    models_root, pipeline_root = os.path.abspath(models_root), os.path.abspath(pipeline_root)
-    os.makedirs(pipeline_root, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    log_path = os.path.join(pipeline_root, f"{PIPELINE_NAME}-{stamp}.log")
-    before = set(os.listdir(pipeline_root))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
-    started = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
-        tee = _locked_tee(log, console)
-        try:
-            with _contained_output(tee):
-                pipeline(bots=bots, models_root=models_root, **parameters)
-        except Exception as exc:  # kfp.local raises RuntimeError, or ValueError when a loop iteration crashed
-            raise BotyardError(f"pipeline {PIPELINE_NAME} failed: {exc}; see the step logs in {log_path}") from exc
-    new_dirs = sorted(d for d in set(os.listdir(pipeline_root)) - before if d.startswith(PIPELINE_NAME) and not d.endswith(".log"))
-    run_dir = os.path.join(pipeline_root, new_dirs[-1]) if new_dirs else None
+    models_root = os.path.abspath(models_root)
+    with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), f"{len(bots)}-bots", console) as session:
+        pipeline(bots=bots, models_root=models_root, **parameters)
+    run_dir, log_path = session.run_dir, session.log_path
     summary_path = os.path.join(run_dir, "summarise-fleet", "summary", SUMMARY_FILE) if run_dir else None
     report_path = os.path.join(run_dir, "summarise-fleet", "report") if run_dir else None
     if not summary_path or not os.path.exists(summary_path):
         raise BotyardError(f"pipeline {PIPELINE_NAME} wrote no summary under {run_dir}; see the step logs in {log_path}")
     with open(summary_path, encoding="utf-8") as f:
         summary = json.load(f)
-    return FleetRun(summary, summary_path, report_path, run_dir, log_path, time.perf_counter() - started)
+    return FleetRun(summary, summary_path, report_path, run_dir, log_path, session.seconds)

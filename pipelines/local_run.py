@@ -7,10 +7,13 @@ goes to ``<pipeline_root>/<run>.log``; the console shows one line per step.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import json
+import logging
 import os
+import threading
 import re
 import sys
 import time
@@ -94,7 +97,13 @@ class ProgressTee(io.TextIOBase):
         self.log, self.console, self.buffer_ = log, console, ""
         self.started = time.perf_counter()
 
+    _lock = threading.Lock()  # kfp.local's loop threads write at once
+
     def write(self, text: str) -> int:
+        with self._lock:
+            return self._write(text)
+
+    def _write(self, text: str) -> int:
         self.log.write(text)
         self.buffer_ += text
         while "\n" in self.buffer_:
@@ -110,6 +119,61 @@ class ProgressTee(io.TextIOBase):
         self.log.flush()
 
 
+@contextlib.contextmanager
+def _contained_output(tee):
+    """Send stdout, stderr and logging to ``tee`` during a kfp.local run; restore all three after.
+
+    kfp.local's loop threads each swap ``builtins.print`` (to indent step output) and the root
+    logger's handlers, without a lock, so a run with ``ParallelFor`` can leave them swapped
+    (later prints indented, its log lines on the console). Pointing the root logger at the tee
+    while it runs and restoring both afterwards keeps that inside the run's log file.
+    """
+    root = logging.getLogger()
+    saved_print, saved_handlers, saved_level = builtins.print, root.handlers[:], root.level
+    root.handlers[:] = [logging.StreamHandler(tee)]
+    try:
+        with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+            yield
+    finally:
+        builtins.print = saved_print
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+@dataclass
+class LocalSession:
+    """Where one kfp.local run writes: its step log, and its run folder once it has finished."""
+
+    log_path: str
+    started: float
+    run_dir: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@contextlib.contextmanager
+def local_session(pipeline_name: str, pipeline_root: str, label: str, console):
+    """Run a pipeline through kfp.local inside: step output to ``<pipeline_root>/<name>-<label>-<time>.log``,
+    one progress line per step on ``console``; a failed run becomes a ``BotyardError`` naming the log."""
+    from kfp import local
+
+    os.makedirs(pipeline_root, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    session = LocalSession(os.path.join(pipeline_root, f"{pipeline_name}-{label}-{stamp}.log"), time.perf_counter())
+    before = set(os.listdir(pipeline_root))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+    with open(session.log_path, "w", encoding="utf-8") as log:
+        try:
+            with _contained_output(ProgressTee(log, console)):
+                yield session
+        except (RuntimeError, ValueError) as exc:  # kfp.local: RuntimeError, or ValueError when a loop iteration crashed
+            raise BotyardError(f"pipeline {pipeline_name} failed ({label}): {exc}; see the step logs in {session.log_path}") from exc
+    new_dirs = sorted(d for d in set(os.listdir(pipeline_root)) - before if d.startswith(pipeline_name) and not d.endswith(".log"))
+    session.run_dir = os.path.join(pipeline_root, new_dirs[-1]) if new_dirs else None
+
+
 def run_bot_training_locally(
     bot_id: str = SAMPLE_BOT_ID,
     data_uri: str | None = None,
@@ -119,8 +183,6 @@ def run_bot_training_locally(
     console=None,
 ) -> LocalRun:
     """Run the whole pipeline on one bot; returns the new model version and where its outputs are."""
-    from kfp import local
-
     from pipelines.bot_training import PIPELINE_NAME, bot_training
 
     console = console or sys.stdout
@@ -129,29 +191,16 @@ def run_bot_training_locally(
     parameters = dict(parameters or {})
     preflight(data_uri, int(parameters.get("min_examples_per_intent", ValidationConfig().min_examples_per_intent)))
     models_root = os.path.abspath(models_root)
-    pipeline_root = os.path.abspath(pipeline_root)
-    os.makedirs(pipeline_root, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    log_path = os.path.join(pipeline_root, f"{PIPELINE_NAME}-{bot_id}-{stamp}.log")
-    before = set(os.listdir(pipeline_root))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
-    started = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
-        tee = ProgressTee(log, console)
-        try:
-            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
-                task = bot_training(bot_id=bot_id, data_uri=data_uri, models_root=models_root, **parameters)
-        except RuntimeError as exc:
-            raise BotyardError(f"pipeline {PIPELINE_NAME} failed for bot '{bot_id}': {exc}; see the step logs in {log_path}") from exc
+    with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), bot_id, console) as session:
+        task = bot_training(bot_id=bot_id, data_uri=data_uri, models_root=models_root, **parameters)
     version_uri = task.output
     version = os.path.basename(version_uri.rstrip("/"))
-    new_dirs = sorted(d for d in set(os.listdir(pipeline_root)) - before if d.startswith(PIPELINE_NAME) and not d.endswith(".log"))
     return LocalRun(
         bot_id=bot_id,
         version=version,
         version_uri=version_uri,
         metadata=ModelStore(models_root).metadata(bot_id, version),
-        run_dir=os.path.join(pipeline_root, new_dirs[-1]) if new_dirs else None,
-        log_path=log_path,
-        seconds=time.perf_counter() - started,
+        run_dir=session.run_dir,
+        log_path=session.log_path,
+        seconds=session.seconds,
     )
