@@ -10,18 +10,18 @@ the YAML); ``bot_training`` is the default (one NVIDIA GPU for the train step).
 
 from kfp import dsl, kubernetes
 
-from components.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
-from components.deploy.cluster import ClusterDeployConfig
-from components.deploy.component import deploy
-from components.evaluate.component import evaluate
-from components.gate.component import gate
-from components.gate.core import GateConfig
-from components.infra_check.component import infra_check
-from components.ingest.component import ingest
-from components.register.component import register
-from components.split.component import split
-from components.train.component import train
-from components.validate.component import validate
+from botyard.components.base.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
+from botyard.components.deploy.cluster import ClusterDeployConfig
+from botyard.components.deploy.component import deploy
+from botyard.components.evaluate.component import evaluate
+from botyard.components.gate.component import gate
+from botyard.components.gate.core import GateConfig
+from botyard.components.infra_check.component import infra_check
+from botyard.components.ingest.component import ingest
+from botyard.components.register.component import register
+from botyard.components.split.component import split
+from botyard.components.train.component import train
+from botyard.components.validate.component import validate
 
 PIPELINE_NAME = "bot-training"
 _T, _S, _V, _G, _D = TrainConfig(), SplitConfig(), ValidationConfig(), GateConfig(), ClusterDeployConfig()  # defaults: one home

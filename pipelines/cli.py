@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 
-from components.errors import BotyardError
-from pipelines.commands import COMMAND_MODULES
+from botyard.components.base.errors import BotyardError
+from botyard.pipelines.commands import COMMAND_MODULES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs (TensorFlow and KFP included)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(f"pipelines.commands.{name}").register(subparsers)
+        importlib.import_module(f"botyard.pipelines.commands.{name}").register(subparsers)
     return parser
 
 

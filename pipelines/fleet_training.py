@@ -40,12 +40,12 @@ from dataclasses import dataclass
 
 from kfp import dsl
 
-from components.config import GpuConfig
-from components.errors import BotyardError, ConfigError
-from components.fleet.component import check_bot, record_outcome, summarise_fleet
-from components.fleet.core import DEFAULT_PARALLELISM
-from pipelines.bot_training import build_bot_training
-from pipelines.local_run import local_session
+from botyard.components.base.config import GpuConfig
+from botyard.components.base.errors import BotyardError, ConfigError
+from botyard.components.fleet.component import check_bot, record_outcome, summarise_fleet
+from botyard.components.fleet.core import DEFAULT_PARALLELISM
+from botyard.pipelines.bot_training import build_bot_training
+from botyard.pipelines.local_run import local_session
 
 PIPELINE_NAME = "fleet-training"
 MAX_PARALLELISM = 256
@@ -134,7 +134,7 @@ fleet_training = build_fleet_training()
 
 @dataclass
 class FleetRun:
-    summary: dict  # components.fleet.core.summarise's result
+    summary: dict  # botyard.components.fleet.core.summarise's result
     summary_path: str | None
     report_path: str | None
     run_dir: str | None
@@ -151,7 +151,7 @@ def run_fleet_locally(
     console=None,
 ) -> FleetRun:
     """Run ``fleet_training`` through kfp.local; bots with bad data come back as failed outcomes."""
-    from components.fleet.core import SUMMARY_FILE, parse_bots
+    from botyard.components.fleet.core import SUMMARY_FILE, parse_bots
 
     console = console or sys.stdout
     bots = parse_bots(bots)

@@ -21,19 +21,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 
-from components import contracts as c
-from components.config import ValidationConfig
-from components.errors import BotyardError
-from components.ingest.core import read_training_data
-from components.model_store import ModelStore, check_bot_id
-from components.validate.core import ValidationReport, validate_table
+from botyard.components.base import contracts as c
+from botyard.components.base.config import ValidationConfig
+from botyard.components.base.errors import BotyardError
+from botyard.components.ingest.core import read_training_data
+from botyard.components.base.model_store import ModelStore, check_bot_id
+from botyard.components.validate.core import ValidationReport, validate_table
 
 SAMPLE_BOT_ID = "sample-bot"
 
 
 def sample_bot_data() -> str:
     """Path of the shipped sample bot's training file."""
-    return str(resources.files("pipelines") / "sample_bot" / "nlu.yml")
+    return str(resources.files("botyard.pipelines") / "sample_bot" / "nlu.yml")
 
 
 def preflight(data_uri: str, min_examples_per_intent: int = ValidationConfig().min_examples_per_intent) -> ValidationReport:
@@ -183,7 +183,7 @@ def run_bot_training_locally(
     console=None,
 ) -> LocalRun:
     """Run the whole pipeline on one bot; returns the new model version and where its outputs are."""
-    from pipelines.bot_training import PIPELINE_NAME, bot_training
+    from botyard.pipelines.bot_training import PIPELINE_NAME, bot_training
 
     console = console or sys.stdout
     check_bot_id(bot_id)

@@ -47,13 +47,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 
-from components import contracts as c
-from components.config import GpuConfig, ValidationConfig
-from components.errors import BotyardError, ConfigError, SubmitError
-from components.model_store import check_bot_id
+from botyard.components.base import contracts as c
+from botyard.components.base.config import GpuConfig, ValidationConfig
+from botyard.components.base.errors import BotyardError, ConfigError, SubmitError
+from botyard.components.base.model_store import check_bot_id
 
-PIPELINE_NAME = "bot-training"  # == pipelines.bot_training.PIPELINE_NAME (not imported: kfp is slow to import)
-PIPELINE_FILE = "bot_training"  # its key in pipelines.registry.pipeline_builders()
+PIPELINE_NAME = "bot-training"  # == botyard.pipelines.bot_training.PIPELINE_NAME (not imported: kfp is slow to import)
+PIPELINE_FILE = "bot_training"  # its key in botyard.pipelines.builders.pipeline_builders()
 EXPERIMENT_PREFIX = "bot-"
 SCHEDULE_SUFFIX = "-schedule"
 LABELS_KEY = "botyard_labels"
@@ -98,7 +98,7 @@ class SubmittedRun:
     trigger: str = MANUAL
     run_name: str = ""
     pipeline_uploaded: bool = False  # this submission uploaded the pipeline version
-    local: object | None = None  # pipelines.local_run.LocalRun for a local run
+    local: object | None = None  # botyard.pipelines.local_run.LocalRun for a local run
 
 
 @dataclass
@@ -228,7 +228,7 @@ def _check_parameters(parameters: dict | None) -> dict:
     params = dict(parameters or {})
     if not params:
         return params
-    from pipelines.bot_training import bot_training
+    from botyard.pipelines.bot_training import bot_training
 
     known = sorted(k for k in (bot_training.component_spec.inputs or {}) if k not in PER_BOT_PARAMETERS)
     unknown = sorted(set(params) - set(known))
@@ -251,9 +251,9 @@ def data_fingerprint(data_uri: str, min_examples_per_intent: int | None = None) 
 
     Bad data raises ``DataValidationError`` here, before any cluster time is spent.
     """
-    from components.ingest.core import read_training_data
-    from components.table import data_hash
-    from components.validate.core import validate_table
+    from botyard.components.ingest.core import read_training_data
+    from botyard.components.base.table import data_hash
+    from botyard.components.validate.core import validate_table
 
     table = read_training_data(data_uri)
     config = ValidationConfig() if min_examples_per_intent is None else ValidationConfig(min_examples_per_intent=int(min_examples_per_intent))
@@ -399,7 +399,7 @@ def compiled_pipeline(gpu: GpuConfig | None = None) -> tuple[str, str]:
         if key not in _COMPILED:
             from kfp import compiler
 
-            from pipelines.registry import pipeline_builders
+            from botyard.pipelines.builders import pipeline_builders
 
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, f"{PIPELINE_FILE}.yaml")
@@ -567,7 +567,7 @@ def submit_bot_run(
 
 
 def _submit_locally(bot_id, data_uri, trigger, models_root, params, pipeline_root, console) -> SubmittedRun:
-    from pipelines.local_run import run_bot_training_locally
+    from botyard.pipelines.local_run import run_bot_training_locally
 
     result = run_bot_training_locally(bot_id, data_uri, models_root, pipeline_root, params, console=console)
     run_dir = result.run_dir or ""
@@ -649,7 +649,7 @@ def _headline_metrics(run, labels: dict) -> tuple[dict, str | None]:
     registered during the run (version ids start with their UTC creation time and end with
     the data hash's first 8 characters).
     """
-    from components.model_store import ModelStore
+    from botyard.components.base.model_store import ModelStore
 
     params = (run.runtime_config.parameters if run.runtime_config else None) or {}
     models_root, bot_id = params.get("models_root"), labels.get("bot_id")

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from components.errors import ConfigError, DataValidationError
-from pipelines.bench import harness
-from pipelines.cli import main
+from botyard.components.base.errors import ConfigError, DataValidationError
+from botyard.pipelines.bench import harness
+from botyard.pipelines.cli import main
 
 INTENTS = {
     "money": ["balance", "transfer"],
@@ -89,9 +89,9 @@ def test_bench_writes_and_merges_results(data_dir, tmp_path, monkeypatch):
 
 
 def test_missing_suite_module_fails_only_when_selected(tmp_path, monkeypatch):
-    monkeypatch.setitem(harness.SUITES, "ghost", harness.Suite("ghost", "pipelines.bench.no_such_module:run", "absent", False))
+    monkeypatch.setitem(harness.SUITES, "ghost", harness.Suite("ghost", "botyard.pipelines.bench.no_such_module:run", "absent", False))
     assert "ghost" not in harness.default_suites()
-    with pytest.raises(ConfigError, match=r"bench suite 'ghost' needs module pipelines\.bench\.no_such_module"):
+    with pytest.raises(ConfigError, match=r"bench suite 'ghost' needs module botyard\.pipelines\.bench\.no_such_module"):
         harness.run_bench(["ghost"], harness.BenchContext(data_dir=str(tmp_path), output_dir=str(tmp_path / "out")), isolate=False)
     with pytest.raises(ConfigError, match="unknown bench suite 'nope'"):
         harness.resolve_suite("nope")

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from pipelines.cli import main
+from botyard.pipelines.cli import main
 
 
 def _botyard(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "botyard.pipelines.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_bad_data_exits_2_with_the_validation_message(tmp_path):

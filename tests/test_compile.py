@@ -11,9 +11,9 @@ import pytest
 import yaml
 from kfp import components
 
-from components.config import GpuConfig, TrainConfig
-from pipelines.bot_training import bot_training
-from pipelines.registry import compile_all
+from botyard.components.base.config import GpuConfig, TrainConfig
+from botyard.pipelines.bot_training import bot_training
+from botyard.pipelines.builders import compile_all
 
 
 def _load(path):

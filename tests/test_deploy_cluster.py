@@ -15,8 +15,8 @@ import pytest
 from fake_kube import FakeKube, by_generation, manual, never_ready, ready_after, running_fake_kube
 from kubernetes.client.exceptions import ApiException
 
-from components.deploy import cluster
-from components.deploy.cluster import (
+from botyard.components.deploy import cluster
+from botyard.components.deploy.cluster import (
     ClusterDeployConfig,
     ClusterDeployer,
     DeployResult,
@@ -24,7 +24,7 @@ from components.deploy.cluster import (
     build_shared_inference_service,
     inference_service_name,
 )
-from components.errors import ConfigError, DeployError
+from botyard.components.base.errors import ConfigError, DeployError
 
 NS = "botyard"
 BASE = "/apis/serving.kserve.io/v1beta1/namespaces/botyard/inferenceservices"

@@ -15,14 +15,14 @@ import os
 import pytest
 import yaml
 
-from components import contracts as c
-from components.config import GpuConfig
-from components.errors import ConfigError
-from components.fleet import core
-from pipelines.bot_training import bot_training
-from pipelines.cli import main
-from pipelines.fleet_training import build_fleet_training, fleet_training
-from pipelines.registry import compile_all
+from botyard.components.base import contracts as c
+from botyard.components.base.config import GpuConfig
+from botyard.components.base.errors import ConfigError
+from botyard.components.fleet import core
+from botyard.pipelines.bot_training import bot_training
+from botyard.pipelines.cli import main
+from botyard.pipelines.fleet_training import build_fleet_training, fleet_training
+from botyard.pipelines.builders import compile_all
 
 from conftest import tiny_rows
 

@@ -6,14 +6,14 @@ import os
 
 import pytest
 
-from components import contracts as c
-from components.config import TrainConfig
-from components.deploy.core import check_blessed, deploy_version, rollback
-from components.errors import ConfigError, DeployError, ModelStoreError
-from components.gate.core import BLESSED_MARKER, NOT_BLESSED_MARKER, GateConfig, judge, read_blessing, run_gate, write_blessing
-from components.model_store import ModelStore
-from components.table import make_table
-from components.train.core import train_intent_model
+from botyard.components.base import contracts as c
+from botyard.components.base.config import TrainConfig
+from botyard.components.deploy.core import check_blessed, deploy_version, rollback
+from botyard.components.base.errors import ConfigError, DeployError, ModelStoreError
+from botyard.components.gate.core import BLESSED_MARKER, NOT_BLESSED_MARKER, GateConfig, judge, read_blessing, run_gate, write_blessing
+from botyard.components.base.model_store import ModelStore
+from botyard.components.base.table import make_table
+from botyard.components.train.core import train_intent_model
 
 from conftest import tiny_rows
 
@@ -118,7 +118,7 @@ def test_cluster_deploy_and_rollback_move_the_inference_service_and_the_pointer(
     """deploy_version / rollback with target=cluster against the fake Kubernetes API."""
     from fake_kube import running_fake_kube
 
-    from components.deploy.cluster import ClusterDeployConfig
+    from botyard.components.deploy.cluster import ClusterDeployConfig
 
     models, (v1, v2), _ = store
     config = ClusterDeployConfig(ready_timeout_s=5, poll_interval_s=0.01)

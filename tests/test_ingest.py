@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from components import contracts as c
-from components.errors import DataValidationError
-from components.ingest.core import parse_annotated, read_training_data
-from components.table import data_hash, read_table, write_table
+from botyard.components.base import contracts as c
+from botyard.components.base.errors import DataValidationError
+from botyard.components.ingest.core import parse_annotated, read_training_data
+from botyard.components.base.table import data_hash, read_table, write_table
 
 CSV = "text,intent\nbook a table for two,book\nhi there,greet\nwhat time is it in Paris,time\n"
 JSONL = "\n".join(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import k8s_schemas
-from components import model_store
+from botyard.components.base import model_store
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"

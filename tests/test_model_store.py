@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from components import contracts as c
-from components.errors import ConfigError, ModelLoadError, ModelStoreError
-from components.model_store import ModelStore
+from botyard.components.base import contracts as c
+from botyard.components.base.errors import ConfigError, ModelLoadError, ModelStoreError
+from botyard.components.base.model_store import ModelStore
 
 
 def _meta(data_hash="ab" * 32):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components import contracts as c
-from pipelines.local_run import run_bot_training_locally
+from botyard.components.base import contracts as c
+from botyard.pipelines.local_run import run_bot_training_locally
 
 from conftest import SAMPLE_BOT
 
@@ -73,7 +73,7 @@ def test_metrics_and_confusion_matrix_artifacts(run):
 
 
 def test_first_run_is_blessed_checked_and_deployed(run):
-    from components.model_store import ModelStore
+    from botyard.components.base.model_store import ModelStore
 
     assert run.blessing["blessed"] is True and run.blessing["live"] is None
     assert run.infra_result["blessed"] is True and run.infra_result["reasons"][0].startswith("ok: version")

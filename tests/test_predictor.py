@@ -21,11 +21,11 @@ import time
 
 import pytest
 
-from components import contracts as c
-from components.config import TrainConfig
-from components.errors import ConfigError
-from components.model_store import ModelStore
-from components.table import data_hash, make_table
+from botyard.components.base import contracts as c
+from botyard.components.base.config import TrainConfig
+from botyard.components.base.errors import ConfigError
+from botyard.components.base.model_store import ModelStore
+from botyard.components.base.table import data_hash, make_table
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ INTENTS_B = {
 
 
 def _train(intents: dict[str, list[str]], out_dir: str) -> dict:
-    from components.train.core import train_intent_model
+    from botyard.components.train.core import train_intent_model
 
     table = make_table({"utterance": u, "intent": i} for i, us in intents.items() for u in us)
     config = TrainConfig(epochs=2, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ngrams=200, ngram_units=8)
@@ -88,7 +88,7 @@ def store(models, tmp_path_factory) -> ModelStore:
 
 @pytest.fixture(scope="session")
 def predictor(store, tmp_path_factory):
-    from components.predictor.server import start_predictor
+    from botyard.components.predictor.server import start_predictor
 
     log_path = str(tmp_path_factory.mktemp("predictor") / "predictor.log")
     extra = ["--max-batch", str(MAX_BATCH), "--max-utterance-chars", str(MAX_CHARS), "--top-k", str(TOP_K)]
@@ -250,8 +250,8 @@ def test_version_that_fails_to_load_is_not_ready_and_others_keep_serving(predict
 
 
 def test_waiting_for_a_bot_that_failed_to_load_fails_fast(predictor):
-    from components.errors import DeployError
-    from components.predictor.server import PredictorProcess
+    from botyard.components.base.errors import DeployError
+    from botyard.components.predictor.server import PredictorProcess
 
     waiter = PredictorProcess(predictor.process, predictor.host, predictor.port, predictor.log_path)
     waiter.wait_ready(10, ["alpha", "beta"])
@@ -274,7 +274,7 @@ def _wait_for(condition, timeout: float, what: str):
 
 
 def test_hot_swap_to_promoted_version_drops_no_request(predictor, store, models):
-    from components.predictor.server import PredictorClient
+    from botyard.components.predictor.server import PredictorClient
 
     old = store.current("swap")
     answers: list[tuple[int, str | None]] = []
@@ -347,7 +347,7 @@ def test_metrics_count_requests_per_bot(predictor, store):
 def test_rank_flags_low_confidence_and_oos_intent():
     import numpy as np
 
-    from components.predictor.model import rank
+    from botyard.components.predictor.model import rank
 
     probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.1, 0.1, 0.8]], dtype="float32")
     predictions = rank(probs, ("greet", "bye", "oos"), 0.5, 2, "v1")
@@ -360,8 +360,8 @@ def test_rank_flags_low_confidence_and_oos_intent():
 
 
 def test_serve_command_line_and_config():
-    from components.predictor.server import ServeConfig, config_from_args
-    from pipelines.commands import COMMAND_MODULES, serve
+    from botyard.components.predictor.server import ServeConfig, config_from_args
+    from botyard.pipelines.commands import COMMAND_MODULES, serve
 
     assert "serve" in COMMAND_MODULES
     parser = argparse.ArgumentParser()
@@ -382,7 +382,7 @@ def test_serve_command_line_and_config():
 
 def test_one_model_version_folder_serves_under_the_inference_service_name(store):
     """A per-bot InferenceService mounts one version folder at /mnt/models and passes --model-name."""
-    from components.predictor.server import start_predictor
+    from botyard.components.predictor.server import start_predictor
 
     version = store.current("alpha")
     with start_predictor(store.version_dir("alpha", version), extra_args=["--model-name", "bot-alpha-isvc"],

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from components import contracts as c
-from components.config import SplitConfig
-from components.split.core import split_table
-from components.table import make_table
+from botyard.components.base import contracts as c
+from botyard.components.base.config import SplitConfig
+from botyard.components.split.core import split_table
+from botyard.components.base.table import make_table
 
 from conftest import tiny_rows
 

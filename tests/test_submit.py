@@ -17,11 +17,11 @@ import sys
 import pytest
 import yaml
 
-from components import contracts as c
-from components.config import GpuConfig
-from components.errors import BotyardError, ConfigError, DataValidationError
-from pipelines import submit
-from pipelines.cli import main
+from botyard.components.base import contracts as c
+from botyard.components.base.config import GpuConfig
+from botyard.components.base.errors import BotyardError, ConfigError, DataValidationError
+from botyard.pipelines import submit
+from botyard.pipelines.cli import main
 
 from conftest import REPO, tiny_rows
 from fake_kfp import FakeKfp
@@ -55,8 +55,8 @@ def models_root(tmp_path) -> str:
 
 
 def _hash(uri: str) -> str:
-    from components.ingest.core import read_training_data
-    from components.table import data_hash
+    from botyard.components.ingest.core import read_training_data
+    from botyard.components.base.table import data_hash
 
     return data_hash(read_training_data(uri))
 
@@ -159,7 +159,7 @@ def test_bad_arguments_raise_config_errors(kfp, data, models_root, kwargs, messa
 
 
 def test_without_a_host_the_run_is_local(monkeypatch, tmp_path, data):
-    from pipelines import local_run
+    from botyard.pipelines import local_run
 
     run_dir = tmp_path / "runs" / "bot-training-2026-11-01-00-00-00-000001"
     (run_dir / "register").mkdir(parents=True)
@@ -355,7 +355,7 @@ def test_cli_submit_status_and_schedule(kfp, data, models_root, capsys, monkeypa
 
 
 def test_cli_status_shows_the_trigger_services_decisions(monkeypatch, capsys):
-    store = pytest.importorskip("components.trigger.store")
+    store = pytest.importorskip("botyard.pipelines.trigger.event_store")
     records = [{"batch_id": 2, "bot_id": "alpha", "state": "skipped", "reason": "data unchanged", "run_id": None,
                 "data_hash": "f" * 64, "trigger": "event", "events": 3, "created_at": "2026-11-01T00:00:00Z"}]
     calls = []
@@ -385,7 +385,7 @@ def test_cli_bad_arguments_exit_2(args, message, capsys):
 def test_cli_reports_server_errors_without_a_traceback(kfp, data, models_root):
     kfp.fail("POST", r"/runs$", 500, "database is locked")
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "submit", "--bot", "alpha", "--data", data, "--models-root", models_root, "--host", kfp.url],
+        [sys.executable, "-m", "botyard.pipelines.cli", "submit", "--bot", "alpha", "--data", data, "--models-root", models_root, "--host", kfp.url],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert result.returncode == 5

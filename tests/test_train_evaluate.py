@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import contracts as c
-from components.config import TrainConfig
-from components.evaluate.core import evaluate_model_dir
-from components.evaluate.threshold import choose_threshold
-from components.table import make_table
-from components.train.core import train_intent_model
+from botyard.components.base import contracts as c
+from botyard.components.base.config import TrainConfig
+from botyard.components.evaluate.core import evaluate_model_dir
+from botyard.components.evaluate.threshold import choose_threshold
+from botyard.components.base.table import make_table
+from botyard.components.train.core import train_intent_model
 
 from conftest import tiny_rows
 
@@ -43,7 +43,7 @@ def test_exported_signature_is_string_in_probabilities_out(trained):
 
 
 def test_lstm_settings_are_cudnn_eligible():
-    from components.train.model import build_classifier, build_vectorizer
+    from botyard.components.train.model import build_classifier, build_vectorizer
 
     config = TrainConfig(**TINY)
     model = build_classifier(config, build_vectorizer(config, ["a b", "c d"]), 2)

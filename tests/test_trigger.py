@@ -34,16 +34,16 @@ from pathlib import Path
 import pytest
 
 import postgres
-from components.errors import ConfigError
-from components.trigger import (
+from botyard.components.base.errors import ConfigError
+from botyard.pipelines.trigger import (
     SECRET_ENV,
     SIGNATURE_HEADER,
     TriggerConfig,
     recent_runs,
 )
-from components.trigger.auth import load_secret, sign
-from components.trigger.dispatcher import Dispatcher, kfp_backend
-from components.trigger.store import Store
+from botyard.pipelines.trigger.auth import load_secret, sign
+from botyard.pipelines.trigger.dispatcher import Dispatcher, kfp_backend
+from botyard.pipelines.trigger.event_store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -199,7 +199,7 @@ class Harness:
 def make_harness():
     from fastapi.testclient import TestClient
 
-    from components.trigger.app import create_app
+    from botyard.pipelines.trigger.app import create_app
 
     clients = []
 
@@ -273,7 +273,7 @@ def test_secret_comes_from_a_file_or_the_environment_and_must_be_long_enough(tmp
     ids=["no-secret", "short-secret", "missing-secret-file", "bad-quiet-period", "bad-submitter", "bad-db"],
 )
 def test_trigger_server_refuses_to_start_with_exit_code_2(tmp_path, capsys, monkeypatch, argv_extra, env_secret, message):
-    from pipelines.cli import main
+    from botyard.pipelines.cli import main
 
     monkeypatch.delenv(SECRET_ENV, raising=False)
     if env_secret is not None:
@@ -509,7 +509,7 @@ def test_a_failing_submit_is_retried_then_recorded_as_failed(tmp_path, sqlite_ur
 
 
 def test_data_the_submitter_refuses_fails_at_once_and_canceled_runs_count_as_failed(tmp_path, sqlite_url, make_harness):
-    from components.errors import DataValidationError
+    from botyard.components.base.errors import DataValidationError
 
     h = make_harness(sqlite_url, quiet_period=1.0)
 
@@ -594,14 +594,14 @@ def test_recent_runs_reads_the_decisions_for_botyard_status(tmp_path, db_url, ma
 def test_the_default_back_end_adapts_pipelines_submit(monkeypatch):
     import types
 
-    import pipelines
+    import botyard.pipelines as pipelines
 
     calls = []
-    fake = types.ModuleType("pipelines.submit")
+    fake = types.ModuleType("botyard.pipelines.submit")
     fake.submit_bot_run = lambda bot_id, data_uri, host=None, trigger="event": (
         calls.append((bot_id, data_uri, host, trigger)) or types.SimpleNamespace(run_id="kfp-run-1"))
     fake.get_run_state = lambda run_id, host=None: calls.append((run_id, host)) or "running"
-    monkeypatch.setitem(sys.modules, "pipelines.submit", fake)
+    monkeypatch.setitem(sys.modules, "botyard.pipelines.submit", fake)
     monkeypatch.setattr(pipelines, "submit", fake, raising=False)
     submitter, run_state = kfp_backend("http://kfp:8888")
     assert submitter("beanbot", "gs://b/nlu.yml", "abc", "cms") == "kfp-run-1"
@@ -712,7 +712,7 @@ class ServerProcess:
             RUNS_DONE_ENV: str(tmp_path / "runs-done"),
         }
         argv = [
-            sys.executable, "-m", "pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(self.port),
+            sys.executable, "-m", "botyard.pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(self.port),
             "--db-url", db_url, "--replica-id", name, "--submitter", "test_trigger:recording_submit",
             "--run-state", "test_trigger:recording_run_state", *args,
         ]  # fmt: skip

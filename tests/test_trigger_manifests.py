@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import k8s_schemas
-from components.trigger import DB_URL_ENV, SECRET_ENV
+from botyard.pipelines.trigger import DB_URL_ENV, SECRET_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 TRIGGER = REPO / "manifests" / "trigger"
@@ -59,7 +59,7 @@ def container(pod) -> dict:
 
 def parsed_args(container: dict, monkeypatch):
     """The container's arguments as ``botyard`` parses them (with the Secret-provided env set)."""
-    from pipelines.cli import build_parser
+    from botyard.pipelines.cli import build_parser
 
     monkeypatch.setenv(DB_URL_ENV, "postgresql://from-the-secret/botyard")
     return build_parser().parse_args(container["args"])
@@ -99,7 +99,7 @@ def test_two_replicas_on_postgresql_with_a_disruption_budget(built, container, m
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     args = parsed_args(container, monkeypatch)
-    assert args.command == "trigger-server" and args.handler.__module__ == "pipelines.commands.trigger_server"
+    assert args.command == "trigger-server" and args.handler.__module__ == "botyard.pipelines.commands.trigger_server"
     assert args.db_url.startswith("postgresql://")  # SQLite would not be shared by the replicas
     assert (args.host, args.max_concurrent_runs, args.quiet_period) == ("0.0.0.0", 4, 30.0)
     assert args.allowed_data_prefix == ["gs://botyard-data/"]

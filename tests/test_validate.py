@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from components.config import ValidationConfig
-from components.errors import ConfigError, DataValidationError
-from components.ingest.core import read_training_data
-from components.validate.core import validate_table
+from botyard.components.base.config import ValidationConfig
+from botyard.components.base.errors import ConfigError, DataValidationError
+from botyard.components.ingest.core import read_training_data
+from botyard.components.validate.core import validate_table
 
 from conftest import SAMPLE_BOT
 

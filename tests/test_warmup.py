@@ -7,17 +7,17 @@ import os
 
 import pytest
 
-from components import contracts as c
-from components.config import TrainConfig
-from components.errors import ConfigError, ModelLoadError
-from components.predictor.warmup import (
+from botyard.components.base import contracts as c
+from botyard.components.base.config import TrainConfig
+from botyard.components.base.errors import ConfigError, ModelLoadError
+from botyard.components.base.warmup import (
     DEFAULT_WARMUP_UTTERANCES,
     MAX_WARMUP_RECORDS,
     read_warmup_requests,
     warmup_path,
     write_warmup_file,
 )
-from components.table import make_table
+from botyard.components.base.table import make_table
 
 INTENTS = {
     "greet": ["hello", "hi there", "good morning", "hey", "hello friend"],
@@ -28,7 +28,7 @@ INTENTS = {
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A tiny trained model artifact: ``(saved_model_dir, labels)``."""
-    from components.train.core import train_intent_model
+    from botyard.components.train.core import train_intent_model
 
     out = str(tmp_path_factory.mktemp("warmup-model"))
     table = make_table({"utterance": u, "intent": i} for i, us in INTENTS.items() for u in us)

@@ -39,9 +39,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, NoReturn
 
-from components.config import ConfigBase
-from components.errors import ConfigError, DeployError
-from components.model_store import check_bot_id
+from botyard.components.base.config import ConfigBase
+from botyard.components.base.errors import ConfigError, DeployError
+from botyard.components.base.model_store import check_bot_id
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 from kfp.dsl import Artifact, Input, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -43,10 +43,10 @@ def deploy(
     import os
     from collections import namedtuple
 
-    from components.deploy.cluster import ClusterDeployConfig
-    from components.deploy.core import check_blessed, deploy_version
-    from components.gate.core import read_blessing
-    from components.infra_check.core import read_infra_result
+    from botyard.components.deploy.cluster import ClusterDeployConfig
+    from botyard.components.deploy.core import check_blessed, deploy_version
+    from botyard.components.gate.core import read_blessing
+    from botyard.components.infra_check.core import read_infra_result
 
     check_blessed(read_blessing(blessing.path), read_infra_result(infra_result.path))
     cluster = None

@@ -2,7 +2,7 @@
 
 ``local``   promote the version in the model store (atomic ``CURRENT`` rewrite; earlier
             versions stay); a running ``botyard serve`` on that root picks it up.
-``cluster`` roll the bot's InferenceService out to the version (``components.deploy.cluster``),
+``cluster`` roll the bot's InferenceService out to the version (``botyard.components.deploy.cluster``),
             then move the pointer, so the next run's gate compares against what is live.
 
 The step reads the gate's and the infra check's verdicts from their artifacts and refuses
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from components.deploy.cluster import ClusterDeployConfig, ClusterDeployer
-from components.errors import ConfigError, DeployError, ModelStoreError
-from components.model_store import ModelStore
+from botyard.components.deploy.cluster import ClusterDeployConfig, ClusterDeployer
+from botyard.components.base.errors import ConfigError, DeployError, ModelStoreError
+from botyard.components.base.model_store import ModelStore
 
 TARGETS = ("local", "cluster")
 

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -33,9 +33,9 @@ def evaluate(
     import os
     import shutil
 
-    from components import contracts as c
-    from components.evaluate.core import evaluate_model_dir, per_intent_markdown
-    from components.table import read_table
+    from botyard.components.base import contracts as c
+    from botyard.components.evaluate.core import evaluate_model_dir, per_intent_markdown
+    from botyard.components.base.table import read_table
 
     os.makedirs(evaluation.path, exist_ok=True)
     result = evaluate_model_dir(model.path, read_table(val_data.path), read_table(test_data.path), evaluation.path)

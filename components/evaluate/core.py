@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from components import contracts as c
-from components.evaluate.threshold import choose_threshold, decisions, scores
-from components.train.core import read_training_info
+from botyard.components.base import contracts as c
+from botyard.components.evaluate.threshold import choose_threshold, decisions, scores
+from botyard.components.train.core import read_training_info
 
 PREDICT_BATCH = 256
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components import contracts as c
+from botyard.components.base import contracts as c
 
 DEFAULT_REJECT_BUDGET = 0.02
 DEFAULT_MIN_OOS_RECALL = 0.7

@@ -4,7 +4,7 @@ from typing import List, NamedTuple
 
 from kfp.dsl import Artifact, Markdown, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -25,8 +25,8 @@ def check_bot(
     import json
     from collections import namedtuple
 
-    from components.config import ValidationConfig
-    from components.fleet.core import READY, STATUS, check_bot as check
+    from botyard.components.base.config import ValidationConfig
+    from botyard.components.fleet.core import READY, STATUS, check_bot as check
 
     outcome = check(bot_id, data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
     return namedtuple("CheckBotOutputs", ["ok", "outcome"])(outcome[STATUS] == READY, json.dumps(outcome))
@@ -45,7 +45,7 @@ def record_outcome(outcome: str, version_uri: str = "") -> str:
     """
     import json
 
-    from components.fleet.core import record_success
+    from botyard.components.fleet.core import record_success
 
     result = json.loads(outcome)
     if version_uri:
@@ -76,7 +76,7 @@ def summarise_fleet(
     import os
     from collections import namedtuple
 
-    from components.fleet.core import FAILED, SUCCEEDED, SUMMARY_FILE, summarise, summary_markdown
+    from botyard.components.fleet.core import FAILED, SUCCEEDED, SUMMARY_FILE, summarise, summary_markdown
 
     result = summarise(bots, outcomes)
     os.makedirs(summary.path, exist_ok=True)

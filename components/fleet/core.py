@@ -19,11 +19,11 @@ import io
 import json
 import os
 
-from components import contracts as c
-from components import storage
-from components.config import ValidationConfig
-from components.errors import BotyardError, ConfigError
-from components.model_store import check_bot_id
+from botyard.components.base import contracts as c
+from botyard.components.base import storage
+from botyard.components.base.config import ValidationConfig
+from botyard.components.base.errors import BotyardError, ConfigError
+from botyard.components.base.model_store import check_bot_id
 
 DEFAULT_PARALLELISM = 4  # bots trained at once in a fleet run; each holds one GPU while its train step runs
 
@@ -120,9 +120,9 @@ def check_bot(bot_id: str, data_uri: str, validation: ValidationConfig | None = 
     Returns a ``ready`` outcome (with the data hash) or a ``failed`` one carrying the message
     of the ``BotyardError`` that stopped it; never raises for bad data or a bad bot id.
     """
-    from components.ingest.core import read_training_data
-    from components.table import data_hash
-    from components.validate.core import validate_table
+    from botyard.components.ingest.core import read_training_data
+    from botyard.components.base.table import data_hash
+    from botyard.components.validate.core import validate_table
 
     stage = "bot_id"
     try:

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -33,8 +33,8 @@ def gate(
         report: The verdict and every reason, rendered in the KFP UI.
         Whether the deploy step may run (the task's Output).
     """
-    from components.gate.core import GateConfig, run_gate, write_blessing
-    from components.table import read_table
+    from botyard.components.gate.core import GateConfig, run_gate, write_blessing
+    from botyard.components.base.table import read_table
 
     def unset(value):
         return None if value < 0 else value

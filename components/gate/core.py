@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from components import contracts as c
-from components.config import ConfigBase
-from components.errors import ConfigError
-from components.evaluate.core import load_signature, predict_probabilities
-from components.model_store import ModelStore
+from botyard.components.base import contracts as c
+from botyard.components.base.config import ConfigBase
+from botyard.components.base.errors import ConfigError
+from botyard.components.evaluate.core import load_signature, predict_probabilities
+from botyard.components.base.model_store import ModelStore
 
 BLESSED_MARKER = "BLESSED"
 NOT_BLESSED_MARKER = "NOT_BLESSED"

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -25,9 +25,9 @@ def infra_check(
         result: Folder with infra_check.json (verdict, reasons, latency).
         Whether the version loaded and answered (the task's Output).
     """
-    from components import contracts as c
-    from components.infra_check.core import run_infra_check, write_infra_result
-    from components.table import read_table
+    from botyard.components.base import contracts as c
+    from botyard.components.infra_check.core import run_infra_check, write_infra_result
+    from botyard.components.base.table import read_table
 
     verdict = run_infra_check(models_root, bot_id, version, read_table(test_data.path)[c.UTTERANCE].tolist())
     write_infra_result(verdict, result.path)

@@ -13,9 +13,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from components import contracts as c
-from components.errors import BotyardError
-from components.model_store import ModelStore
+from botyard.components.base import contracts as c
+from botyard.components.base.errors import BotyardError
+from botyard.components.base.model_store import ModelStore
 
 INFRA_FILE = "infra_check.json"
 MAX_SAMPLES = 16
@@ -40,7 +40,7 @@ def _stage_candidate(models_root: str, bot_id: str, version: str, workdir: str) 
 
 def run_infra_check(models_root: str, bot_id: str, version: str, utterances: list[str], ready_timeout: float = 300.0) -> InfraResult:
     """Start a predictor on the candidate, send ``utterances`` (V1), check every answer."""
-    from components.predictor.server import start_predictor
+    from botyard.components.predictor.server import start_predictor
 
     samples = [u for u in utterances if u.strip()][:MAX_SAMPLES] or ["hello"]
     labels = set(ModelStore(models_root).metadata(bot_id, version)[c.LABELS])

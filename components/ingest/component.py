@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 from kfp.dsl import Dataset, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -22,10 +22,10 @@ def ingest(data_uri: str, dataset: Output[Dataset]) -> NamedTuple("IngestOutputs
     """
     from collections import namedtuple
 
-    from components import contracts as c
-    from components.ingest.core import read_training_data
-    from components.table import data_hash as fingerprint
-    from components.table import write_table
+    from botyard.components.base import contracts as c
+    from botyard.components.ingest.core import read_training_data
+    from botyard.components.base.table import data_hash as fingerprint
+    from botyard.components.base.table import write_table
 
     table = read_training_data(data_uri)
     digest = fingerprint(table)

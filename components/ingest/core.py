@@ -16,10 +16,10 @@ import re
 import pandas as pd
 import yaml
 
-from components import contracts as c
-from components.errors import DataValidationError
-from components.storage import open_uri
-from components.table import make_table
+from botyard.components.base import contracts as c
+from botyard.components.base.errors import DataValidationError
+from botyard.components.base.storage import open_uri
+from botyard.components.base.table import make_table
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".yml": "rasa", ".yaml": "rasa"}
 TEXT_FIELD = "text"  # the utterance field's name in CSV and JSONL files
@@ -174,7 +174,7 @@ PARSERS = {"csv": parse_csv, "jsonl": parse_jsonl, "rasa": parse_rasa}
 
 
 def read_training_data(uri: str) -> pd.DataFrame:
-    """One bot's training file as the canonical table (see ``components.table``)."""
+    """One bot's training file as the canonical table (see ``botyard.components.base.table``)."""
     fmt = detect_format(uri)
     text = decode_utf8(read_bytes(uri), uri)
     return make_table(PARSERS[fmt](text, uri))

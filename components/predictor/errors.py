@@ -1,6 +1,6 @@
 """The one place where the predictor's errors become HTTP (and gRPC) statuses.
 
-Request errors raised by ``BotModel`` (all from ``components.errors``)::
+Request errors raised by ``BotModel`` (all from ``botyard.components.base.errors``)::
 
     RequestError (ValueError)            400  body is not JSON, ``instances`` missing / empty /
      |                                        not a list, an instance that is not a string,
@@ -34,8 +34,8 @@ import logging
 from http import HTTPStatus
 from typing import Callable
 
-from components.errors import RequestError, UnknownBotError
-from components.predictor import import_kserve
+from botyard.components.base.errors import RequestError, UnknownBotError
+from botyard.components.predictor import import_kserve
 
 import_kserve()
 from fastapi import FastAPI, Request  # noqa: E402

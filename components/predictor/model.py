@@ -26,7 +26,7 @@ V2 response: ``model_version`` is the version that answered; outputs, each of sh
     ==================  ========  ======================================================
 
 A request's ``outputs`` may ask for a subset of these. Bad requests raise
-``components.errors.RequestError`` subclasses; ``components.predictor.errors`` maps them to
+``botyard.components.base.errors.RequestError`` subclasses; ``botyard.components.predictor.errors`` maps them to
 HTTP statuses.
 
 Hot swap: a ``BotModel`` holds one immutable ``LoadedVersion``. A new version is loaded and
@@ -47,19 +47,19 @@ from typing import Any
 
 import numpy as np
 
-from components import contracts as c
-from components.errors import ModelLoadError, RequestError
-from components.model_store import ModelStore
-from components.predictor import import_kserve
-from components.predictor.warmup import DEFAULT_WARMUP_UTTERANCES, read_warmup_requests
+from botyard.components.base import contracts as c
+from botyard.components.base.errors import ModelLoadError, RequestError
+from botyard.components.base.model_store import ModelStore
+from botyard.components.predictor import import_kserve
+from botyard.components.base.warmup import DEFAULT_WARMUP_UTTERANCES, read_warmup_requests
 
 kserve = import_kserve()
 from kserve.errors import ModelNotReady  # noqa: E402
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
 
-from components.errors import RequestTooLargeError  # noqa: E402
-from components.evaluate.threshold import answerable_scores, decisions  # noqa: E402
-from components.predictor.errors import to_grpc_error  # noqa: E402
+from botyard.components.base.errors import RequestTooLargeError  # noqa: E402
+from botyard.components.evaluate.threshold import answerable_scores, decisions  # noqa: E402
+from botyard.components.predictor.errors import to_grpc_error  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
 def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: float, top_k: int, version: str) -> list[dict]:
     """V1 predictions: top intent, confidence, top-k ranking, out-of-scope flag, version.
 
-    The same decision rule as evaluation (``components.evaluate.threshold.decisions``): a
+    The same decision rule as evaluation (``botyard.components.evaluate.threshold.decisions``): a
     learned ``oos`` intent is never an answer; its probability lowers the top intent's.
     """
     scored = answerable_scores(probabilities, list(labels))

@@ -55,10 +55,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from components import contracts, storage
-from components.config import ConfigBase
-from components.errors import ConfigError, DeployError, ModelStoreError
-from components.model_store import ModelStore
+from botyard.components.base import contracts, storage
+from botyard.components.base.config import ConfigBase
+from botyard.components.base.errors import ConfigError, DeployError, ModelStoreError
+from botyard.components.base.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +216,13 @@ class PredictorServer:
     """Discovers bots in a model store, loads and hot-swaps their versions, serves them."""
 
     def __init__(self, config: ServeConfig):
-        from components.predictor import import_kserve
+        from botyard.components.predictor import import_kserve
 
         import_kserve()
         from kserve.model_repository import ModelRepository
         from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
-        from components.predictor.model import RequestLimits
+        from botyard.components.predictor.model import RequestLimits
 
         self.config = config
         self.store = ModelStore(config.models_root)
@@ -260,7 +260,7 @@ class PredictorServer:
 
     def scan(self) -> None:
         """One pass over the store: register new bots, load versions that changed."""
-        from components.predictor.model import BotModel
+        from botyard.components.predictor.model import BotModel
 
         try:
             bots = self.store.bots()
@@ -289,7 +289,7 @@ class PredictorServer:
             self._load(model, target)
 
     def _load(self, model, version: str) -> None:
-        from components.predictor.model import load_version
+        from botyard.components.predictor.model import load_version
 
         bot_id = model.name
         model.target_version = version
@@ -403,7 +403,7 @@ def _make_rest_server(server: PredictorServer):
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
 
-    from components.predictor.errors import install_exception_handlers
+    from botyard.components.predictor.errors import install_exception_handlers
 
     class BotyardRESTServer(RESTServer):
         """KServe's REST server bound to ``config.host`` (KServe binds 0.0.0.0), with botyard's
@@ -661,7 +661,7 @@ def start_predictor(
         fd, log_path = tempfile.mkstemp(prefix="botyard-predictor-", suffix=".log")
         os.close(fd)
     argv = [
-        sys.executable, "-c", "import sys; from components.predictor.server import main; sys.exit(main(sys.argv[1:]))",
+        sys.executable, "-c", "import sys; from botyard.components.predictor.server import main; sys.exit(main(sys.argv[1:]))",
         "--models-root", models_root, "--host", host, "--port", str(port),
         "--grpc-port", str(grpc_port) if grpc_port else "disabled",
         "--reload-interval", str(reload_interval), *extra_args,

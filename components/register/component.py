@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 from kfp.dsl import Artifact, Input, Model
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -30,7 +30,7 @@ def register(
     """
     from collections import namedtuple
 
-    from components.register.core import register_model_version
+    from botyard.components.register.core import register_model_version
 
     version, uri = register_model_version(models_root, bot_id, model.path, evaluation.path, data_hash)
     return namedtuple("RegisterOutputs", ["version", "version_uri"])(version, uri)

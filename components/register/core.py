@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from components import contracts as c
-from components.evaluate.core import read_evaluation
-from components.model_store import ModelStore
-from components.train.core import read_training_info
+from botyard.components.base import contracts as c
+from botyard.components.evaluate.core import read_evaluation
+from botyard.components.base.model_store import ModelStore
+from botyard.components.train.core import read_training_info
 
 
 def register_model_version(

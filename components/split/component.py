@@ -2,7 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -28,10 +28,10 @@ def split(
         val_data: Validation rows.
         test_data: Test rows.
     """
-    from components import contracts as c
-    from components.config import SplitConfig
-    from components.split.core import split_table
-    from components.table import read_table, write_table
+    from botyard.components.base import contracts as c
+    from botyard.components.base.config import SplitConfig
+    from botyard.components.split.core import split_table
+    from botyard.components.base.table import read_table, write_table
 
     parts = split_table(read_table(dataset.path), SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed))
     for name, artifact in (("train", train_data), ("val", val_data), ("test", test_data)):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components import contracts as c
-from components.config import SplitConfig
+from botyard.components.base import contracts as c
+from botyard.components.base.config import SplitConfig
 
 
 def _held_out(n: int, fraction: float) -> int:

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -56,9 +56,9 @@ def train(
     """
     import os
 
-    from components.config import TrainConfig
-    from components.table import read_table
-    from components.train.core import train_intent_model
+    from botyard.components.base.config import TrainConfig
+    from botyard.components.base.table import read_table
+    from botyard.components.train.core import train_intent_model
 
     config = TrainConfig(
         embedding_dim=embedding_dim, lstm_units=lstm_units, dropout=dropout, epochs=epochs, batch_size=batch_size,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components import contracts as c
-from components.config import TrainConfig
-from components.errors import DataValidationError
+from botyard.components.base import contracts as c
+from botyard.components.base.config import TrainConfig
+from botyard.components.base.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def train_intent_model(
     import keras
     import tensorflow as tf
 
-    from components.train.model import build_classifier, build_vectorizer, export_serving_model
+    from botyard.components.train.model import build_classifier, build_vectorizer, export_serving_model
 
     if train.empty:
         raise DataValidationError("the training split is empty; give each intent more examples")
@@ -102,7 +102,7 @@ def train_intent_model(
     )
     seconds = time.perf_counter() - started
     export_serving_model(vectorizer, classifier, os.path.join(output_dir, c.SAVED_MODEL_DIR))
-    from components.predictor.warmup import write_warmup_file  # TF Serving / predictor warm-up requests
+    from botyard.components.base.warmup import write_warmup_file  # TF Serving / predictor warm-up requests
 
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     result = TrainResult(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from components import contracts as c
-from components.config import TrainConfig
+from botyard.components.base import contracts as c
+from botyard.components.base.config import TrainConfig
 
 
 class Featurizer(keras.layers.Layer):

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Markdown, Output
 
-from components.kfp_base import botyard_component
+from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
@@ -26,9 +26,9 @@ def validate(
     """
     import shutil
 
-    from components.config import ValidationConfig
-    from components.table import read_table
-    from components.validate.core import validate_table
+    from botyard.components.base.config import ValidationConfig
+    from botyard.components.base.table import read_table
+    from botyard.components.validate.core import validate_table
 
     result = validate_table(read_table(dataset.path), data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
     with open(report.path, "w", encoding="utf-8") as f:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from components import contracts as c
-from components.config import ValidationConfig
-from components.errors import DataValidationError
-from components.table import intent_counts
+from botyard.components.base import contracts as c
+from botyard.components.base.config import ValidationConfig
+from botyard.components.base.errors import DataValidationError
+from botyard.components.base.table import intent_counts
 
 MAX_LISTED = 10  # rows named per problem before "and N more"
 

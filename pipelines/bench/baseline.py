@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components import contracts as c
+from botyard.components.base import contracts as c
 
 C = 10.0  # inverse regularisation; TF-IDF features are L2-normalised per view
 MAX_ITER = 300

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import contracts as c
-from components.table import make_table
-from pipelines.bench.harness import (
+from botyard.components.base import contracts as c
+from botyard.components.base.table import make_table
+from botyard.pipelines.bench.harness import (
     BASELINE,
     LSTM,
     BenchContext,

@@ -37,8 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from components.config import TrainConfig
-from components.errors import ConfigError, DataValidationError
+from botyard.components.base.config import TrainConfig
+from botyard.components.base.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,12 @@ class Suite:
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
-        Suite("clinc150-full", "pipelines.bench.clinc:run_full", "CLINC150 Full: one model over 150 intents + out-of-scope"),
-        Suite("clinc150-bots", "pipelines.bench.clinc:run_bots", "CLINC150 as a fleet of 10 domain bots"),
-        Suite("hwu64", "pipelines.bench.hwu:run", "HWU64 fold 1: 64 intents"),
-        Suite("serving", "pipelines.bench.serving:run", "Model server latency and throughput", takes_context=False),
-        Suite("trigger", "pipelines.bench.trigger:run", "Event trigger service: ingest rate and 1,000 bots to submitted runs", takes_context=False),
-        Suite("submit", "pipelines.bench.submit:run", "1,000 KFP run submissions against the stub KFP API", takes_context=False),
+        Suite("clinc150-full", "botyard.pipelines.bench.clinc:run_full", "CLINC150 Full: one model over 150 intents + out-of-scope"),
+        Suite("clinc150-bots", "botyard.pipelines.bench.clinc:run_bots", "CLINC150 as a fleet of 10 domain bots"),
+        Suite("hwu64", "botyard.pipelines.bench.hwu:run", "HWU64 fold 1: 64 intents"),
+        Suite("serving", "botyard.pipelines.bench.serving:run", "Model server latency and throughput", takes_context=False),
+        Suite("trigger", "botyard.pipelines.bench.trigger:run", "Event trigger service: ingest rate and 1,000 bots to submitted runs", takes_context=False),
+        Suite("submit", "botyard.pipelines.bench.submit:run", "1,000 KFP run submissions against the stub KFP API", takes_context=False),
     )
 }
 
@@ -446,9 +446,9 @@ def bench_lstm(context: BenchContext, train, val_stop, val_threshold, test, meas
     """
     import tensorflow as tf
 
-    from components import contracts as c
-    from components.evaluate.core import evaluate, load_signature
-    from components.train.core import train_intent_model
+    from botyard.components.base import contracts as c
+    from botyard.components.evaluate.core import evaluate, load_signature
+    from botyard.components.train.core import train_intent_model
 
     work = tempfile.mkdtemp(prefix="botyard-bench-")
     try:
@@ -491,9 +491,9 @@ def bench_baseline(context: BenchContext, train, val_threshold, test, measure_la
     """The TF-IDF + logistic-regression baseline, scored by the same evaluate core."""
     import pickle
 
-    from components import contracts as c
-    from components.evaluate.core import evaluate
-    from pipelines.bench.baseline import SklearnSignature, train_baseline
+    from botyard.components.base import contracts as c
+    from botyard.components.evaluate.core import evaluate
+    from botyard.pipelines.bench.baseline import SklearnSignature, train_baseline
 
     with PeakRss() as rss:
         started = time.perf_counter()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components import contracts as c
-from components.config import SplitConfig
-from components.ingest.core import read_training_data
-from components.split.core import split_table
-from pipelines.bench.harness import BASELINE, LSTM, BenchContext, bench_baseline, bench_lstm, check_targets, require_file
+from botyard.components.base import contracts as c
+from botyard.components.base.config import SplitConfig
+from botyard.components.ingest.core import read_training_data
+from botyard.components.split.core import split_table
+from botyard.pipelines.bench.harness import BASELINE, LSTM, BenchContext, bench_baseline, bench_lstm, check_targets, require_file
 
 TRAIN_FILE = "hwu64/train.jsonl"
 TEST_FILE = "hwu64/test.jsonl"
@@ -40,7 +40,7 @@ def run(context: BenchContext) -> dict:
     return {
         "description": "HWU64 fold 1: 64 intents",
         "protocol": [
-            f"train: `train.jsonl` less a stratified {VAL_FRACTION:.0%} val split (components.split.core, seed 13) "
+            f"train: `train.jsonl` less a stratified {VAL_FRACTION:.0%} val split (botyard.components.split.core, seed 13) "
             f"= {len(train):,} rows; val {len(val):,} rows for early stopping",
             f"scored once on `test.jsonl` ({len(test):,} rows): intent accuracy and macro-F1 from the top intent",
         ],

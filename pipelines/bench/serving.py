@@ -27,9 +27,9 @@ import tempfile
 import time
 from importlib import resources
 
-from components import contracts as c
-from components.config import TrainConfig
-from components.model_store import ModelStore
+from botyard.components.base import contracts as c
+from botyard.components.base.config import TrainConfig
+from botyard.components.base.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,15 @@ TARGETS = [  # (figure, op, value)
 
 
 def _sample_bot() -> tuple[str, list[str]]:
-    folder = resources.files("pipelines") / "sample_bot"
+    folder = resources.files("botyard.pipelines") / "sample_bot"
     with open(str(folder / "heldout.csv"), encoding="utf-8") as f:
         heldout = [row["text"] for row in csv.DictReader(f)]
     return str(folder / "nlu.yml"), heldout
 
 
 def _train(table, out_dir: str) -> dict:
-    from components.table import data_hash
-    from components.train.core import train_intent_model
+    from botyard.components.base.table import data_hash
+    from botyard.components.train.core import train_intent_model
 
     config = TrainConfig(epochs=TRAIN_EPOCHS)
     result = train_intent_model(table, table.iloc[:0], config, out_dir)
@@ -97,8 +97,8 @@ def _load_seconds_sum(metrics_text: str) -> float:
 
 def run(output_dir: str) -> dict:
     """Run the serving suite; returns JSON-able figures (predictor logs go to ``output_dir/serving``)."""
-    from components.ingest.core import read_training_data
-    from components.predictor.server import start_predictor
+    from botyard.components.ingest.core import read_training_data
+    from botyard.components.predictor.server import start_predictor
 
     logs = os.path.join(output_dir, "serving")
     os.makedirs(logs, exist_ok=True)

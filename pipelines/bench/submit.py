@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from components.errors import ConfigError
+from botyard.components.base.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAKE_KFP = REPO_ROOT / "tests" / "fake_kfp.py"
@@ -72,7 +72,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(output_dir: str) -> dict:
-    from pipelines import submit
+    from botyard.pipelines import submit
 
     fake_kfp = _fake_kfp_class()
     output_dir = os.path.abspath(output_dir)  # data URIs sent to a cluster must be absolute

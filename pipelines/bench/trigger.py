@@ -32,7 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
-from components.trigger import SECRET_ENV, SIGNATURE_HEADER
+from botyard.pipelines.trigger import SECRET_ENV, SIGNATURE_HEADER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INGEST_REQUESTS = 2000
@@ -68,7 +68,7 @@ def _server(db_url: str, log_path: str, *args: str):
     env = {**os.environ, SECRET_ENV: BENCH_SECRET,
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
     argv = [
-        sys.executable, "-m", "pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "botyard.pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(port),
         "--db-url", db_url, "--submitter", f"{__name__}:stub_submit", "--run-state", f"{__name__}:stub_run_state",
         *args,
     ]  # fmt: skip
@@ -99,7 +99,7 @@ def _server(db_url: str, log_path: str, *args: str):
 
 
 def _signed(payload: dict) -> tuple[bytes, dict]:
-    from components.trigger.auth import sign
+    from botyard.pipelines.trigger.auth import sign
 
     body = json.dumps(payload).encode()
     return body, {SIGNATURE_HEADER: sign(body, BENCH_SECRET.encode()), "Content-Type": "application/json"}
@@ -146,7 +146,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run(output_dir: str) -> dict:
     """Run the trigger suite; returns JSON-able figures (server logs go to ``output_dir/trigger``)."""
-    from components.trigger.store import Store
+    from botyard.pipelines.trigger.event_store import Store
 
     logs = os.path.join(output_dir, "trigger")
     os.makedirs(logs, exist_ok=True)

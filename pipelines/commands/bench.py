@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from components.errors import ConfigError
+from botyard.components.base.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def _override(text: str) -> tuple[str, object]:
 
 
 def register(subparsers) -> None:
-    from pipelines.bench.harness import DATA_ENV, DEFAULT_OUTPUT_DIR, LATENCY_CALLS, SUITES
+    from botyard.pipelines.bench.harness import DATA_ENV, DEFAULT_OUTPUT_DIR, LATENCY_CALLS, SUITES
 
     parser = subparsers.add_parser(
         "bench",
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from pipelines.bench.harness import LATENCY_CALLS, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
+    from botyard.pipelines.bench.harness import LATENCY_CALLS, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
 
     if args.max_bots < 0:
         raise ConfigError(f"--max-bots = {args.max_bots} is out of range; allowed: 0 (all) or more")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from components.config import GpuConfig
-from components.errors import ConfigError
+from botyard.components.base.config import GpuConfig
+from botyard.components.base.errors import ConfigError
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -27,7 +27,7 @@ def gpu_config(args: argparse.Namespace) -> GpuConfig:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pipelines.registry import compile_all
+    from botyard.pipelines.builders import compile_all
 
     for path in compile_all(args.output_dir, gpu_config(args)):
         print(path)

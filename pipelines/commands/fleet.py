@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from components.fleet.core import DEFAULT_PARALLELISM
-from pipelines.commands.status import table
+from botyard.components.fleet.core import DEFAULT_PARALLELISM
+from botyard.pipelines.commands.status import table
 
 
 def handle(args: argparse.Namespace) -> int:
-    from components.fleet.core import FAILED, METRICS, REASON, STAGE, STATUS, SUCCEEDED, VERSION, read_bots_file
-    from pipelines.commands.run import parse_parameters
-    from pipelines.fleet_training import run_fleet_locally
+    from botyard.components.fleet.core import FAILED, METRICS, REASON, STAGE, STATUS, SUCCEEDED, VERSION, read_bots_file
+    from botyard.pipelines.commands.run import parse_parameters
+    from botyard.pipelines.fleet_training import run_fleet_locally
 
     bots = read_bots_file(args.bots)
     params = parse_parameters(args.param)

@@ -6,8 +6,8 @@ import argparse
 
 
 def handle(args: argparse.Namespace) -> int:
-    from components.deploy.cluster import ClusterDeployConfig
-    from components.deploy.core import rollback
+    from botyard.components.deploy.cluster import ClusterDeployConfig
+    from botyard.components.deploy.core import rollback
 
     cluster = ClusterDeployConfig(namespace=args.namespace, mode=args.serving_mode) if args.target == "cluster" else None
     done = rollback(args.models_root, args.bot, args.to, args.target, cluster)

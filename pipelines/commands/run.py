@@ -6,13 +6,13 @@ import argparse
 import os
 import sys
 
-from components import contracts as c
-from components.errors import ConfigError
+from botyard.components.base import contracts as c
+from botyard.components.base.errors import ConfigError
 
 
 def parse_parameters(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pipeline parameters, with numbers converted."""
-    from pipelines.bot_training import bot_training
+    from botyard.pipelines.bot_training import bot_training
 
     fixed = {"bot_id", "data_uri", "models_root"}  # have their own flags
     known = {k: v for k, v in (bot_training.component_spec.inputs or {}).items() if k not in fixed}
@@ -30,7 +30,7 @@ def parse_parameters(pairs: list[str]) -> dict:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pipelines.local_run import run_bot_training_locally
+    from botyard.pipelines.local_run import run_bot_training_locally
 
     params = parse_parameters(args.param)
     print(f"botyard: training bot '{args.bot_id}' locally through kfp.local ...")
@@ -69,7 +69,7 @@ def _verdict(verdict: dict | None) -> str:
 
 def _serve_foreground(models_root: str, bot_id: str, port: int) -> int:
     """Run a predictor on the models root until Ctrl-C (the user asked for --serve)."""
-    from components.predictor.server import ServeConfig, serve
+    from botyard.components.predictor.server import ServeConfig, serve
 
     print(f"\nserving every bot in {models_root} on http://127.0.0.1:{port} (Ctrl-C stops it); try:")
     print(f"  curl -s -X POST http://127.0.0.1:{port}/v1/models/{bot_id}:predict -H 'Content-Type: application/json' "

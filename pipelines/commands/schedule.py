@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from components.config import GpuConfig
-from components.errors import ConfigError
-from pipelines.commands.status import HOST_ENV, table
+from botyard.components.base.config import GpuConfig
+from botyard.components.base.errors import ConfigError
+from botyard.pipelines.commands.status import HOST_ENV, table
 
 EXAMPLES = """examples:
   botyard schedule --bot pizza --data gs://bots/pizza/nlu.yml --cron "0 3 * * *" --host http://localhost:8080
@@ -37,8 +37,8 @@ def _show(schedules) -> str:
 
 
 def create(args: argparse.Namespace) -> int:
-    from pipelines.commands.run import parse_parameters
-    from pipelines.submit import schedule_bot
+    from botyard.pipelines.commands.run import parse_parameters
+    from botyard.pipelines.submit import schedule_bot
 
     missing = [flag for flag, value in (("--bot", args.bot), ("--data", args.data), ("--cron", args.cron)) if not value]
     if missing:
@@ -54,7 +54,7 @@ def create(args: argparse.Namespace) -> int:
 
 
 def list_(args: argparse.Namespace) -> int:
-    from pipelines.submit import list_schedules
+    from botyard.pipelines.submit import list_schedules
 
     schedules = list_schedules(_host(args), bot_id=getattr(args, "bot", None))
     print(_show(schedules) if schedules else "no botyard schedules")
@@ -63,7 +63,7 @@ def list_(args: argparse.Namespace) -> int:
 
 def _change(action: str):
     def handler(args: argparse.Namespace) -> int:
-        from pipelines import submit
+        from botyard.pipelines import submit
 
         fn = {"pause": submit.pause_schedule, "resume": submit.resume_schedule, "delete": submit.delete_schedule}[action]
         schedule = fn(_bot(args), _host(args))

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from components.predictor.server import add_serve_arguments
+    from botyard.components.predictor.server import add_serve_arguments
 
     parser = subparsers.add_parser(
         "serve",
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from components.predictor.server import config_from_args, serve
+    from botyard.components.predictor.server import config_from_args, serve
 
     serve(config_from_args(args))
     return 0

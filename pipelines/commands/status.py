@@ -6,7 +6,7 @@ import argparse
 import os
 from datetime import datetime
 
-from components.errors import ConfigError
+from botyard.components.base.errors import ConfigError
 
 HOST_ENV = "KF_PIPELINES_ENDPOINT"  # kfp.Client's own variable for the endpoint
 MAX_CELL = 60  # longer cells (error messages) are cut with "..."
@@ -66,7 +66,7 @@ def handle(args: argparse.Namespace) -> int:
         )
     who = f"bot '{args.bot}'" if args.bot else "all bots"
     if args.host:
-        from pipelines.submit import list_runs
+        from botyard.pipelines.submit import list_runs
 
         runs = list_runs(args.host, bot_id=args.bot, limit=args.limit, with_metrics=not args.no_metrics)
         print(f"Training runs on {args.host} ({who}, newest first):")
@@ -76,7 +76,7 @@ def handle(args: argparse.Namespace) -> int:
             print(f"\n{len(failed)} failed; open one in the KFP UI: {failed[0].url}")
     if args.db_url:
         try:
-            from components.trigger.store import recent_runs
+            from botyard.pipelines.trigger.event_store import recent_runs
         except ImportError as exc:
             raise ConfigError(f"the trigger service is not installed here ({exc}); leave out --db-url") from exc
         records = recent_runs(args.db_url, bot_id=args.bot, limit=args.limit)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from components import contracts as c
-from components.config import GpuConfig
-from pipelines.commands.status import HOST_ENV
+from botyard.components.base import contracts as c
+from botyard.components.base.config import GpuConfig
+from botyard.pipelines.commands.status import HOST_ENV
 
 
 def handle(args: argparse.Namespace) -> int:
-    from pipelines.commands.run import parse_parameters
-    from pipelines.submit import submit_bot_run
+    from botyard.pipelines.commands.run import parse_parameters
+    from botyard.pipelines.submit import submit_bot_run
 
     params = parse_parameters(args.param)
     gpu = GpuConfig(enabled=False) if args.no_gpu else None

@@ -7,8 +7,8 @@ import importlib
 import os
 from typing import Callable
 
-from components.errors import ConfigError
-from components.trigger import DB_URL_ENV, DEFAULT_DB_URL, SECRET_ENV, TriggerConfig
+from botyard.components.base.errors import ConfigError
+from botyard.pipelines.trigger import DB_URL_ENV, DEFAULT_DB_URL, SECRET_ENV, TriggerConfig
 
 
 def load_callable(spec: str, flag: str) -> Callable:
@@ -26,7 +26,7 @@ def load_callable(spec: str, flag: str) -> Callable:
 
 
 def config_from_args(args: argparse.Namespace) -> TriggerConfig:
-    from components.trigger.auth import load_secret
+    from botyard.pipelines.trigger.auth import load_secret
 
     d_max_wait = TriggerConfig.__dataclass_fields__["max_wait"].default
 
@@ -45,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> TriggerConfig:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from components.trigger.app import serve
+    from botyard.pipelines.trigger.app import serve
 
     config = config_from_args(args)  # ConfigError (no secret, a bad value): exit code 2, before binding
     if bool(args.submitter) != bool(args.run_state):
@@ -98,7 +98,7 @@ def register(subparsers) -> None:
         "--allowed-data-prefix", action="append", default=[], metavar="PREFIX",
         help="accept only data_uri values starting with PREFIX, e.g. gs://botyard-data/ (repeatable; default any)",
     )  # fmt: skip
-    p.add_argument("--kfp-host", metavar="URL", help="KFP API endpoint for the default back end (pipelines.submit)")
+    p.add_argument("--kfp-host", metavar="URL", help="KFP API endpoint for the default back end (botyard.pipelines.submit)")
     p.add_argument("--poll-interval", type=float, default=d["poll_interval"].default, metavar="S",
                    help="seconds between dispatcher passes (default %(default)s)")
     p.add_argument("--run-poll-interval", type=float, default=d["run_poll_interval"].default, metavar="S",

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from components import contracts as c
-from components import storage
-from components.errors import ConfigError, ModelLoadError
+from botyard.components.base import contracts as c
+from botyard.components.base import storage
+from botyard.components.base.errors import ConfigError, ModelLoadError
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses warm-up files with more records
 # used when a version ships without a warm-up file (or the sample is empty)

@@ -72,8 +72,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
-from components.errors import ConfigError
-from components.trigger import (
+from botyard.components.base.errors import ConfigError
+from botyard.pipelines.trigger import (
     ACTIVE_STATES,
     CLAIMED,
     FAILED,
@@ -657,7 +657,7 @@ class _GroupCommit:
 
 
 def recent_runs(db_url: str, bot_id: str | None = None, limit: int = 20) -> list[dict]:
-    """See ``components.trigger.recent_runs``."""
+    """See ``botyard.pipelines.trigger.recent_runs``."""
     url = normalize_url(db_url)
     if url.get_backend_name() == "sqlite" and not os.path.exists(url.database):
         raise ConfigError(f"no trigger database at {url.database}: start `botyard trigger-server --db-url {db_url}` first")

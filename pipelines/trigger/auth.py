@@ -19,8 +19,8 @@ import os
 import re
 from typing import Mapping
 
-from components.errors import ConfigError
-from components.trigger import MIN_SECRET_BYTES, SECRET_ENV, SIGNATURE_HEADER, SIGNATURE_PREFIX, UnauthorizedError
+from botyard.components.base.errors import ConfigError
+from botyard.pipelines.trigger import MIN_SECRET_BYTES, SECRET_ENV, SIGNATURE_HEADER, SIGNATURE_PREFIX, UnauthorizedError
 
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 

@@ -12,8 +12,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from components import contracts as c
-from components.storage import open_uri
+from botyard.components.base import contracts as c
+from botyard.components.base.storage import open_uri
 
 
 def make_table(rows: Iterable[dict]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.errors import ConfigError
+from botyard.components.base.errors import ConfigError
 
 
 def _check_range(obj: Any, name: str, low: float, high: float) -> None:

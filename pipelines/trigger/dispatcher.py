@@ -19,8 +19,8 @@ The back end is two callables, injectable for tests and other orchestrators::
                          (also "pending", "paused", "canceling", "unknown": still running;
                           "canceled", "skipped": ended without a model, like "failed")
 
-``kfp_backend(host)`` gives the default pair, from ``pipelines.submit``: runs on the KFP API at
-``host``; with no host, ``pipelines.submit`` trains locally through kfp.local inside the
+``kfp_backend(host)`` gives the default pair, from ``botyard.pipelines.submit``: runs on the KFP API at
+``host``; with no host, ``botyard.pipelines.submit`` trains locally through kfp.local inside the
 dispatcher's thread, one bot at a time (a single-machine setup). A submitter that raises a
 ``ValueError`` (e.g. ``DataValidationError``) fails the batch at once; any other error is
 retried ``SUBMIT_ATTEMPTS`` times.
@@ -38,9 +38,9 @@ import threading
 import time
 from typing import Callable
 
-from components.errors import ConfigError
-from components.trigger import CLAIMED, FAILED, RUN_STATES, SKIPPED, SUBMITTED, SUCCEEDED, TriggerConfig
-from components.trigger.store import Store
+from botyard.components.base.errors import ConfigError
+from botyard.pipelines.trigger import CLAIMED, FAILED, RUN_STATES, SKIPPED, SUBMITTED, SUCCEEDED, TriggerConfig
+from botyard.pipelines.trigger.event_store import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ Submitter = Callable[[str, str, str, str], str]
 RunState = Callable[[str], str]
 
 SUBMIT_ATTEMPTS = 3  # a submit that fails this often fails its batch
-# pipelines.submit.get_run_state's finer states, folded into RUN_STATES
+# botyard.pipelines.submit.get_run_state's finer states, folded into RUN_STATES
 STILL_RUNNING = frozenset({"pending", "paused", "canceling", "unknown"})
 ENDED_UNSUCCESSFULLY = frozenset({"canceled", "skipped"})  # a failed run, for the dedupe and the audit
 SUBMIT_BACKOFF_S = (5.0, 30.0)  # wait before the 2nd and the 3rd attempt
@@ -56,23 +56,23 @@ MAX_REASON_CHARS = 1000
 
 
 def compute_data_hash(data_uri: str) -> str:
-    """The data hash a trained model records (``components.table.data_hash``) for ``data_uri``."""
-    from components.ingest.core import read_training_data
-    from components.table import data_hash
+    """The data hash a trained model records (``botyard.components.base.table.data_hash``) for ``data_uri``."""
+    from botyard.components.ingest.core import read_training_data
+    from botyard.components.base.table import data_hash
 
     return data_hash(read_training_data(data_uri))
 
 
 def kfp_backend(host: str | None = None) -> tuple[Submitter, RunState]:
-    """``(submitter, run_state)`` backed by ``pipelines.submit`` (Kubeflow Pipelines at ``host``).
+    """``(submitter, run_state)`` backed by ``botyard.pipelines.submit`` (Kubeflow Pipelines at ``host``).
 
     Raises ``ConfigError`` when that module is not installed.
     """
     try:
-        from pipelines import submit
+        from botyard.pipelines import submit
     except ImportError as exc:
         raise ConfigError(
-            f"the KFP back end (pipelines.submit) cannot be imported ({exc}); pass --submitter/--run-state"
+            f"the KFP back end (botyard.pipelines.submit) cannot be imported ({exc}); pass --submitter/--run-state"
         ) from exc
 
     def submitter(bot_id: str, data_uri: str, data_hash: str, trigger: str) -> str:

@@ -41,9 +41,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from components.errors import ConfigError, RequestError
-from components.model_store import check_bot_id
-from components.trigger import (
+from botyard.components.base.errors import ConfigError, RequestError
+from botyard.components.base.model_store import check_bot_id
+from botyard.pipelines.trigger import (
     ACTIVE_STATES,
     DEFAULT_TRIGGER,
     FINAL_STATES,
@@ -54,15 +54,15 @@ from components.trigger import (
     TriggerConfig,
     auth,
 )
-from components.trigger.dispatcher import Dispatcher, RunState, Submitter, compute_data_hash, kfp_backend
-from components.trigger.store import Store
+from botyard.pipelines.trigger.dispatcher import Dispatcher, RunState, Submitter, compute_data_hash, kfp_backend
+from botyard.pipelines.trigger.event_store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_DATA_URI_CHARS = 2048
 MAX_EVENT_ID_CHARS = 200
 MAX_LIST_LIMIT = 1000
-_TRIGGER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")  # what pipelines.submit accepts
+_TRIGGER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")  # what botyard.pipelines.submit accepts
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 QUERY_STATES = (RECEIVED, REJECTED, *ACTIVE_STATES, *FINAL_STATES)
 

@@ -19,7 +19,7 @@ recovery), ``dispatcher`` (the background thread), ``app`` (the FastAPI app and 
 This module holds what they share: the configuration, the state names and the errors.
 Nothing here imports FastAPI or SQLAlchemy, so ``botyard status`` and the CLI stay light.
 
-Errors (all ``components.errors.RequestError``, so callers may catch the root)::
+Errors (all ``botyard.components.base.errors.RequestError``, so callers may catch the root)::
 
     RequestError (ValueError)          400  malformed JSON, a missing/invalid field, a bad query
      +-- UnauthorizedError             401  no signature, a malformed or a wrong one
@@ -34,8 +34,8 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from components.config import ConfigBase
-from components.errors import ConfigError, RequestError
+from botyard.components.base.config import ConfigBase
+from botyard.components.base.errors import ConfigError, RequestError
 
 # --- the wire contract -------------------------------------------------------------------------
 SIGNATURE_HEADER = "X-Botyard-Signature-256"  # value: "sha256=<hex HMAC-SHA256 of the raw body>"
@@ -98,7 +98,7 @@ class TriggerConfig(ConfigBase):
     run_poll_interval: float = 15.0  # seconds between run_state calls for one submitted run
     lease_seconds: float = 60.0  # a claim not renewed for this long is taken over by another replica
     allowed_data_prefixes: tuple[str, ...] = ()  # data_uri must start with one of these; () = any
-    kfp_host: str = ""  # the KFP API the default back end submits to; "" = pipelines.submit's default
+    kfp_host: str = ""  # the KFP API the default back end submits to; "" = botyard.pipelines.submit's default
     replica_id: str = field(default_factory=default_replica_id)
     access_log: bool = False  # uvicorn's per-request log line
 
@@ -150,6 +150,6 @@ def recent_runs(db_url: str, bot_id: str | None = None, limit: int = 20) -> list
     created_at, submitted_at, finished_at, owner`` (times as ISO 8601 UTC strings).
     Raises ``ConfigError`` for a SQLite file that does not exist.
     """
-    from components.trigger.store import recent_runs as _recent_runs
+    from botyard.pipelines.trigger.event_store import recent_runs as _recent_runs
 
     return _recent_runs(db_url, bot_id=bot_id, limit=limit)

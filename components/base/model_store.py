@@ -1,6 +1,6 @@
 """The model store: every bot's model versions under one root, plus each bot's promoted pointer.
 
-Layout and metadata keys are defined in ``components.contracts``. Versions are never
+Layout and metadata keys are defined in ``botyard.components.base.contracts``. Versions are never
 overwritten; promotion rewrites only the small ``CURRENT`` pointer file, atomically on
 local disk (write a temp file, then ``os.replace``).
 """
@@ -14,9 +14,9 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 
-from components import contracts as c
-from components import storage
-from components.errors import ConfigError, ModelLoadError, ModelStoreError
+from botyard.components.base import contracts as c
+from botyard.components.base import storage
+from botyard.components.base.errors import ConfigError, ModelLoadError, ModelStoreError
 
 BOT_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # DNS-1123: also an InferenceService name
 _VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?$")

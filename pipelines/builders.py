@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from components.config import GpuConfig
+from botyard.components.base.config import GpuConfig
 
 
 def pipeline_builders() -> dict:
-    from pipelines.bot_training import build_bot_training
-    from pipelines.fleet_training import build_fleet_training
+    from botyard.pipelines.bot_training import build_bot_training
+    from botyard.pipelines.fleet_training import build_fleet_training
 
     return {"bot_training": build_bot_training, "fleet_training": build_fleet_training}
 
