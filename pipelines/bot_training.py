@@ -1,12 +1,18 @@
-"""The per-bot pipeline: ingest -> validate -> split -> train -> evaluate -> register -> gate -> infra check -> deploy.
+"""The per-bot pipeline: ingest -> validate -> split -> featurize -> train -> evaluate -> register
+-> promotion gate -> infra check -> deploy.
 
 The infra check runs only for a blessed candidate, and deploy only when both verdicts bless it.
+
+Parameters: the run's own (bot, data, model store, gate thresholds, deploy settings) plus one
+per ``TrainConfig`` field, named, typed and defaulted from the dataclass itself, so a new
+hyperparameter reaches the pipeline, the dashboard and ``botyard run --param`` by being added
+to ``TrainConfig`` alone. The train and featurize steps get them as one ``train_config`` dict.
 
 ``build_bot_training(gpu)`` makes the pipeline for a cluster's GPU settings (compiled into
 the YAML); ``bot_training`` is the default (one NVIDIA GPU for the train step).
 """
 
-
+from __future__ import annotations
 
 from kfp import dsl, kubernetes
 
@@ -14,6 +20,7 @@ from botyard.components.base.config import GpuConfig, SplitConfig, TrainConfig, 
 from botyard.components.deploy.cluster import ClusterDeployConfig
 from botyard.components.deploy.component import deploy
 from botyard.components.evaluate.component import evaluate
+from botyard.components.featurize.component import featurize
 from botyard.components.gate.component import gate
 from botyard.components.gate.core import GateConfig
 from botyard.components.infra_check.component import infra_check
@@ -22,9 +29,32 @@ from botyard.components.register.component import register
 from botyard.components.split.component import split
 from botyard.components.train.component import train
 from botyard.components.validate.component import validate
+from botyard.pipelines.signatures import config_parameters, parameter, pipeline_function
 
 PIPELINE_NAME = "bot-training"
-_T, _S, _V, _G, _D = TrainConfig(), SplitConfig(), ValidationConfig(), GateConfig(), ClusterDeployConfig()  # defaults: one home
+TRAIN_PARAMETERS = tuple(name for name, _, _ in TrainConfig.parameter_fields())
+
+
+def run_parameters() -> list:
+    """The pipeline's parameters that are not hyperparameters, with their defaults (one home: the configs)."""
+    split_defaults, validation_defaults, gate_defaults, cluster_defaults = SplitConfig(), ValidationConfig(), GateConfig(), ClusterDeployConfig()
+    return [
+        parameter("bot_id", str, "sample-bot"),
+        parameter("data_uri", str, ""),
+        parameter("models_root", str, "models"),
+        parameter("min_examples_per_intent", int, validation_defaults.min_examples_per_intent),
+        parameter("val_fraction", float, split_defaults.val_fraction),
+        parameter("test_fraction", float, split_defaults.test_fraction),
+        parameter("split_seed", int, split_defaults.seed),
+        parameter("min_accuracy", float, gate_defaults.min_accuracy),
+        parameter("max_accuracy_drop", float, gate_defaults.max_accuracy_drop),
+        parameter("max_intent_recall_drop", float, gate_defaults.max_intent_recall_drop),
+        parameter("deploy_target", str, "local"),
+        parameter("namespace", str, cluster_defaults.namespace),
+        parameter("serving_mode", str, cluster_defaults.mode),
+        parameter("canary_traffic_percent", int, 0),
+        parameter("ready_timeout_s", int, int(cluster_defaults.ready_timeout_s)),
+    ]
 
 
 def request_gpu(task: dsl.PipelineTask, gpu: GpuConfig) -> dsl.PipelineTask:
@@ -39,112 +69,78 @@ def request_gpu(task: dsl.PipelineTask, gpu: GpuConfig) -> dsl.PipelineTask:
     return task
 
 
-def build_bot_training(gpu: "GpuConfig | None" = None):
-    gpu = gpu or GpuConfig()
+def _steps(args: dict, gpu: GpuConfig):
+    """The pipeline's tasks, from its arguments (one channel per parameter)."""
+    train_config = {name: args[name] for name in TRAIN_PARAMETERS}
+    data_uri, bot_id, models_root = args["data_uri"], args["bot_id"], args["models_root"]
+    ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
+    checked = validate(
+        dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"]
+    ).set_display_name("Validate training data")
+    parts = split(
+        dataset=checked.outputs["validated"], val_fraction=args["val_fraction"], test_fraction=args["test_fraction"],
+        seed=args["split_seed"],
+    ).set_display_name("Split train / val / test")
+    featurized = featurize(train_data=parts.outputs["train_data"], train_config=train_config)
+    featurized.set_display_name("Featurize: vocabularies from the training split")
+    trained = train(
+        train_data=parts.outputs["train_data"],
+        val_data=parts.outputs["val_data"],
+        featurizer=featurized.outputs["featurizer"],
+        train_config=train_config,
+    ).set_display_name("Train BiLSTM intent model")
+    request_gpu(trained, gpu)
+    evaluated = evaluate(
+        model=trained.outputs["model"], val_data=parts.outputs["val_data"], test_data=parts.outputs["test_data"]
+    ).set_display_name("Evaluate on test split")
+    registered = register(
+        model=trained.outputs["model"],
+        evaluation=evaluated.outputs["evaluation"],
+        bot_id=bot_id,
+        models_root=models_root,
+        data_hash=ingested.outputs["data_hash"],
+    ).set_display_name("Register model version")
+    registered.set_caching_options(False)  # writes to the model store: never skip it
+    verdict = gate(
+        evaluation=evaluated.outputs["evaluation"],
+        test_data=parts.outputs["test_data"],
+        bot_id=bot_id,
+        models_root=models_root,
+        version=registered.outputs["version"],
+        min_accuracy=args["min_accuracy"],
+        max_accuracy_drop=args["max_accuracy_drop"],
+        max_intent_recall_drop=args["max_intent_recall_drop"],
+    ).set_display_name("Promotion gate: candidate vs live")
+    verdict.set_caching_options(False)  # the live version it compares with changes
+    with dsl.If(verdict.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition)
+        infra = infra_check(
+            test_data=parts.outputs["test_data"], bot_id=bot_id, models_root=models_root,
+            version=registered.outputs["version"],
+        ).set_display_name("Infra check: load and query in a predictor")
+        infra.set_caching_options(False)
+        with dsl.If(infra.outputs["Output"] == True, name="infra-ok"):  # noqa: E712
+            deploy(
+                blessing=verdict.outputs["blessing"],
+                infra_result=infra.outputs["result"],
+                bot_id=bot_id,
+                models_root=models_root,
+                version=registered.outputs["version"],
+                target=args["deploy_target"],
+                namespace=args["namespace"],
+                serving_mode=args["serving_mode"],
+                canary_traffic_percent=args["canary_traffic_percent"],
+                ready_timeout_s=args["ready_timeout_s"],
+            ).set_display_name("Deploy model version").set_caching_options(False)
+    return registered.outputs["version_uri"]
 
-    @dsl.pipeline(
+
+def build_bot_training(gpu: GpuConfig | None = None):
+    gpu = gpu or GpuConfig()
+    params = run_parameters() + config_parameters(TrainConfig)
+    return dsl.pipeline(
         name=PIPELINE_NAME,
         description="Train, evaluate and register one bot's intent model; deploy it when it beats the live version.",
-    )
-    def bot_training(
-        bot_id: str = "sample-bot",
-        data_uri: str = "",
-        models_root: str = "models",
-        min_examples_per_intent: int = _V.min_examples_per_intent,
-        val_fraction: float = _S.val_fraction,
-        test_fraction: float = _S.test_fraction,
-        split_seed: int = _S.seed,
-        embedding_dim: int = _T.embedding_dim,
-        lstm_units: int = _T.lstm_units,
-        dropout: float = _T.dropout,
-        epochs: int = _T.epochs,
-        batch_size: int = _T.batch_size,
-        learning_rate: float = _T.learning_rate,
-        max_tokens: int = _T.max_tokens,
-        sequence_length: int = _T.sequence_length,
-        max_ngrams: int = _T.max_ngrams,
-        max_char_ngrams: int = _T.max_char_ngrams,
-        ngram_units: int = _T.ngram_units,
-        patience: int = _T.patience,
-        label_smoothing: float = _T.label_smoothing,
-        seed: int = _T.seed,
-        min_accuracy: float = _G.min_accuracy,
-        max_accuracy_drop: float = _G.max_accuracy_drop,
-        max_intent_recall_drop: float = _G.max_intent_recall_drop,
-        deploy_target: str = "local",
-        namespace: str = _D.namespace,
-        serving_mode: str = _D.mode,
-        canary_traffic_percent: int = 0,
-        ready_timeout_s: int = _D.ready_timeout_s,
-    ) -> str:
-        ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
-        checked = validate(
-            dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=min_examples_per_intent
-        ).set_display_name("Validate training data")
-        parts = split(
-            dataset=checked.outputs["validated"], val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed
-        ).set_display_name("Split train / val / test")
-        trained = train(
-            train_data=parts.outputs["train_data"],
-            val_data=parts.outputs["val_data"],
-            embedding_dim=embedding_dim,
-            lstm_units=lstm_units,
-            dropout=dropout,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_tokens=max_tokens,
-            sequence_length=sequence_length,
-            max_ngrams=max_ngrams,
-            max_char_ngrams=max_char_ngrams,
-            ngram_units=ngram_units,
-            patience=patience,
-            label_smoothing=label_smoothing,
-            seed=seed,
-        ).set_display_name("Train BiLSTM intent model")
-        request_gpu(trained, gpu)
-        evaluated = evaluate(
-            model=trained.outputs["model"], val_data=parts.outputs["val_data"], test_data=parts.outputs["test_data"]
-        ).set_display_name("Evaluate on test split")
-        registered = register(
-            model=trained.outputs["model"],
-            evaluation=evaluated.outputs["evaluation"],
-            bot_id=bot_id,
-            models_root=models_root,
-            data_hash=ingested.outputs["data_hash"],
-        ).set_display_name("Register model version")
-        registered.set_caching_options(False)  # writes to the model store: never skip it
-        verdict = gate(
-            test_data=parts.outputs["test_data"],
-            bot_id=bot_id,
-            models_root=models_root,
-            version=registered.outputs["version"],
-            min_accuracy=min_accuracy,
-            max_accuracy_drop=max_accuracy_drop,
-            max_intent_recall_drop=max_intent_recall_drop,
-        ).set_display_name("Promotion gate: candidate vs live")
-        verdict.set_caching_options(False)  # the live version it compares with changes
-        with dsl.If(verdict.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition)
-            infra = infra_check(
-                test_data=parts.outputs["test_data"], bot_id=bot_id, models_root=models_root, version=registered.outputs["version"]
-            ).set_display_name("Infra check: load and query in a predictor")
-            infra.set_caching_options(False)
-            with dsl.If(infra.outputs["Output"] == True, name="infra-ok"):  # noqa: E712
-                deploy(
-                    blessing=verdict.outputs["blessing"],
-                    infra_result=infra.outputs["result"],
-                    bot_id=bot_id,
-                    models_root=models_root,
-                    version=registered.outputs["version"],
-                    target=deploy_target,
-                    namespace=namespace,
-                    serving_mode=serving_mode,
-                    canary_traffic_percent=canary_traffic_percent,
-                    ready_timeout_s=ready_timeout_s,
-                ).set_display_name("Deploy model version").set_caching_options(False)
-        return registered.outputs["version_uri"]
-
-    return bot_training
+    )(pipeline_function(lambda args: _steps(args, gpu), "bot_training", params, str))
 
 
 bot_training = build_bot_training()

@@ -4,7 +4,7 @@ Shape of one run (``bots`` is a list of ``{"bot_id", "data_uri"}``)::
 
     ParallelFor(bots, parallelism=N)
       fleet-bot (sub-pipeline, one per bot)
-        check_bot ------ ok ----> bot-training (the same sub-pipeline as a single-bot run)
+        check_bot_data - ok ----> bot-training (the same sub-pipeline as a single-bot run)
             |                         -> record_outcome(version_uri)  -> succeeded outcome
             +---------- not ok -----> record_outcome()                -> failed outcome
         returns dsl.OneOf(...)  : exactly one outcome per bot
@@ -12,8 +12,8 @@ Shape of one run (``bots`` is a list of ``{"bot_id", "data_uri"}``)::
 
 Why this shape: in KFP v2 a failed task fails its loop iteration, and a failed iteration leaves
 the loop's ``dsl.Collected`` output incomplete (kfp.local drops it entirely) and fails the loop,
-which on a cluster may also stop iterations not yet started. So failure must not be a task status for the common cause, bad data: the gate
-(``check_bot``) reads and validates the data in-process and turns a ``BotyardError`` into a
+which on a cluster may also stop iterations not yet started. So failure must not be a task status for the common cause, bad data: the data check
+(``check_bot_data``) reads and validates the data in-process and turns a ``BotyardError`` into a
 *failed outcome*, ``dsl.If``/``dsl.Else`` skip that bot's training, and ``dsl.OneOf`` gives the
 sub-pipeline one output either way. The summary also runs with ``.ignore_upstream_failure()``
 and gets the bot list itself, so on a cluster a bot whose training *crashed* (out of memory, a
@@ -42,19 +42,16 @@ from kfp import dsl
 
 from botyard.components.base.config import GpuConfig
 from botyard.components.base.errors import BotyardError, ConfigError
-from botyard.components.fleet.component import check_bot, record_outcome, summarise_fleet
+from botyard.components.fleet.component import check_bot_data, record_outcome, summarise_fleet
 from botyard.components.fleet.core import DEFAULT_PARALLELISM
 from botyard.pipelines.bot_training import build_bot_training
 from botyard.pipelines.local_run import local_session
+from botyard.pipelines.signatures import parameter, pipeline_function
 
 PIPELINE_NAME = "fleet-training"
 MAX_PARALLELISM = 256
 PER_BOT_INPUTS = ("bot_id", "data_uri")  # come from each item of ``bots``; every other input is shared
 _PYTHON_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool, "List": list, "Struct": dict}
-
-
-def _param(name: str, kind: type, default=inspect.Parameter.empty) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
 
 
 def shared_inputs(bot_training) -> list[inspect.Parameter]:
@@ -67,23 +64,8 @@ def shared_inputs(bot_training) -> list[inspect.Parameter]:
     for name, spec in bot_training.component_spec.inputs.items():
         if name in PER_BOT_INPUTS:
             continue
-        params.append(_param(name, _PYTHON_TYPES[spec.type], inspect.Parameter.empty if spec.default is None else spec.default))
+        params.append(parameter(name, _PYTHON_TYPES[spec.type], inspect.Parameter.empty if spec.default is None else spec.default))
     return params
-
-
-def _pipeline_func(body, name: str, params: list[inspect.Parameter], returns=inspect.Signature.empty):
-    """A function with the given signature for ``dsl.pipeline``, calling ``body`` with a dict of its arguments.
-
-    KFP reads a pipeline's interface from ``inspect.signature`` and calls it with one channel per input, in order.
-    """
-    names = [p.name for p in params]
-
-    def pipeline_func(*args):
-        return body(dict(zip(names, args)))
-
-    pipeline_func.__signature__ = inspect.Signature(params, return_annotation=returns)
-    pipeline_func.__name__ = pipeline_func.__qualname__ = name
-    return pipeline_func
 
 
 def build_fleet_training(gpu: "GpuConfig | None" = None, parallelism: int = DEFAULT_PARALLELISM):
@@ -95,22 +77,22 @@ def build_fleet_training(gpu: "GpuConfig | None" = None, parallelism: int = DEFA
     shared = shared_inputs(bot_training)
 
     def fleet_bot(args: dict):
-        gate = check_bot(bot_id=args["bot_id"], data_uri=args["data_uri"], min_examples_per_intent=args["min_examples_per_intent"])
-        gate.set_display_name("Check bot data").set_caching_options(False)  # the data behind a URI may change
-        with dsl.If(gate.outputs["ok"] == True, name="data-ok"):  # noqa: E712 (a KFP condition, not Python)
+        data_check = check_bot_data(bot_id=args["bot_id"], data_uri=args["data_uri"], min_examples_per_intent=args["min_examples_per_intent"])
+        data_check.set_display_name("Check bot data").set_caching_options(False)  # the data behind a URI may change
+        with dsl.If(data_check.outputs["ok"] == True, name="data-ok"):  # noqa: E712 (a KFP condition, not Python)
             trained = bot_training(**args).set_display_name("Train bot")
-            succeeded = record_outcome(outcome=gate.outputs["outcome"], version_uri=trained.output)
+            succeeded = record_outcome(outcome=data_check.outputs["outcome"], version_uri=trained.output)
             succeeded.set_display_name("Record model version").set_caching_options(False)
         with dsl.Else(name="data-invalid"):
-            rejected = record_outcome(outcome=gate.outputs["outcome"])
+            rejected = record_outcome(outcome=data_check.outputs["outcome"])
             rejected.set_display_name("Record data problem").set_caching_options(False)
         return dsl.OneOf(succeeded.output, rejected.output)
 
     # inside the loop every input is passed explicitly: no defaults on the sub-pipeline
-    fleet_bot_inputs = [_param(n, str) for n in PER_BOT_INPUTS] + [p.replace(default=inspect.Parameter.empty) for p in shared]
+    fleet_bot_inputs = [parameter(n, str) for n in PER_BOT_INPUTS] + [p.replace(default=inspect.Parameter.empty) for p in shared]
     fleet_bot_pipeline = dsl.pipeline(
         name="fleet-bot", description="One bot of a fleet run: check its data, train it, record its outcome."
-    )(_pipeline_func(fleet_bot, "fleet_bot", fleet_bot_inputs, str))
+    )(pipeline_function(fleet_bot, "fleet_bot", fleet_bot_inputs, str))
 
     def fleet(args: dict):
         bots = args.pop("bots")
@@ -123,7 +105,7 @@ def build_fleet_training(gpu: "GpuConfig | None" = None, parallelism: int = DEFA
         name=PIPELINE_NAME,
         description=f"Train, evaluate and register many bots in one run ({parallelism} at a time); "
         "a bot with bad data is reported as failed and the others go on.",
-    )(_pipeline_func(fleet, "fleet_training", [_param("bots", list)] + shared))
+    )(pipeline_function(fleet, "fleet_training", [parameter("bots", list)] + shared))
 
 
 fleet_training = build_fleet_training()

@@ -24,9 +24,8 @@ from importlib import resources
 from botyard.components.base import contracts as c
 from botyard.components.base.config import ValidationConfig
 from botyard.components.base.errors import BotyardError
-from botyard.components.ingest.core import read_training_data
 from botyard.components.base.model_store import ModelStore, check_bot_id
-from botyard.components.validate.core import ValidationReport, validate_table
+from botyard.components.base.training_data import TrainingData, load_training_data
 
 SAMPLE_BOT_ID = "sample-bot"
 
@@ -36,11 +35,9 @@ def sample_bot_data() -> str:
     return str(resources.files("botyard.pipelines") / "sample_bot" / "nlu.yml")
 
 
-def preflight(data_uri: str, min_examples_per_intent: int = ValidationConfig().min_examples_per_intent) -> ValidationReport:
+def preflight(data_uri: str, min_examples_per_intent: int = ValidationConfig().min_examples_per_intent) -> TrainingData:
     """Ingest and validate in-process; raises ``DataValidationError`` with the full message."""
-    report = validate_table(read_training_data(data_uri), data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
-    report.raise_for_errors()
-    return report
+    return load_training_data(data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
 
 
 @dataclass
@@ -73,17 +70,17 @@ class LocalRun:
     @property
     def blessing(self) -> dict | None:
         """The promotion gate's verdict, or None if the gate did not run."""
-        return self._artifact_json("gate", "blessing", "blessing.json")
+        return self._artifact_json("gate", "blessing", c.BLESSING_FILE)
 
     @property
     def infra_result(self) -> dict | None:
         """The infra check's verdict, or None if it did not run (candidate not blessed)."""
-        return self._artifact_json("infra-check", "result", "infra_check.json")
+        return self._artifact_json("infra-check", "result", c.INFRA_CHECK_FILE)
 
     @property
     def deployment(self) -> dict | None:
         """What the deploy step did, or None if it did not run."""
-        return self._artifact_json("deploy", "deployment", "deployment.json")
+        return self._artifact_json("deploy", "deployment", c.DEPLOYMENT_FILE)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

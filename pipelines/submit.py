@@ -251,14 +251,10 @@ def data_fingerprint(data_uri: str, min_examples_per_intent: int | None = None) 
 
     Bad data raises ``DataValidationError`` here, before any cluster time is spent.
     """
-    from botyard.components.ingest.core import read_training_data
-    from botyard.components.base.table import data_hash
-    from botyard.components.validate.core import validate_table
+    from botyard.components.base.training_data import load_training_data
 
-    table = read_training_data(data_uri)
     config = ValidationConfig() if min_examples_per_intent is None else ValidationConfig(min_examples_per_intent=int(min_examples_per_intent))
-    validate_table(table, data_uri, config).raise_for_errors()
-    return data_hash(table)
+    return load_training_data(data_uri, config).data_hash
 
 
 def default_models_root() -> str:

@@ -27,6 +27,7 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
+from botyard.components.base.net import free_port
 
 POSTGRES_INSTALL = "apt-get update && apt-get install -y --no-install-recommends postgresql"
 URL_ENV = "BOTYARD_TEST_POSTGRES_URL"
@@ -44,12 +45,6 @@ def find_bin_dir() -> Path:
     if not found:
         raise PostgresUnavailable(f"PostgreSQL is not installed (no pg_ctl); install it with: {POSTGRES_INSTALL}")
     return Path(found).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
@@ -123,7 +118,7 @@ def start_postgres(start_timeout: float = 60.0) -> Iterator[PostgresServer]:
             check=True, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         for attempt in range(3):  # a free port can be taken between choosing and binding it
-            port = _free_port()
+            port = free_port()
             options = (
                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB"

@@ -118,14 +118,14 @@ def test_bad_bot_lists_are_refused(items, message):
     assert message in str(err.value)
 
 
-def test_the_gate_turns_bad_data_into_a_failed_outcome(tmp_path):
-    ok = core.check_bot("a", _csv(tmp_path / "a.csv", tiny_rows()))
+def test_the_data_check_turns_bad_data_into_a_failed_outcome(tmp_path):
+    ok = core.check_bot_data("a", _csv(tmp_path / "a.csv", tiny_rows()))
     assert ok["status"] == "ready" and len(ok["data_hash"]) == 64
-    bad = core.check_bot("b", _csv(tmp_path / "b.csv", tiny_rows(intents=("greet",), per_intent=3)))
+    bad = core.check_bot_data("b", _csv(tmp_path / "b.csv", tiny_rows(intents=("greet",), per_intent=3)))
     assert (bad["status"], bad["stage"]) == ("failed", "validate") and "found 1 intent(s) ['greet']" in bad["reason"]
-    missing = core.check_bot("c", str(tmp_path / "nope.csv"))
+    missing = core.check_bot_data("c", str(tmp_path / "nope.csv"))
     assert (missing["stage"], missing["status"]) == ("ingest", "failed") and "cannot read the file" in missing["reason"]
-    assert core.check_bot("Bad", "x.csv")["stage"] == "bot_id"
+    assert core.check_bot_data("Bad", "x.csv")["stage"] == "bot_id"
 
 
 def test_summary_lists_every_bot_in_order_and_counts_missing_outcomes_as_failed():
@@ -133,7 +133,7 @@ def test_summary_lists_every_bot_in_order_and_counts_missing_outcomes_as_failed(
     outcomes = [
         json.dumps({"bot_id": "c", "status": "failed", "stage": "validate", "reason": "too few | examples"}),
         json.dumps({"bot_id": "a", "status": "succeeded", "version": "v1", "metrics": {"accuracy": 0.9, "macro_f1": 0.8}, "live": True}),
-        json.dumps({"bot_id": "d", "status": "ready"}),  # gated, but its training never reported
+        json.dumps({"bot_id": "d", "status": "ready"}),  # checked, but its training never reported
         "not json",
     ]
     s = core.summarise(bots, outcomes)

@@ -10,10 +10,13 @@ from botyard.components.base import contracts as c
 from botyard.components.base.config import TrainConfig
 from botyard.components.deploy.core import check_blessed, deploy_version, rollback
 from botyard.components.base.errors import ConfigError, DeployError, ModelStoreError
-from botyard.components.gate.core import BLESSED_MARKER, NOT_BLESSED_MARKER, GateConfig, judge, read_blessing, run_gate, write_blessing
+from botyard.components.base.artifacts import read_blessing, write_blessing
+from botyard.components.base.contracts import BLESSED_MARKER, NOT_BLESSED_MARKER
+from botyard.components.evaluate.core import evaluate_model_dir
+from botyard.components.gate.core import GateConfig, judge, run_gate, score_live
 from botyard.components.base.model_store import ModelStore
 from botyard.components.base.table import make_table
-from botyard.components.train.core import train_intent_model
+from botyard.pipelines.in_process import train_model
 
 from conftest import tiny_rows
 
@@ -68,31 +71,36 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     table = make_table(tiny_rows(per_intent=8))
     store = ModelStore(str(root / "models"))
-    versions = []
+    versions, evaluations = [], []
     for n in range(2):
         out = str(root / f"m{n}")
-        result = train_intent_model(table, table, TrainConfig(**TINY, seed=n), out)
-        meta = {c.DATA_HASH: f"{n:064d}", c.LABELS: result.labels, c.OOS_THRESHOLD: 0.3, c.HYPERPARAMETERS: {}, c.METRICS: {}}
+        result = train_model(table, table, TrainConfig(**TINY, seed=n), out)
+        evaluation = evaluate_model_dir(out, table, table, str(root / f"e{n}")).to_json()
+        meta = {c.DATA_HASH: f"{n:064d}", c.LABELS: result.labels, c.OOS_THRESHOLD: evaluation[c.OOS_THRESHOLD],
+                c.HYPERPARAMETERS: {}, c.METRICS: evaluation[c.METRICS]}
         versions.append(store.register("bot-a", os.path.join(out, c.SAVED_MODEL_DIR), meta))
-    return store, versions, table
+        evaluations.append(evaluation)
+    return store, versions, table, evaluations
 
 
 def test_run_gate_scores_candidate_and_live_on_the_same_data(store, tmp_path):
-    models, (v1, v2), table = store
-    first = run_gate(models.root, "bot-a", v1, table, GateConfig(min_accuracy=0.0))
+    models, (v1, v2), table, (e1, e2) = store
+    first = run_gate(models.root, "bot-a", v1, e1, table, GateConfig(min_accuracy=0.0))
     assert first.blessed and first.live is None
     models.promote("bot-a", v1)
-    second = run_gate(models.root, "bot-a", v2, table, GateConfig(min_accuracy=0.0, max_accuracy_drop=1.0, max_intent_recall_drop=1.0))
+    second = run_gate(models.root, "bot-a", v2, e2, table, GateConfig(min_accuracy=0.0, max_accuracy_drop=1.0, max_intent_recall_drop=1.0))
     assert second.live["version"] == v1 and second.candidate["version"] == v2
     assert set(second.candidate["per_intent_recall"]) == {"bye", "greet", "weather"}
-    write_blessing(second, str(tmp_path))
+    # one scoring path: the live version scored by the gate == what evaluate reported for it
+    assert second.live["accuracy"] == e1[c.METRICS]["accuracy"] and second.candidate["accuracy"] == e2[c.METRICS]["accuracy"]
+    write_blessing(str(tmp_path), second.to_json())
     assert (tmp_path / BLESSED_MARKER).exists() and not (tmp_path / NOT_BLESSED_MARKER).exists()
     assert read_blessing(str(tmp_path))["blessed"] is True
     assert "# Promotion gate: BLESSED" in second.to_markdown()
 
 
 def test_local_deploy_promotes_and_rollback_restores(store):
-    models, (v1, v2), _ = store
+    models, (v1, v2), _, _ = store
     models.promote("bot-a", v1)
     deployed = deploy_version(models.root, "bot-a", v2)
     assert (deployed.action, deployed.previous, models.current("bot-a")) == ("promoted", v1, v2)
@@ -120,7 +128,7 @@ def test_cluster_deploy_and_rollback_move_the_inference_service_and_the_pointer(
 
     from botyard.components.deploy.cluster import ClusterDeployConfig
 
-    models, (v1, v2), _ = store
+    models, (v1, v2), _, _ = store
     config = ClusterDeployConfig(ready_timeout_s=5, poll_interval_s=0.01)
     with running_fake_kube() as (server, api_client):
         first = deploy_version(models.root, "bot-a", v1, "cluster", config, api_client)
@@ -130,3 +138,25 @@ def test_cluster_deploy_and_rollback_move_the_inference_service_and_the_pointer(
         back = rollback(models.root, "bot-a", target="cluster", cluster=config, api_client=api_client)
         assert (back.version, back.previous, models.current("bot-a")) == (v1, v2, v1)
         assert server.get("bot-a")["spec"]["predictor"]["model"]["storageUri"] == models.version_dir("bot-a", v1)
+
+
+def test_the_gate_scores_a_bot_with_an_oos_intent_as_evaluate_does(tmp_path):
+    """Regression: the gate once took argmax over every label, learned ``oos`` included, and
+    reported a different accuracy than evaluate on the same rows."""
+    rows = tiny_rows(intents=("greet", "bye"), per_intent=8)
+    rows += [{"utterance": u, "intent": c.OOS_INTENT} for u in
+             ("what is the capital of peru", "play some jazz", "how tall is everest", "sing a song",
+              "book a flight", "translate this", "who won the game", "order pizza")]
+    table = make_table(rows)
+    out = str(tmp_path / "model")
+    train_model(table, table, TrainConfig(**TINY), out)
+    evaluation = evaluate_model_dir(out, table, table, str(tmp_path / "evaluation")).to_json()
+    store = ModelStore(str(tmp_path / "models"))
+    labels = ["bye", "greet", c.OOS_INTENT]
+    version = store.register("oos-bot", os.path.join(out, c.SAVED_MODEL_DIR), {
+        c.DATA_HASH: "0" * 64, c.LABELS: labels, c.OOS_THRESHOLD: evaluation[c.OOS_THRESHOLD],
+        c.HYPERPARAMETERS: {}, c.METRICS: evaluation[c.METRICS]})
+    live = score_live(store, "oos-bot", version, table)
+    assert live["accuracy"] == store.metadata("oos-bot", version)[c.METRICS]["accuracy"]
+    assert live["macro_f1"] == evaluation[c.METRICS]["macro_f1"]
+    assert set(live["per_intent_recall"]) == {"bye", "greet"}  # ``oos`` is never an answer, so never an intent scored

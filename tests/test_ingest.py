@@ -8,7 +8,7 @@ import pytest
 
 from botyard.components.base import contracts as c
 from botyard.components.base.errors import DataValidationError
-from botyard.components.ingest.core import parse_annotated, read_training_data
+from botyard.components.base.data_formats import parse_annotated, read_training_data
 from botyard.components.base.table import data_hash, read_table, write_table
 
 CSV = "text,intent\nbook a table for two,book\nhi there,greet\nwhat time is it in Paris,time\n"

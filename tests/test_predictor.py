@@ -44,11 +44,11 @@ INTENTS_B = {
 
 
 def _train(intents: dict[str, list[str]], out_dir: str) -> dict:
-    from botyard.components.train.core import train_intent_model
+    from botyard.pipelines.in_process import train_model
 
     table = make_table({"utterance": u, "intent": i} for i, us in intents.items() for u in us)
     config = TrainConfig(epochs=2, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ngrams=200, ngram_units=8)
-    result = train_intent_model(table, table, config, out_dir)
+    result = train_model(table, table, config, out_dir)
     return {
         c.DATA_HASH: data_hash(table), c.LABELS: result.labels, c.OOS_THRESHOLD: 0.0,
         c.HYPERPARAMETERS: config.to_dict(), c.METRICS: {},
@@ -88,7 +88,7 @@ def store(models, tmp_path_factory) -> ModelStore:
 
 @pytest.fixture(scope="session")
 def predictor(store, tmp_path_factory):
-    from botyard.components.predictor.server import start_predictor
+    from botyard.components.base.predictor_client import start_predictor
 
     log_path = str(tmp_path_factory.mktemp("predictor") / "predictor.log")
     extra = ["--max-batch", str(MAX_BATCH), "--max-utterance-chars", str(MAX_CHARS), "--top-k", str(TOP_K)]
@@ -251,7 +251,7 @@ def test_version_that_fails_to_load_is_not_ready_and_others_keep_serving(predict
 
 def test_waiting_for_a_bot_that_failed_to_load_fails_fast(predictor):
     from botyard.components.base.errors import DeployError
-    from botyard.components.predictor.server import PredictorProcess
+    from botyard.components.base.predictor_client import PredictorProcess
 
     waiter = PredictorProcess(predictor.process, predictor.host, predictor.port, predictor.log_path)
     waiter.wait_ready(10, ["alpha", "beta"])
@@ -274,7 +274,7 @@ def _wait_for(condition, timeout: float, what: str):
 
 
 def test_hot_swap_to_promoted_version_drops_no_request(predictor, store, models):
-    from botyard.components.predictor.server import PredictorClient
+    from botyard.components.base.predictor_client import PredictorClient
 
     old = store.current("swap")
     answers: list[tuple[int, str | None]] = []
@@ -382,7 +382,7 @@ def test_serve_command_line_and_config():
 
 def test_one_model_version_folder_serves_under_the_inference_service_name(store):
     """A per-bot InferenceService mounts one version folder at /mnt/models and passes --model-name."""
-    from botyard.components.predictor.server import start_predictor
+    from botyard.components.base.predictor_client import start_predictor
 
     version = store.current("alpha")
     with start_predictor(store.version_dir("alpha", version), extra_args=["--model-name", "bot-alpha-isvc"],

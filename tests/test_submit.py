@@ -55,7 +55,7 @@ def models_root(tmp_path) -> str:
 
 
 def _hash(uri: str) -> str:
-    from botyard.components.ingest.core import read_training_data
+    from botyard.components.base.data_formats import read_training_data
     from botyard.components.base.table import data_hash
 
     return data_hash(read_training_data(uri))

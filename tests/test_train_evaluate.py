@@ -14,7 +14,7 @@ from botyard.components.base.config import TrainConfig
 from botyard.components.evaluate.core import evaluate_model_dir
 from botyard.components.evaluate.threshold import choose_threshold
 from botyard.components.base.table import make_table
-from botyard.components.train.core import train_intent_model
+from botyard.pipelines.in_process import train_model
 
 from conftest import tiny_rows
 
@@ -25,7 +25,7 @@ TINY = dict(epochs=3, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ng
 def trained(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("model"))
     table = make_table(tiny_rows(per_intent=8))
-    result = train_intent_model(table, table, TrainConfig(**TINY), out)
+    result = train_model(table, table, TrainConfig(**TINY), out)
     return out, result, table
 
 
@@ -43,10 +43,11 @@ def test_exported_signature_is_string_in_probabilities_out(trained):
 
 
 def test_lstm_settings_are_cudnn_eligible():
-    from botyard.components.train.model import build_classifier, build_vectorizer
+    from botyard.components.base import featurizer
+    from botyard.components.train.model import build_classifier
 
     config = TrainConfig(**TINY)
-    model = build_classifier(config, build_vectorizer(config, ["a b", "c d"]), 2)
+    model = build_classifier(config, featurizer.build(featurizer.adapt_spec(config, ["a b", "c d"])), 2)
     lstms = [layer for layer in model._flatten_layers() if layer.__class__.__name__ == "LSTM"]
     assert lstms
     for lstm in lstms:
@@ -76,3 +77,32 @@ def test_threshold_with_oos_examples_separates_them():
     assert threshold == pytest.approx(0.9) and "rejecting at least 70% of its out-of-scope examples" in criterion
     # no threshold reaches a 100% floor that keeps any in-scope row: fall back to the sum criterion
     assert choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"], min_oos_recall=1.01)[1].startswith("maximises in-scope accuracy + out-of-scope recall")
+
+
+def test_the_featurizer_inside_the_saved_model_equals_the_featurize_artifact(trained):
+    """Serving featurizes exactly as the featurize step's artifact does, unseen words included."""
+    from botyard.components.base import featurizer
+    from botyard.pipelines.in_process import FEATURIZER_DIR
+
+    out, _, _ = trained
+    utterances = ["hello", "Rain today?!", "zyxwvut qqq unseen-words", "  bye   bye  ", "émoji 🙂 ok", ""]
+    from_artifact = featurizer.build(featurizer.load_spec(os.path.join(out, FEATURIZER_DIR)))(tf.constant(utterances))
+    saved = tf.saved_model.load(os.path.join(out, c.SAVED_MODEL_DIR)).signatures[c.FEATURES_SIGNATURE]
+    from_model = saved(utterances=tf.constant(utterances))
+    assert set(from_model) == set(from_artifact) == {featurizer.TOKEN_IDS, featurizer.NGRAMS, featurizer.CHAR_NGRAMS}
+    for name in from_artifact:
+        np.testing.assert_array_equal(from_artifact[name].numpy(), from_model[name].numpy())
+    ids = from_model[featurizer.TOKEN_IDS].numpy()
+    assert (ids[2][:3] == 1).all()  # unseen words: out of vocabulary, not dropped
+
+
+def test_the_featurizer_learns_only_from_the_training_split(tmp_path):
+    from botyard.components.base import featurizer
+    from botyard.components.featurize.core import featurize
+
+    train = make_table(tiny_rows(per_intent=8))
+    featurize(train, TrainConfig(**TINY), str(tmp_path))
+    spec = featurizer.load_spec(str(tmp_path))
+    words = spec["views"][featurizer.TOKEN_IDS]["vocabulary"]
+    assert words[:2] == ["", "[UNK]"] and "hello" in words and "zyxwvut" not in words
+    assert featurizer.summary(spec)[featurizer.NGRAMS] <= 200

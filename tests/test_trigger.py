@@ -44,6 +44,7 @@ from botyard.pipelines.trigger import (
 from botyard.pipelines.trigger.auth import load_secret, sign
 from botyard.pipelines.trigger.dispatcher import Dispatcher, kfp_backend
 from botyard.pipelines.trigger.event_store import Store
+from botyard.components.base.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -692,17 +693,11 @@ def test_two_replicas_on_postgresql_never_process_an_event_twice(tmp_path, postg
 
 
 # --- a real server, killed and restarted -----------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
     """``botyard trigger-server`` in a subprocess on 127.0.0.1 with the recording back end."""
 
     def __init__(self, tmp_path: Path, db_url: str, name: str, *args: str):
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = tmp_path / f"{name}.log"
         env = {
             **os.environ,

@@ -8,8 +8,8 @@ import pytest
 
 from botyard.components.base.config import ValidationConfig
 from botyard.components.base.errors import ConfigError, DataValidationError
-from botyard.components.ingest.core import read_training_data
-from botyard.components.validate.core import validate_table
+from botyard.components.base.data_formats import read_training_data
+from botyard.components.base.data_checks import validate_table
 
 from conftest import SAMPLE_BOT
 

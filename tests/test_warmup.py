@@ -28,12 +28,12 @@ INTENTS = {
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A tiny trained model artifact: ``(saved_model_dir, labels)``."""
-    from botyard.components.train.core import train_intent_model
+    from botyard.pipelines.in_process import train_model
 
     out = str(tmp_path_factory.mktemp("warmup-model"))
     table = make_table({"utterance": u, "intent": i} for i, us in INTENTS.items() for u in us)
     config = TrainConfig(epochs=2, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ngrams=200, ngram_units=8)
-    result = train_intent_model(table, table, config, out)
+    result = train_model(table, table, config, out)
     return os.path.join(out, c.SAVED_MODEL_DIR), result.labels
 
 

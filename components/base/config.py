@@ -39,6 +39,45 @@ class ConfigBase:
             raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
 
+    @classmethod
+    def from_parameters(cls, values: dict[str, Any]):
+        """From pipeline parameters: missing fields keep their defaults, values are coerced to the
+        fields' types (KFP hands a dict of pipeline parameters over as strings: ``"3.0"``, ``"true"``)."""
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(kinds))
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(kinds)}")
+        return cls(**{name: _coerce(cls.__name__, name, kinds[name], value) for name, value in values.items()})
+
+    @classmethod
+    def parameter_fields(cls) -> list[tuple[str, type, Any]]:
+        """``(name, type, default)`` of every field a pipeline exposes as a parameter, in declaration order."""
+        return [(f.name, _PARAMETER_TYPES[f.type], f.default) for f in dataclasses.fields(cls) if f.type in _PARAMETER_TYPES]
+
+
+_PARAMETER_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _coerce(owner: str, name: str, kind: str, value: Any) -> Any:
+    """``value`` as the field type ``kind`` (an annotation string, as ``from __future__ import annotations`` leaves it)."""
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.strip().lower() in ("true", "1")
+            return bool(value)
+        if kind == "int":
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
+        if kind == "float":
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{owner}.{name} = {value!r} is not a valid {kind}") from None
+    return value
+
 
 @dataclass(frozen=True)
 class ValidationConfig(ConfigBase):

@@ -35,9 +35,13 @@ METADATA_FILE = "metadata.json"
 EVALUATION_DIR = "evaluation"
 CURRENT_POINTER = "CURRENT"
 SERVING_SIGNATURE = "serving_default"
+FEATURES_SIGNATURE = "features"  # the embedded featurizer: utterances -> its features
 SIGNATURE_INPUT = "utterances"
 OUTPUT_PROBABILITIES = "probabilities"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+# --- the predictor's wire contract ------------------------------------------------------------
+LOAD_FAILED = "failed to load"  # in the 503 message of a bot whose live version failed to load
 
 # keys of metadata.json
 BOT_ID = "bot_id"
@@ -50,8 +54,14 @@ HYPERPARAMETERS = "hyperparameters"
 METRICS = "metrics"
 METADATA_KEYS = (BOT_ID, VERSION, CREATED_AT, DATA_HASH, LABELS, OOS_THRESHOLD, HYPERPARAMETERS, METRICS)
 
-# --- files inside a trained Model artifact (before it is registered) --------------------------
-TRAINING_FILE = "training.json"  # labels, hyperparameters, history
+# --- files inside the steps' artifact folders (read and written by ``base.artifacts``) ----------
+FEATURIZER_FILE = "featurizer.json"  # featurize: settings, vocabularies, idf weights
+TRAINING_FILE = "training.json"  # train: labels, hyperparameters, history, device
+BLESSING_FILE = "blessing.json"  # promotion gate: verdict, reasons, both versions' figures
+BLESSED_MARKER = "BLESSED"  # an empty marker file beside blessing.json, as TFX's Evaluator writes
+NOT_BLESSED_MARKER = "NOT_BLESSED"
+INFRA_CHECK_FILE = "infra_check.json"  # infra check: verdict, reasons, latency
+DEPLOYMENT_FILE = "deployment.json"  # deploy: action, previous version, URL
 # --- files inside the evaluation artifact / the version's evaluation/ ------------------------
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.csv"

@@ -35,6 +35,7 @@ class DataValidationError(BotyardError, ValueError):
     def __init__(self, message: str, *, source: str | None = None, problems: list[str] | None = None):
         self.source = source
         self.problems = list(problems or [])
+        self.stage: str | None = None  # the step it stops: set by ``base.training_data``
         super().__init__(message)
 
 

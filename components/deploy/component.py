@@ -39,25 +39,14 @@ def deploy(
         deployment: deployment.json with the action taken and the previous version.
         action: created / updated / unchanged / canary-promoted / promoted.
     """
-    import json
-    import os
     from collections import namedtuple
 
-    from botyard.components.deploy.cluster import ClusterDeployConfig
-    from botyard.components.deploy.core import check_blessed, deploy_version
-    from botyard.components.gate.core import read_blessing
-    from botyard.components.infra_check.core import read_infra_result
+    from botyard.components.deploy.core import deploy_blessed
 
-    check_blessed(read_blessing(blessing.path), read_infra_result(infra_result.path))
-    cluster = None
-    if target == "cluster":
-        cluster = ClusterDeployConfig(
-            namespace=namespace, mode=serving_mode, ready_timeout_s=ready_timeout_s,
-            canary_traffic_percent=canary_traffic_percent or None,
-        )
-    done = deploy_version(models_root, bot_id, version, target, cluster)
-    os.makedirs(deployment.path, exist_ok=True)
-    with open(os.path.join(deployment.path, "deployment.json"), "w", encoding="utf-8") as f:
-        json.dump(done.to_json(), f, indent=2)
+    done = deploy_blessed(
+        blessing.path, infra_result.path, models_root, bot_id, version, target, deployment.path,
+        namespace=namespace, serving_mode=serving_mode, canary_traffic_percent=canary_traffic_percent,
+        ready_timeout_s=ready_timeout_s,
+    )
     deployment.metadata.update(done.to_json())
     return namedtuple("DeployOutputs", ["action"])(done.action)

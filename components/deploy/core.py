@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from botyard.components.base.artifacts import read_blessing, read_infra_result, write_json
+from botyard.components.base.contracts import DEPLOYMENT_FILE
 from botyard.components.deploy.cluster import ClusterDeployConfig, ClusterDeployer
 from botyard.components.base.errors import ConfigError, DeployError, ModelStoreError
 from botyard.components.base.model_store import ModelStore
@@ -74,6 +76,34 @@ def deploy_version(
         result = deployer.deploy(bot_id, version, store.version_dir(bot_id, version))
         store.promote(bot_id, version)
     return Deployment(bot_id, version, target, result.action, previous, result.url)
+
+
+def deploy_blessed(
+    blessing_dir: str,
+    infra_dir: str,
+    models_root: str,
+    bot_id: str,
+    version: str,
+    target: str,
+    deployment_dir: str,
+    *,
+    namespace: str,
+    serving_mode: str,
+    canary_traffic_percent: int,
+    ready_timeout_s: float,
+) -> Deployment:
+    """The deploy step: refuse unless the gate and the infra check blessed ``version``, deploy it,
+    write ``deployment.json``. ``canary_traffic_percent`` 0 means no canary."""
+    check_blessed(read_blessing(blessing_dir), read_infra_result(infra_dir))
+    cluster = None
+    if target == "cluster":
+        cluster = ClusterDeployConfig(
+            namespace=namespace, mode=serving_mode, ready_timeout_s=ready_timeout_s,
+            canary_traffic_percent=canary_traffic_percent or None,
+        )
+    done = deploy_version(models_root, bot_id, version, target, cluster)
+    write_json(deployment_dir, DEPLOYMENT_FILE, done.to_json())
+    return done
 
 
 def previous_version(store: ModelStore, bot_id: str) -> str:

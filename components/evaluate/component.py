@@ -39,10 +39,8 @@ def evaluate(
 
     os.makedirs(evaluation.path, exist_ok=True)
     result = evaluate_model_dir(model.path, read_table(val_data.path), read_table(test_data.path), evaluation.path)
-    for name, value in result.metrics.items():
-        if isinstance(value, (int, float)):
-            metrics.log_metric(name, round(float(value), 4))
-    metrics.log_metric(c.OOS_THRESHOLD, round(result.oos_threshold, 4))
+    for name, value in result.logged_metrics().items():
+        metrics.log_metric(name, value)
     confusion_matrix.log_confusion_matrix(result.labels, result.confusion.tolist())
     with open(report.path, "w", encoding="utf-8") as f:
         f.write(per_intent_markdown(result))

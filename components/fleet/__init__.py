@@ -1,1 +1,1 @@
-"""Fleet training: the per-bot gate, each bot's outcome, and the fleet run's summary."""
+"""Fleet training: the per-bot data check, each bot's outcome, and the fleet run's summary."""

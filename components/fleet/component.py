@@ -1,4 +1,4 @@
-"""KFP interface of the fleet steps: the per-bot gate, the outcome recorder and the summary."""
+"""KFP interface of the fleet steps: the per-bot data check, the outcome recorder and the summary."""
 
 from typing import List, NamedTuple
 
@@ -8,7 +8,7 @@ from botyard.components.base.kfp_component import botyard_component
 
 
 @botyard_component
-def check_bot(
+def check_bot_data(
     bot_id: str, data_uri: str, min_examples_per_intent: int
 ) -> NamedTuple("CheckBotOutputs", [("ok", bool), ("outcome", str)]):
     """Check one bot's id and training data before its training; bad data is reported, never raised.
@@ -26,7 +26,7 @@ def check_bot(
     from collections import namedtuple
 
     from botyard.components.base.config import ValidationConfig
-    from botyard.components.fleet.core import READY, STATUS, check_bot as check
+    from botyard.components.fleet.core import READY, STATUS, check_bot_data as check
 
     outcome = check(bot_id, data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
     return namedtuple("CheckBotOutputs", ["ok", "outcome"])(outcome[STATUS] == READY, json.dumps(outcome))
@@ -37,8 +37,8 @@ def record_outcome(outcome: str, version_uri: str = "") -> str:
     """Finish one bot's outcome: with a model version, read its headline metrics; without, pass the failure on.
 
     Args:
-        outcome: The gate's outcome (JSON).
-        version_uri: The registered model version (empty for a bot that failed the gate).
+        outcome: The data check's outcome (JSON).
+        version_uri: The registered model version (empty for a bot that failed its data check).
 
     Returns:
         The bot's final outcome (JSON).

@@ -3,7 +3,7 @@
 A fleet run trains many bots in one KFP run. Every bot ends in exactly one *outcome*, a
 small JSON object (keys below), so that one bot's bad data never fails the others::
 
-    gate (check_bot)  --ok-->  bot_training steps  -->  record_success  --+
+    data check        --ok-->  bot_training steps  -->  record_success  --+
           |                                                               +--> one outcome per bot
           +--not ok (DataValidationError / ConfigError: message kept)  ---+
 
@@ -43,7 +43,7 @@ METRICS = "metrics"
 OOS_THRESHOLD = "oos_threshold"
 LIVE = "live"  # the bot's CURRENT pointer names the new version (the promotion gate blessed and deployed it)
 
-READY = "ready"  # passed the gate; training follows
+READY = "ready"  # passed the data check; training follows
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 
@@ -114,30 +114,27 @@ def failed(bot_id: str, data_uri: str, stage: str, reason: str) -> dict:
     return {BOT_ID: bot_id, DATA_URI: data_uri, STATUS: FAILED, STAGE: stage, REASON: reason}
 
 
-def check_bot(bot_id: str, data_uri: str, validation: ValidationConfig | None = None) -> dict:
-    """The gate before a bot's training: read and validate its data in-process.
+def check_bot_data(bot_id: str, data_uri: str, validation: ValidationConfig | None = None) -> dict:
+    """The data check before a bot's training: read and validate its data in-process.
 
     Returns a ``ready`` outcome (with the data hash) or a ``failed`` one carrying the message
     of the ``BotyardError`` that stopped it; never raises for bad data or a bad bot id.
     """
-    from botyard.components.ingest.core import read_training_data
-    from botyard.components.base.table import data_hash
-    from botyard.components.validate.core import validate_table
+    from botyard.components.base.training_data import READ_STAGE, load_training_data
 
-    stage = "bot_id"
     try:
         check_bot_id(bot_id)
-        stage = "ingest"
-        table = read_training_data(data_uri)
-        stage = "validate"
-        validate_table(table, data_uri, validation or ValidationConfig()).raise_for_errors()
     except BotyardError as exc:
-        return failed(bot_id, data_uri, stage, str(exc))
-    return {BOT_ID: bot_id, DATA_URI: data_uri, STATUS: READY, DATA_HASH: data_hash(table)}
+        return failed(bot_id, data_uri, "bot_id", str(exc))
+    try:
+        data = load_training_data(data_uri, validation)
+    except BotyardError as exc:
+        return failed(bot_id, data_uri, getattr(exc, "stage", None) or READ_STAGE, str(exc))
+    return {BOT_ID: bot_id, DATA_URI: data_uri, STATUS: READY, DATA_HASH: data.data_hash}
 
 
 def record_success(outcome: dict, version_uri: str) -> dict:
-    """The ``succeeded`` outcome of a gated bot: its new model version, headline metrics, and whether it went live."""
+    """The ``succeeded`` outcome of a bot that passed its data check: its new model version, headline metrics, and whether it went live."""
     with storage.open_uri(storage.join(version_uri, c.METADATA_FILE)) as f:
         meta = json.load(f)
     metrics = meta.get(c.METRICS, {})
@@ -175,7 +172,7 @@ def summarise(bots: list[dict], outcomes: list) -> dict:
     entries = []
     for bot in bots:
         entry = by_bot.get(bot[BOT_ID])
-        if not entry or entry.get(STATUS) not in (SUCCEEDED, FAILED):  # a gated bot whose training never reported
+        if not entry or entry.get(STATUS) not in (SUCCEEDED, FAILED):  # a checked bot whose training never reported
             entry = failed(bot[BOT_ID], bot.get(DATA_URI, ""), "train", NO_OUTCOME_REASON)
         entries.append(entry)
     n_ok = sum(e[STATUS] == SUCCEEDED for e in entries)

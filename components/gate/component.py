@@ -7,6 +7,7 @@ from botyard.components.base.kfp_component import botyard_component
 
 @botyard_component
 def gate(
+    evaluation: Input[Artifact],
     test_data: Input[Dataset],
     bot_id: str,
     models_root: str,
@@ -20,7 +21,8 @@ def gate(
     """Bless the candidate only if it meets the thresholds and does not lose to the live version.
 
     Args:
-        test_data: Test rows both versions are scored on.
+        evaluation: The evaluate step's folder: the candidate's figures, scored there once.
+        test_data: Test rows the live version is scored on (the candidate's own test split).
         bot_id: The bot.
         models_root: Model store root.
         version: The candidate model version.
@@ -33,16 +35,11 @@ def gate(
         report: The verdict and every reason, rendered in the KFP UI.
         Whether the deploy step may run (the task's Output).
     """
-    from botyard.components.gate.core import GateConfig, run_gate, write_blessing
-    from botyard.components.base.table import read_table
+    from botyard.components.gate.core import GateConfig, gate as run_gate
 
-    def unset(value):
-        return None if value < 0 else value
-
-    config = GateConfig(min_accuracy=unset(min_accuracy), max_accuracy_drop=unset(max_accuracy_drop), max_intent_recall_drop=unset(max_intent_recall_drop))
-    result = run_gate(models_root, bot_id, version, read_table(test_data.path), config)
-    write_blessing(result, blessing.path)
-    with open(report.path, "w", encoding="utf-8") as f:
-        f.write(result.to_markdown())
+    config = GateConfig.from_parameters_unset_below_zero(
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop, max_intent_recall_drop=max_intent_recall_drop
+    )
+    result = run_gate(models_root, bot_id, version, evaluation.path, test_data.path, config, blessing.path, report.path)
     blessing.metadata.update({"blessed": result.blessed, "version": version})
     return result.blessed

@@ -1,29 +1,28 @@
 """Promotion gate (like TFX's Evaluator blessing): candidate vs the bot's live version, same test data.
 
-Value thresholds bound the candidate alone; change thresholds bound its loss against the
-live (promoted) version, both scored here on the candidate's test split. First run (no
-live version): only the value thresholds apply. No threshold configured at all: never
-blessed, since nothing was checked.
+The candidate's figures are read from the evaluate step's artifact (it is scored once, there);
+the live (promoted) version is scored here on the same test rows with the same function,
+``botyard.components.base.scoring.score``, and its own out-of-scope threshold. Value
+thresholds bound the candidate alone; change thresholds bound its loss against the live
+version. First run (no live version): only the value thresholds apply. No threshold
+configured at all: never blessed, since nothing was checked.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from botyard.components.base import contracts as c
+from botyard.components.base import scoring
 from botyard.components.base.config import ConfigBase
 from botyard.components.base.errors import ConfigError
-from botyard.components.evaluate.core import load_signature, predict_probabilities
+from botyard.components.base.model_io import load_version
 from botyard.components.base.model_store import ModelStore
 
-BLESSED_MARKER = "BLESSED"
-NOT_BLESSED_MARKER = "NOT_BLESSED"
-BLESSING_FILE = "blessing.json"
+# the figures a verdict compares (keys of a version's metrics)
+COMPARED = (scoring.ACCURACY, scoring.MACRO_F1, scoring.IN_SCOPE_ACCURACY, scoring.OOS_RECALL, scoring.PER_INTENT_RECALL)
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,11 @@ class GateConfig(ConfigBase):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise ConfigError(f"GateConfig.{name} = {value!r} is out of range; allowed: 0 to 1, or unset")
+
+    @classmethod
+    def from_parameters_unset_below_zero(cls, **values: float) -> "GateConfig":
+        """From pipeline parameters, where a negative value means "unset" (KFP has no optional floats)."""
+        return cls(**{k: (None if v is None or v < 0 else v) for k, v in values.items()})
 
     @property
     def any_threshold(self) -> bool:
@@ -70,23 +74,17 @@ class Blessing:
         return "\n".join(lines) + "\n"
 
 
-def score(signature, labels: list[str], test: pd.DataFrame) -> dict:
-    """Accuracy, macro-F1 and per-intent recall of one model version on ``test`` (in-scope rows)."""
-    from sklearn.metrics import f1_score
+def figures(metrics: dict, version: str) -> dict:
+    """The compared figures of one version, from its metrics (``base.scoring`` keys)."""
+    return {**{key: metrics.get(key) for key in COMPARED}, "version": version}
 
-    rows = test[test[c.INTENT] != c.OOS_INTENT]
-    intents = rows[c.INTENT].to_numpy(dtype=object)
-    probs = predict_probabilities(signature, rows[c.UTTERANCE].tolist())
-    predicted = np.asarray(labels, dtype=object)[probs.argmax(axis=1)] if len(rows) else np.array([], dtype=object)
-    recall = {
-        intent: float(np.mean(predicted[intents == intent] == intent)) for intent in sorted(set(intents))
-    }
-    return {
-        "accuracy": float(np.mean(predicted == intents)) if len(rows) else 0.0,
-        "macro_f1": float(f1_score(intents, predicted, average="macro", zero_division=0)) if len(rows) else 0.0,
-        "per_intent_recall": recall,
-        "labels": list(labels),
-    }
+
+def score_live(store: ModelStore, bot_id: str, version: str, test: pd.DataFrame) -> dict:
+    """The live version's figures on ``test``, scored as evaluate scored the candidate."""
+    live = load_version(store, bot_id, version)
+    probabilities = live.probabilities_of(test[c.UTTERANCE].tolist())
+    scored = scoring.score(probabilities, list(live.labels), live.oos_threshold, test[c.INTENT].to_numpy(dtype=object))
+    return figures(scored.metrics, version)
 
 
 def judge(candidate: dict, live: dict | None, config: GateConfig) -> tuple[bool, list[str]]:
@@ -121,29 +119,28 @@ def judge(candidate: dict, live: dict | None, config: GateConfig) -> tuple[bool,
     return not failures, failures + passes
 
 
-def run_gate(models_root: str, bot_id: str, candidate_version: str, test: pd.DataFrame, config: GateConfig) -> Blessing:
-    """Score the candidate and the live version on ``test`` and judge them."""
+def run_gate(
+    models_root: str, bot_id: str, candidate_version: str, evaluation: dict, test: pd.DataFrame, config: GateConfig
+) -> Blessing:
+    """Judge the candidate (figures from its ``evaluation.json``) against the live version scored on ``test``."""
     store = ModelStore(models_root)
-
-    def scored(version: str) -> dict:
-        meta = store.metadata(bot_id, version)
-        result = score(load_signature(store.saved_model_dir(bot_id, version)), meta[c.LABELS], test)
-        return {**result, "version": version}
-
-    candidate = scored(candidate_version)
+    candidate = figures(evaluation[c.METRICS], candidate_version)
     live_version = store.current(bot_id)
-    live = scored(live_version) if live_version and live_version != candidate_version else None
+    live = score_live(store, bot_id, live_version, test) if live_version and live_version != candidate_version else None
     blessed, reasons = judge(candidate, live, config)
     return Blessing(blessed, reasons, candidate, live, config.to_dict())
 
 
-def write_blessing(blessing: Blessing, output_dir: str) -> None:
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, BLESSING_FILE), "w", encoding="utf-8") as f:
-        json.dump(blessing.to_json(), f, indent=2)
-    open(os.path.join(output_dir, BLESSED_MARKER if blessing.blessed else NOT_BLESSED_MARKER), "w").close()
+def gate(
+    models_root: str, bot_id: str, version: str, evaluation_dir: str, test_path: str, config: GateConfig,
+    blessing_dir: str, report_path: str,
+) -> Blessing:
+    """The promotion gate step: judge, then write ``blessing.json`` + marker and the Markdown report."""
+    from botyard.components.base.artifacts import read_evaluation, write_blessing
+    from botyard.components.base.table import read_table
 
-
-def read_blessing(output_dir: str) -> dict:
-    with open(os.path.join(output_dir, BLESSING_FILE), encoding="utf-8") as f:
-        return json.load(f)
+    blessing = run_gate(models_root, bot_id, version, read_evaluation(evaluation_dir), read_table(test_path), config)
+    write_blessing(blessing_dir, blessing.to_json())
+    with open(report_path, "w", encoding="utf-8") as f:
+        f.write(blessing.to_markdown())
+    return blessing

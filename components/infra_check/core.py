@@ -14,10 +14,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from botyard.components.base import contracts as c
+from botyard.components.base.artifacts import write_json
 from botyard.components.base.errors import BotyardError
 from botyard.components.base.model_store import ModelStore
+from botyard.components.base.predictor_client import start_predictor
 
-INFRA_FILE = "infra_check.json"
 MAX_SAMPLES = 16
 
 
@@ -40,8 +41,6 @@ def _stage_candidate(models_root: str, bot_id: str, version: str, workdir: str) 
 
 def run_infra_check(models_root: str, bot_id: str, version: str, utterances: list[str], ready_timeout: float = 300.0) -> InfraResult:
     """Start a predictor on the candidate, send ``utterances`` (V1), check every answer."""
-    from botyard.components.predictor.server import start_predictor
-
     samples = [u for u in utterances if u.strip()][:MAX_SAMPLES] or ["hello"]
     labels = set(ModelStore(models_root).metadata(bot_id, version)[c.LABELS])
     with tempfile.TemporaryDirectory(prefix="botyard-infra-") as workdir:
@@ -69,11 +68,4 @@ def run_infra_check(models_root: str, bot_id: str, version: str, utterances: lis
 
 
 def write_infra_result(result: InfraResult, output_dir: str) -> None:
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, INFRA_FILE), "w", encoding="utf-8") as f:
-        json.dump(result.to_json(), f, indent=2)
-
-
-def read_infra_result(output_dir: str) -> dict:
-    with open(os.path.join(output_dir, INFRA_FILE), encoding="utf-8") as f:
-        return json.load(f)
+    write_json(output_dir, c.INFRA_CHECK_FILE, result.to_json())

@@ -22,14 +22,8 @@ def ingest(data_uri: str, dataset: Output[Dataset]) -> NamedTuple("IngestOutputs
     """
     from collections import namedtuple
 
-    from botyard.components.base import contracts as c
-    from botyard.components.ingest.core import read_training_data
-    from botyard.components.base.table import data_hash as fingerprint
-    from botyard.components.base.table import write_table
+    from botyard.components.ingest.core import ingest as run_ingest
 
-    table = read_training_data(data_uri)
-    digest = fingerprint(table)
-    write_table(table, dataset.path)
-    n_intents = int(table[c.INTENT].nunique())
-    dataset.metadata.update({c.META_DATA_HASH: digest, c.META_ROWS: len(table), c.META_INTENTS: n_intents, c.META_SOURCE: data_uri})
-    return namedtuple("IngestOutputs", ["data_hash", "rows", "intents"])(digest, len(table), n_intents)
+    result = run_ingest(data_uri, dataset.path)
+    dataset.metadata.update(result.artifact_metadata(data_uri))
+    return namedtuple("IngestOutputs", ["data_hash", "rows", "intents"])(result.data_hash, result.rows, result.intents)

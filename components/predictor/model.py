@@ -37,28 +37,24 @@ with and no request ever sees a half-loaded model.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from botyard.components.base import contracts as c
-from botyard.components.base.errors import ModelLoadError, RequestError
-from botyard.components.base.model_store import ModelStore
+from botyard.components.base.errors import RequestError, RequestTooLargeError
+from botyard.components.base.model_io import LoadedVersion
 from botyard.components.predictor import import_kserve
-from botyard.components.base.warmup import DEFAULT_WARMUP_UTTERANCES, read_warmup_requests
 
 kserve = import_kserve()
 from kserve.errors import ModelNotReady  # noqa: E402
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse  # noqa: E402
 
-from botyard.components.base.errors import RequestTooLargeError  # noqa: E402
-from botyard.components.evaluate.threshold import answerable_scores, decisions  # noqa: E402
+from botyard.components.base.decision import answerable_scores, decisions  # noqa: E402
 from botyard.components.predictor.errors import to_grpc_error  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -80,82 +76,10 @@ class RequestLimits:
     top_k: int = 3
 
 
-@dataclass(frozen=True)
-class LoadedVersion:
-    """A loaded, checked and warmed-up model version; never changed after loading."""
-
-    bot_id: str
-    version: str
-    labels: tuple[str, ...]
-    oos_threshold: float
-    metadata: dict
-    load_seconds: float
-    _signature: Any = field(repr=False)
-
-    def probabilities(self, utterances: list[str]) -> np.ndarray:
-        import tensorflow as tf
-
-        outputs = self._signature(**{c.SIGNATURE_INPUT: tf.constant(utterances, dtype=tf.string)})
-        return outputs[c.OUTPUT_PROBABILITIES].numpy()
-
-
-def _check_metadata(path: str, meta: dict) -> tuple[tuple[str, ...], float]:
-    labels = meta[c.LABELS]
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise ModelLoadError(f"{path}: '{c.LABELS}' must be a non-empty list of intent names")
-    threshold = meta[c.OOS_THRESHOLD]
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise ModelLoadError(f"{path}: '{c.OOS_THRESHOLD}' = {threshold!r}; expected a number from 0 to 1")
-    return tuple(labels), float(threshold)
-
-
-def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
-    """Load one version, check it against its metadata and replay its warm-up requests.
-
-    Raises ``ModelStoreError`` (``ModelLoadError`` when files are corrupt or inconsistent).
-    """
-    import tensorflow as tf
-
-    started = time.perf_counter()
-    meta = store.metadata(bot_id, version)
-    labels, threshold = _check_metadata(f"{store.version_dir(bot_id, version)}/{c.METADATA_FILE}", meta)
-    saved_model_dir = store.saved_model_dir(bot_id, version)
-    try:
-        saved_model = tf.saved_model.load(saved_model_dir)
-        signature = saved_model.signatures[c.SERVING_SIGNATURE]
-    except Exception as exc:  # TF raises many types (OSError, ValueError, DecodeError, ...)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ModelLoadError(
-            f"{saved_model_dir}: cannot load the SavedModel's '{c.SERVING_SIGNATURE}' signature "
-            f"({type(exc).__name__}: {first_line[:300]})"
-        ) from exc
-    # Only the signature is kept: it holds the handles of the variables and lookup tables it
-    # uses, and TF2 frees such resources only with their last handle. Dropping the restored
-    # object graph (Keras layers' functions) saves ~12 MB a bot (29 instead of 41 MB measured
-    # for the tuned TrainConfig on the sample bot), which decides whether 100 bots fit in 4 GiB.
-    del saved_model
-    gc.collect()
-    loaded = LoadedVersion(bot_id, version, labels, threshold, meta, 0.0, signature)
-    batches = read_warmup_requests(saved_model_dir) or [list(DEFAULT_WARMUP_UTTERANCES)]
-    for batch in batches:
-        try:
-            probs = loaded.probabilities(batch)
-        except Exception as exc:
-            raise ModelLoadError(f"{saved_model_dir}: warm-up request failed ({type(exc).__name__}: {exc})") from exc
-        if probs.shape != (len(batch), len(labels)):
-            raise ModelLoadError(
-                f"{saved_model_dir}: '{c.OUTPUT_PROBABILITIES}' has shape {list(probs.shape)} for a batch of "
-                f"{len(batch)}; metadata lists {len(labels)} labels, expected [{len(batch)}, {len(labels)}]"
-            )
-    seconds = round(time.perf_counter() - started, 3)
-    log.info("bot %s: loaded version %s in %.2fs (%d warm-up requests)", bot_id, version, seconds, len(batches))
-    return LoadedVersion(bot_id, version, labels, threshold, meta, seconds, signature)
-
-
 def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: float, top_k: int, version: str) -> list[dict]:
     """V1 predictions: top intent, confidence, top-k ranking, out-of-scope flag, version.
 
-    The same decision rule as evaluation (``botyard.components.evaluate.threshold.decisions``): a
+    The same decision rule as evaluation (``botyard.components.base.decision.decisions``): a
     learned ``oos`` intent is never an answer; its probability lowers the top intent's.
     """
     scored = answerable_scores(probabilities, list(labels))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 from botyard.components.base import contracts as c
-from botyard.components.evaluate.core import read_evaluation
+from botyard.components.base.artifacts import read_evaluation, read_training_info
 from botyard.components.base.model_store import ModelStore
-from botyard.components.train.core import read_training_info
 
 
 def register_model_version(

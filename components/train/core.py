@@ -1,12 +1,12 @@
-"""Train one bot's intent classifier and write it as a Model artifact folder.
+"""Train one bot's intent classifier on the featurize step's featurizer; write a Model artifact folder.
 
-The folder holds ``saved_model/`` (string-in ``serving_default``) and ``training.json``
-(labels in output order, hyperparameters, per-epoch history, wall time, device).
+The folder holds ``saved_model/`` (string-in ``serving_default``, with the featurizer inside)
+and ``training.json`` (labels in output order, hyperparameters, per-epoch history, wall time,
+device).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from botyard.components.base import contracts as c
+from botyard.components.base.artifacts import write_json
 from botyard.components.base.config import TrainConfig
 from botyard.components.base.errors import DataValidationError
 
@@ -31,6 +32,14 @@ class TrainResult:
     epochs_run: int
     train_seconds: float
     device: str
+
+    def logged_metrics(self) -> dict[str, float]:
+        """What the KFP ``Metrics`` artifact shows: epochs, time, final and per-epoch curves."""
+        logged = {"epochs_run": self.epochs_run, "train_seconds": self.train_seconds}
+        for name, values in self.history.items():
+            logged[f"final_{name}"] = round(values[-1], 4)
+            logged.update({f"epoch_{epoch:03d}_{name}": round(v, 4) for epoch, v in enumerate(values, start=1)})
+        return logged
 
 
 def configure_devices(config: TrainConfig) -> str:
@@ -62,13 +71,18 @@ def effective_batch_size(batch_size: int, n_train: int) -> int:
 
 
 def train_intent_model(
-    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str
+    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str, featurizer_spec: dict
 ) -> TrainResult:
-    """Fit the classifier on ``train``, early-stopping on ``val`` loss; export to ``output_dir``."""
+    """Fit the classifier on ``train``, early-stopping on ``val`` loss; export to ``output_dir``.
+
+    ``featurizer_spec`` is the featurize step's artifact (``base.featurizer.load_spec``).
+    """
     import keras
     import tensorflow as tf
 
-    from botyard.components.train.model import build_classifier, build_vectorizer, export_serving_model
+    from botyard.components.base import featurizer as features
+    from botyard.components.base.warmup import write_warmup_file
+    from botyard.components.train.model import build_classifier, export_serving_model
 
     if train.empty:
         raise DataValidationError("the training split is empty; give each intent more examples")
@@ -78,7 +92,7 @@ def train_intent_model(
     val = val[val[c.INTENT].isin(labels)]
 
     texts = train[c.UTTERANCE].tolist()
-    vectorizer = build_vectorizer(config, texts)
+    vectorizer = features.build(featurizer_spec)
     classifier = build_classifier(config, vectorizer, len(labels))
 
     def dataset(frame: pd.DataFrame, shuffle: bool) -> tf.data.Dataset:
@@ -102,8 +116,6 @@ def train_intent_model(
     )
     seconds = time.perf_counter() - started
     export_serving_model(vectorizer, classifier, os.path.join(output_dir, c.SAVED_MODEL_DIR))
-    from botyard.components.base.warmup import write_warmup_file  # TF Serving / predictor warm-up requests
-
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     result = TrainResult(
         labels=labels,
@@ -112,12 +124,6 @@ def train_intent_model(
         train_seconds=round(seconds, 3),
         device=device,
     )
-    with open(os.path.join(output_dir, c.TRAINING_FILE), "w", encoding="utf-8") as f:
-        json.dump({c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__}, f, indent=2)
+    write_json(output_dir, c.TRAINING_FILE, {c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__})
     log.info("trained %d labels in %.1fs on %s (%d epochs)", len(labels), seconds, device, result.epochs_run)
     return result
-
-
-def read_training_info(model_dir: str) -> dict:
-    with open(os.path.join(model_dir, c.TRAINING_FILE), encoding="utf-8") as f:
-        return json.load(f)

@@ -1,7 +1,8 @@
-"""The intent classifier: text vectorisation + a bidirectional LSTM, exported string-in.
+"""The intent classifier over the featurizer's outputs (a bidirectional LSTM beside TF-IDF
+n-gram views), and its export as a string-in SavedModel with the featurizer inside.
 
 LSTM settings stay cuDNN-eligible (tanh / sigmoid activations, no recurrent dropout,
-not unrolled, with bias; masks are right-padded by ``TextVectorization``), so the same
+not unrolled, with bias; masks are right-padded by the featurizer), so the same
 model trains on the fused GPU kernel when a GPU is present.
 """
 
@@ -11,58 +12,9 @@ import keras
 import tensorflow as tf
 
 from botyard.components.base import contracts as c
+from botyard.components.base import featurizer as features
 from botyard.components.base.config import TrainConfig
-
-
-class Featurizer(keras.layers.Layer):
-    """Raw utterances -> (word ids for the LSTM, TF-IDF weighted word and character n-grams).
-
-    The n-gram view lets small bots (20 examples an intent) learn from word overlap and
-    spelling variants; the LSTM adds word order. Adapted on the training utterances only.
-    """
-
-    def __init__(self, config: TrainConfig, **kwargs):
-        super().__init__(**kwargs)
-        self.words = keras.layers.TextVectorization(
-            max_tokens=config.max_tokens,
-            standardize="lower_and_strip_punctuation",
-            output_mode="int",
-            output_sequence_length=config.sequence_length,
-        )
-        self.ngrams = keras.layers.TextVectorization(
-            max_tokens=config.max_ngrams, standardize="lower_and_strip_punctuation", ngrams=2, output_mode="tf_idf"
-        ) if config.max_ngrams else None
-        self.chars = keras.layers.TextVectorization(
-            max_tokens=config.max_char_ngrams,
-            standardize="lower_and_strip_punctuation",
-            split="character",
-            ngrams=(3, 4, 5),
-            output_mode="tf_idf",
-        ) if config.max_char_ngrams else None
-
-    def adapt(self, texts: list[str]) -> None:
-        data = tf.constant(texts)
-        for layer in (self.words, self.ngrams, self.chars):
-            if layer is not None:
-                layer.adapt(data)
-
-    def call(self, utterances):
-        ids = self.words(utterances)
-        # trim the right padding the whole batch shares: the LSTM then runs over the longest
-        # utterance in the batch, not ``sequence_length`` steps (masks stay right-padded)
-        longest = tf.reduce_max(tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1))
-        features = {"token_ids": ids[:, : tf.maximum(longest, 1)]}
-        if self.ngrams is not None:
-            features["ngrams"] = self.ngrams(utterances)
-        if self.chars is not None:
-            features["char_ngrams"] = self.chars(utterances)
-        return features
-
-
-def build_vectorizer(config: TrainConfig, texts: list[str]) -> Featurizer:
-    featurizer = Featurizer(config)
-    featurizer.adapt(texts)
-    return featurizer
+from botyard.components.base.featurizer import Featurizer
 
 
 def cudnn_lstm(units: int, **kwargs) -> keras.layers.LSTM:
@@ -106,14 +58,14 @@ class SparseDense(keras.layers.Layer):
 
 def build_classifier(config: TrainConfig, featurizer: Featurizer, n_labels: int) -> keras.Model:
     """Featurizer outputs -> intent probabilities ``[batch, n_labels]``."""
-    token_ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
-    inputs = {"token_ids": token_ids}
-    x = keras.layers.Embedding(featurizer.words.vocabulary_size(), config.embedding_dim, mask_zero=True, name="embedding")(token_ids)
+    token_ids = keras.Input(shape=(None,), dtype="int64", name=features.TOKEN_IDS)
+    inputs = {features.TOKEN_IDS: token_ids}
+    x = keras.layers.Embedding(featurizer.vocabulary_size(features.TOKEN_IDS), config.embedding_dim, mask_zero=True, name="embedding")(token_ids)
     x = keras.layers.SpatialDropout1D(config.dropout)(x)
     branches = [keras.layers.Bidirectional(cudnn_lstm(config.lstm_units), name="bilstm")(x)]
-    for name, layer in (("ngrams", featurizer.ngrams), ("char_ngrams", featurizer.chars)):
-        if layer is not None:
-            inputs[name] = keras.Input(shape=(layer.vocabulary_size(),), dtype="float32", name=name)
+    for name in (features.NGRAMS, features.CHAR_NGRAMS):
+        if name in featurizer.features:
+            inputs[name] = keras.Input(shape=(featurizer.vocabulary_size(name),), dtype="float32", name=name)
             dense = keras.layers.Dropout(config.dropout)(inputs[name])
             branches.append(SparseDense(config.ngram_units, activation="relu", name=f"{name}_dense")(dense))
     x = keras.layers.Concatenate()(branches) if len(branches) > 1 else branches[0]
@@ -129,15 +81,26 @@ def build_classifier(config: TrainConfig, featurizer: Featurizer, n_labels: int)
     return model
 
 
-def export_serving_model(vectorizer, classifier: keras.Model, path: str) -> None:
-    """Write a SavedModel whose ``serving_default`` maps ``tf.string [None]`` to probabilities."""
-    archive = keras.export.ExportArchive()
-    archive.track(vectorizer)
-    archive.track(classifier)
+def export_serving_model(featurizer: Featurizer, classifier: keras.Model, path: str) -> None:
+    """Write a SavedModel with the featurizer inside it.
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=c.SIGNATURE_INPUT)])
+    ``serving_default`` maps ``tf.string [None]`` utterances to ``probabilities``; ``features``
+    maps them to the featurizer's outputs, so anyone can check that serving featurizes exactly
+    as the featurize step's artifact does.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(featurizer)
+    archive.track(classifier)
+    spec = [tf.TensorSpec([None], tf.string, name=c.SIGNATURE_INPUT)]
+
+    @tf.function(input_signature=spec)
     def serve(utterances):
-        return {c.OUTPUT_PROBABILITIES: classifier(vectorizer(utterances), training=False)}
+        return {c.OUTPUT_PROBABILITIES: classifier(featurizer(utterances), training=False)}
+
+    @tf.function(input_signature=spec)
+    def featurize(utterances):
+        return featurizer(utterances)
 
     archive.add_endpoint(name=c.SERVING_SIGNATURE, fn=serve)
+    archive.add_endpoint(name=c.FEATURES_SIGNATURE, fn=featurize)
     archive.write_out(path, verbose=False)

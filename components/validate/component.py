@@ -24,15 +24,8 @@ def validate(
         validated: The same table, passed on only when it is valid.
         report: Per-intent counts, errors and warnings, rendered in the KFP UI.
     """
-    import shutil
-
     from botyard.components.base.config import ValidationConfig
-    from botyard.components.base.table import read_table
-    from botyard.components.validate.core import validate_table
+    from botyard.components.validate.core import validate as run_validate
 
-    result = validate_table(read_table(dataset.path), data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
-    with open(report.path, "w", encoding="utf-8") as f:
-        f.write(result.to_markdown())
-    result.raise_for_errors()
-    shutil.copyfile(dataset.path, validated.path)
+    run_validate(dataset.path, data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent), validated.path, report.path)
     validated.metadata.update(dict(dataset.metadata))

@@ -447,14 +447,15 @@ def bench_lstm(context: BenchContext, train, val_stop, val_threshold, test, meas
     import tensorflow as tf
 
     from botyard.components.base import contracts as c
-    from botyard.components.evaluate.core import evaluate, load_signature
-    from botyard.components.train.core import train_intent_model
+    from botyard.components.base.model_io import load_signature
+    from botyard.components.evaluate.core import evaluate
+    from botyard.pipelines.in_process import train_model
 
     work = tempfile.mkdtemp(prefix="botyard-bench-")
     try:
         with PeakRss() as rss:
             started = time.perf_counter()
-            trained = train_intent_model(train, val_stop, context.train_config, work)
+            trained = train_model(train, val_stop, context.train_config, work)
             seconds = time.perf_counter() - started
         saved_model = os.path.join(work, c.SAVED_MODEL_DIR)
         signature = load_signature(saved_model)

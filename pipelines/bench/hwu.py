@@ -10,7 +10,7 @@ from pathlib import Path
 
 from botyard.components.base import contracts as c
 from botyard.components.base.config import SplitConfig
-from botyard.components.ingest.core import read_training_data
+from botyard.components.base.data_formats import read_training_data
 from botyard.components.split.core import split_table
 from botyard.pipelines.bench.harness import BASELINE, LSTM, BenchContext, bench_baseline, bench_lstm, check_targets, require_file
 

@@ -55,10 +55,10 @@ def _sample_bot() -> tuple[str, list[str]]:
 
 def _train(table, out_dir: str) -> dict:
     from botyard.components.base.table import data_hash
-    from botyard.components.train.core import train_intent_model
+    from botyard.pipelines.in_process import train_model
 
     config = TrainConfig(epochs=TRAIN_EPOCHS)
-    result = train_intent_model(table, table.iloc[:0], config, out_dir)
+    result = train_model(table, table.iloc[:0], config, out_dir)
     return {
         c.DATA_HASH: data_hash(table), c.LABELS: result.labels, c.OOS_THRESHOLD: 0.5,
         c.HYPERPARAMETERS: config.to_dict(), c.METRICS: {},
@@ -97,8 +97,8 @@ def _load_seconds_sum(metrics_text: str) -> float:
 
 def run(output_dir: str) -> dict:
     """Run the serving suite; returns JSON-able figures (predictor logs go to ``output_dir/serving``)."""
-    from botyard.components.ingest.core import read_training_data
-    from botyard.components.predictor.server import start_predictor
+    from botyard.components.base.data_formats import read_training_data
+    from botyard.components.base.predictor_client import start_predictor
 
     logs = os.path.join(output_dir, "serving")
     os.makedirs(logs, exist_ok=True)

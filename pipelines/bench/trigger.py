@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 from botyard.pipelines.trigger import SECRET_ENV, SIGNATURE_HEADER
+from botyard.components.base.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INGEST_REQUESTS = 2000
@@ -54,17 +55,9 @@ def stub_run_state(run_id: str) -> str:
 
 
 # --- the server and its clients ---------------------------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _server(db_url: str, log_path: str, *args: str):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, SECRET_ENV: BENCH_SECRET,
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
     argv = [

@@ -57,7 +57,7 @@ MAX_REASON_CHARS = 1000
 
 def compute_data_hash(data_uri: str) -> str:
     """The data hash a trained model records (``botyard.components.base.table.data_hash``) for ``data_uri``."""
-    from botyard.components.ingest.core import read_training_data
+    from botyard.components.base.data_formats import read_training_data
     from botyard.components.base.table import data_hash
 
     return data_hash(read_training_data(data_uri))
