@@ -39,11 +39,10 @@ from botyard.pipelines.trigger import (
     SECRET_ENV,
     SIGNATURE_HEADER,
     TriggerConfig,
-    recent_runs,
 )
 from botyard.pipelines.trigger.auth import load_secret, sign
 from botyard.pipelines.trigger.dispatcher import Dispatcher, kfp_backend
-from botyard.pipelines.trigger.event_store import Store
+from botyard.pipelines.trigger.event_store import Store, recent_runs
 from botyard.components.base.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]

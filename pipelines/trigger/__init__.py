@@ -139,17 +139,5 @@ class TriggerConfig(ConfigBase):
 __all__ = [
     "ACTIVE_STATES", "CLAIMED", "DB_URL_ENV", "DEFAULT_DB_URL", "DEFAULT_TRIGGER", "EventConflictError", "FAILED",
     "FINAL_STATES", "PayloadTooLargeError", "RECEIVED", "REJECTED", "RUN_STATES", "SECRET_ENV", "SIGNATURE_HEADER",
-    "SIGNATURE_PREFIX", "SKIPPED", "SUBMITTED", "SUCCEEDED", "TriggerConfig", "UnauthorizedError", "recent_runs",
+    "SIGNATURE_PREFIX", "SKIPPED", "SUBMITTED", "SUCCEEDED", "TriggerConfig", "UnauthorizedError",
 ]  # fmt: skip
-
-
-def recent_runs(db_url: str, bot_id: str | None = None, limit: int = 20) -> list[dict]:
-    """The latest decisions (runs, skips, failures), newest first; for ``botyard status``.
-
-    Each item: ``batch_id, bot_id, state, reason, run_id, data_uri, data_hash, trigger, events,
-    created_at, submitted_at, finished_at, owner`` (times as ISO 8601 UTC strings).
-    Raises ``ConfigError`` for a SQLite file that does not exist.
-    """
-    from botyard.pipelines.trigger.event_store import recent_runs as _recent_runs
-
-    return _recent_runs(db_url, bot_id=bot_id, limit=limit)
