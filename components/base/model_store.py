@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import re
@@ -45,6 +46,7 @@ from botyard.components.base.errors import ConfigError, ModelLoadError, ModelSto
 BOT_ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # DNS-1123: also an InferenceService name
 _VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?$")
 CACHE_ENV = "BOTYARD_MODEL_CACHE"
+log = logging.getLogger(__name__)
 GIT_COMMIT_ENV = "BOTYARD_GIT_COMMIT"  # set in the images at build time; recorded with every version
 
 
@@ -362,7 +364,10 @@ class ModelStore:
                 except Exception:  # noqa: BLE001 - the original failure is the one to report
                     pass
             raise
-        storage.remove_tree(staging)
+        try:
+            storage.remove_tree(staging)
+        except Exception as exc:  # noqa: BLE001 - published already; leftovers under .staging/ are invisible
+            log.warning("version %s is published; could not remove its staging copy %s: %s", version, staging, exc)
 
     @staticmethod
     def _check_arrived(prefix: str, files: dict) -> None:
