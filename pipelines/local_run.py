@@ -189,6 +189,7 @@ def run_bot_training_locally(
     parameters = dict(parameters or {})
     preflight(data_uri, int(parameters.get("min_examples_per_intent", ValidationConfig().min_examples_per_intent)))
     models_root = storage.absolute(models_root)  # s3:// and gs:// stay as they are
+    storage.exists(storage.check_uri(models_root))  # a bad scheme, no credentials, no endpoint: fail now, not in register
     with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), bot_id, console) as session:
         task = bot_training(bot_id=bot_id, data_uri=data_uri, models_root=models_root, **parameters)
     version_uri = task.output

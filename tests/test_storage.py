@@ -129,3 +129,11 @@ def test_training_data_is_read_from_s3(s3, tmp_path):
     assert remote.data_hash == local.data_hash and len(remote.table) == len(local.table) > 0
     with pytest.raises(DataValidationError, match=rf"^s3://{s3}/x/missing\.yml: cannot read the file \(FileNotFoundError"):
         load_training_data(f"s3://{s3}/x/missing.yml", ValidationConfig())
+
+
+def test_run_refuses_an_unusable_models_root_before_any_step(tmp_path):
+    from botyard.pipelines.local_run import run_bot_training_locally
+
+    with pytest.raises(StorageError, match=r"^hdfs://nn/models: storage scheme 'hdfs://' is not supported"):
+        run_bot_training_locally(models_root="hdfs://nn/models", pipeline_root=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
