@@ -53,15 +53,27 @@ class ParseLimits:
 DEFAULT_LIMITS = ParseLimits()
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):g} MiB"
+_CHUNK = 1024 * 1024  # read in pieces: ``read(n)`` allocates all n bytes before it reads any
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n:,}-byte"
 
 
 def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
     """The file's bytes; with ``max_bytes``, at most ``max_bytes + 1`` of them (so the caller can tell it is longer)."""
     try:
         with open_uri(uri, "rb") as f:
-            return f.read() if max_bytes is None else f.read(max_bytes + 1)
+            if max_bytes is None:
+                return f.read()
+            chunks, left = [], max_bytes + 1
+            while left > 0:
+                chunk = f.read(min(_CHUNK, left))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
     except (OSError, Exception) as exc:  # tf.errors.* are not OSErrors
         if isinstance(exc, DataValidationError):
             raise
@@ -111,7 +123,7 @@ def _check_row_count(rows: list, uri: str, line: int, limits: ParseLimits) -> No
 
 # --- CSV -------------------------------------------------------------------------------------
 
-_CSV_FIX = "quote a field that holds a comma, a quote or a line break, doubling each quote inside it: \"say \"\"hi\"\"\",greet"
+_CSV_FIX = "quote a text that holds a comma or a quote, doubling each quote inside it: \"say \"\"hi\"\", please\",greet"
 
 
 def parse_csv(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> list[dict]:
@@ -170,10 +182,14 @@ def parse_csv(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> list
         raise _fail(uri, None, f"missing column(s) {[TEXT_FIELD, INTENT_FIELD]} in the header (found []); "
                     f"a CSV needs a header row with '{TEXT_FIELD}' and '{INTENT_FIELD}'")
     if too_many:
-        shown = ", ".join(str(n) for n in too_many[:10]) + (f" and {len(too_many) - 10} more" if len(too_many) > 10 else "")
+        others = too_many[1:]
+        also = ""
+        if others:
+            shown = ", ".join(str(n) for n in others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
+            also = f" (so do line{'s' if len(others) > 1 else ''} {shown})"
         raise _fail(
-            uri, too_many[0], f"more fields than the header's {len(header)} {header} (line{'s' if len(too_many) > 1 else ''} "
-            f"{shown}): a comma inside an unquoted text splits it; {_CSV_FIX}"
+            uri, too_many[0], f"more fields than the header's {len(header)} ({', '.join(header)}){also}: a comma "
+            f"inside an unquoted text splits it; {_CSV_FIX}"
         )
     return rows
 
@@ -196,7 +212,8 @@ def load_json(source: str, max_depth: int) -> object:
     except RecursionError as exc:
         raise ValueError(f"nested deeper than {max_depth} levels of lists/objects; a training row needs 3") from exc
     except ValueError as exc:  # NaN/Infinity, or an integer over Python's 4,300-digit limit
-        raise ValueError(f"not valid JSON ({exc})") from exc
+        why = "a number over 4,300 digits" if "digits" in str(exc) else str(exc)
+        raise ValueError(f"not valid JSON ({why})") from exc
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -400,7 +417,7 @@ def read_training_data(uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> pd.Dat
     raw = read_bytes(uri, max_bytes=limits.max_file_bytes)
     if len(raw) > limits.max_file_bytes:
         raise _fail(
-            uri, None, f"the file is over the {_mib(limits.max_file_bytes)} limit on one bot's training data "
+            uri, None, f"the file is over the {_size(limits.max_file_bytes)} limit on one bot's training data "
             "(reading stopped there); remove duplicate or generated utterances, or split the bot"
         )
     text = decode_utf8(raw, uri)
