@@ -66,16 +66,16 @@ _EXAMPLE = {"text": "hi there", "intent": "greet", "split": "train"}  # shown in
 
 
 def _json_kind(value) -> str:
-    """The JSON type name of a non-string value, as the user who wrote the file would call it."""
+    """The JSON type of a non-string value as the user who wrote the file would call it, with its article."""
     if isinstance(value, (bool, np.bool_)):
-        return "boolean"
+        return "a boolean"
     if isinstance(value, numbers.Number):
-        return "number"
+        return "a number"
     if isinstance(value, (list, tuple, np.ndarray)):
-        return "list"
+        return "a list"
     if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+        return "an object"
+    return f"a {type(value).__name__}"
 
 
 def _is_missing(value) -> bool:
@@ -107,7 +107,7 @@ def _check_fields(table: pd.DataFrame, report: ValidationReport) -> pd.DataFrame
         report.errors.append(f"missing '{field}' in {_rows(rows)}")
     for (field, kind), rows in sorted(wrong_type.items()):
         report.errors.append(
-            f"'{field}' is a {kind}, not a string, in {_rows(rows)}; write it as a JSON string, e.g. \"{field}\": \"{_EXAMPLE[field]}\""
+            f"'{field}' is {kind}, not a string, in {_rows(rows)}; write it as a JSON string, e.g. \"{field}\": \"{_EXAMPLE[field]}\""
         )
     if empty:
         report.errors.append(f"empty utterance in {_rows(empty)}")
