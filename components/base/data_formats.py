@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from botyard.components.base import contracts as c
-from botyard.components.base.errors import DataValidationError
+from botyard.components.base.errors import DataValidationError, StorageError
 from botyard.components.base.storage import open_uri
 from botyard.components.base.table import make_table
 
@@ -74,9 +74,11 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
                 chunks.append(chunk)
                 left -= len(chunk)
             return b"".join(chunks)
-    except (OSError, Exception) as exc:  # tf.errors.* are not OSErrors
-        if isinstance(exc, DataValidationError):
-            raise
+    except DataValidationError:
+        raise
+    except StorageError as exc:  # already names the URI and what to check
+        raise DataValidationError(f"cannot read the training data: {exc}", source=uri) from exc
+    except Exception as exc:  # OSError, and whatever a file system library raises
         raise DataValidationError(f"{uri}: cannot read the file ({type(exc).__name__}: {exc})", source=uri) from exc
 
 
