@@ -17,7 +17,7 @@ from __future__ import annotations
 from kfp import dsl, kubernetes
 
 from botyard.components.base.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
-from botyard.components.deploy.cluster import ClusterDeployConfig
+from botyard.components.deploy.config import ClusterDeployConfig
 from botyard.components.deploy.component import deploy
 from botyard.components.evaluate.component import evaluate
 from botyard.components.featurize.component import featurize

@@ -15,15 +15,14 @@ import pytest
 from fake_kube import FakeKube, by_generation, manual, never_ready, ready_after, running_fake_kube
 from kubernetes.client.exceptions import ApiException
 
-from botyard.components.deploy import cluster
-from botyard.components.deploy.cluster import (
-    ClusterDeployConfig,
-    ClusterDeployer,
-    DeployResult,
+from botyard.components.deploy import inference_service
+from botyard.components.deploy.config import ClusterDeployConfig, DeployResult
+from botyard.components.deploy.inference_service import (
     build_inference_service,
     build_shared_inference_service,
     inference_service_name,
 )
+from botyard.components.deploy.rollout import ClusterDeployer
 from botyard.components.base.errors import ConfigError, DeployError
 
 NS = "botyard"
@@ -136,7 +135,7 @@ def test_inference_service_names_satisfy_kserve():
     assert inference_service_name("7eleven") == "bot-7eleven"  # KServe names start with a letter
     long_id = "a" * 63
     name = inference_service_name(long_id)
-    assert len(name) == cluster.MAX_ISVC_NAME == 47
+    assert len(name) == inference_service.MAX_ISVC_NAME == 47
     assert name.startswith("a" * 38 + "-") and name != inference_service_name("a" * 62)
 
 
@@ -428,8 +427,8 @@ def test_shared_mode_refuses_another_models_root(kube, clock):
 
 def test_shared_mode_rejects_bot_ids_too_long_for_an_annotation():
     with pytest.raises(ConfigError, match="too long for shared mode"):
-        cluster.bot_version_annotation("b" * 56)
-    assert cluster.bot_version_annotation("b" * 55) == "botyard.dev/version." + "b" * 55
+        inference_service.bot_version_annotation("b" * 56)
+    assert inference_service.bot_version_annotation("b" * 55) == "botyard.dev/version." + "b" * 55
 
 
 # --- errors -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``local``   promote the version in the model store (atomic ``CURRENT`` rewrite; earlier
             versions stay); a running ``botyard serve`` on that root picks it up.
-``cluster`` roll the bot's InferenceService out to the version (``botyard.components.deploy.cluster``),
+``cluster`` roll the bot's InferenceService out to the version (``botyard.components.deploy.rollout``),
             then move the pointer, so the next run's gate compares against what is live.
 
 The step reads the gate's and the infra check's verdicts from their artifacts and refuses
@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 from botyard.components.base.artifacts import read_blessing, read_infra_result, write_json
 from botyard.components.base.contracts import DEPLOYMENT_FILE
-from botyard.components.deploy.cluster import ClusterDeployConfig, ClusterDeployer
+from botyard.components.deploy.config import ClusterDeployConfig
+from botyard.components.deploy.rollout import ClusterDeployer
 from botyard.components.base.errors import ConfigError, DeployError, ModelStoreError
 from botyard.components.base.model_store import ModelStore
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def handle(args: argparse.Namespace) -> int:
-    from botyard.components.deploy.cluster import ClusterDeployConfig
+    from botyard.components.deploy.config import ClusterDeployConfig
     from botyard.components.deploy.core import rollback
 
     cluster = ClusterDeployConfig(namespace=args.namespace, mode=args.serving_mode) if args.target == "cluster" else None
