@@ -3,6 +3,11 @@
 
 The infra check runs only for a blessed candidate, and deploy only when both verdicts bless it.
 
+Caching: the steps that read or write state outside their input artifacts never cache
+(``UNCACHED_TASKS``: ingest reads the data behind ``data_uri``, register, gate, infra check and
+deploy read or write the model store and the cluster). Every other step is keyed by its input
+artifacts, so new data always reaches training while a retried run reuses what it can.
+
 Parameters: the run's own (bot, data, model store, gate thresholds, deploy settings) plus one
 per ``TrainConfig`` field, named, typed and defaulted from the dataclass itself, so a new
 hyperparameter reaches the pipeline, the dashboard and ``botyard run --param`` by being added
@@ -32,6 +37,7 @@ from botyard.components.validate.component import validate
 from botyard.pipelines.signatures import config_parameters, parameter, pipeline_function
 
 PIPELINE_NAME = "bot-training"
+UNCACHED_TASKS = ("ingest", "register", "gate", "infra-check", "deploy")  # see the module docstring
 TRAIN_PARAMETERS = tuple(name for name, _, _ in TrainConfig.parameter_fields())
 
 
@@ -74,6 +80,10 @@ def _steps(args: dict, gpu: GpuConfig):
     train_config = {name: args[name] for name in TRAIN_PARAMETERS}
     data_uri, bot_id, models_root = args["data_uri"], args["bot_id"], args["models_root"]
     ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
+    # reads the data behind data_uri, which changes while the URI stays: never reuse an old
+    # result (a cache key of the URI would register yesterday's model again); each later
+    # step is keyed by its input artifacts, so a fresh ingest output reruns them
+    ingested.set_caching_options(False)
     checked = validate(
         dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"]
     ).set_display_name("Validate training data")

@@ -89,3 +89,33 @@ def test_pipeline_defaults_are_train_config_defaults():
         if f.name in ("mixed_precision",):
             continue
         assert inputs[f.name].default == getattr(TrainConfig(), f.name), f.name
+
+
+def container_tasks(spec: dict) -> dict[str, dict]:
+    """Every task that runs a container, in every DAG of a compiled pipeline, by task name."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    found = {}
+    for dag in dags:
+        for name, task in dag["tasks"].items():
+            if "executorLabel" in spec["components"][task["componentRef"]["name"]]:
+                found[name] = task
+    return found
+
+
+FLEET_UNCACHED = ("check-bot-data", "record-outcome", "record-outcome-2", "summarise-fleet")
+
+
+@pytest.mark.parametrize("which", ["bot_training", "fleet_training"])
+def test_steps_reading_outside_state_never_cache(tmp_path, which):
+    """Fresh data on every retrain: ingest (the data behind data_uri) and the steps that read or
+    write the model store or the cluster run every time; the others are keyed by their inputs."""
+    from botyard.pipelines.bot_training import UNCACHED_TASKS
+
+    path = {p.rsplit("/", 1)[-1]: p for p in compile_all(str(tmp_path))}[f"{which}.yaml"]
+    spec, _ = _load(path)
+    tasks = container_tasks(spec)
+    uncached = set(UNCACHED_TASKS) | (set(FLEET_UNCACHED) if which == "fleet_training" else set())
+    assert set(uncached) <= set(tasks)
+    assert {name for name, task in tasks.items() if task["cachingOptions"].get("enableCache") is not True} == uncached
+    assert tasks["ingest"]["cachingOptions"] == {}
+    assert {"validate", "split", "featurize", "train", "evaluate"} <= set(tasks) - uncached
