@@ -24,7 +24,7 @@ from __future__ import annotations
 from kfp import dsl
 
 from botyard.components.base.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
-from botyard.components.base.kfp_component import ImageConfig
+from botyard.components.base.images import ImageConfig
 from botyard.components.deploy.config import ClusterDeployConfig
 from botyard.components.deploy.component import deploy
 from botyard.components.evaluate.component import evaluate
@@ -61,10 +61,12 @@ def run_parameters() -> list:
         parameter("max_intent_recall_drop", float, gate_defaults.max_intent_recall_drop),
         parameter("allow_cpu_training", bool, False),
         parameter("deploy_target", str, "local"),
-        parameter("namespace", str, cluster_defaults.namespace),
+        parameter("namespace", str, cluster_defaults.namespace),  # "": the namespace the run executes in
         parameter("serving_mode", str, cluster_defaults.mode),
+        parameter("deployment_mode", str, cluster_defaults.deployment_mode),
         parameter("canary_traffic_percent", int, 0),
         parameter("ready_timeout_s", int, int(cluster_defaults.ready_timeout_s)),
+        parameter("predictor_service_account", str, cluster_defaults.service_account),
     ]
 
 
@@ -135,14 +137,19 @@ def _steps(args: dict, settings: ClusterSettings):
             deployed = deploy(
                 blessing=verdict.outputs["blessing"],
                 infra_result=infra.outputs["result"],
+                test_data=parts.outputs["test_data"],
                 bot_id=bot_id,
                 models_root=models_root,
                 version=registered.outputs["version"],
                 target=args["deploy_target"],
                 namespace=args["namespace"],
                 serving_mode=args["serving_mode"],
+                deployment_mode=args["deployment_mode"],
                 canary_traffic_percent=args["canary_traffic_percent"],
                 ready_timeout_s=args["ready_timeout_s"],
+                predictor_service_account=args["predictor_service_account"],
+                predictor_image=settings.images.predictor,
+                storage_access=settings.storage.to_dict(),
             ).set_display_name("Deploy model version").set_caching_options(False)
             configure(deployed, settings)
     return registered.outputs["version_uri"]

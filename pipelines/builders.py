@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from botyard.components.base.config import GpuConfig
-from botyard.components.base.kfp_component import ImageConfig
+from botyard.components.base.images import ImageConfig
 from botyard.pipelines.task_settings import StorageAccess
 
 

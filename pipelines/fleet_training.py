@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from kfp import dsl
 
 from botyard.components.base.config import GpuConfig
-from botyard.components.base.kfp_component import ImageConfig
+from botyard.components.base.images import ImageConfig
 from botyard.components.base.errors import BotyardError, ConfigError
 from botyard.components.fleet.component import check_bot_data, record_outcome, summarise_fleet
 from botyard.components.fleet.core import DEFAULT_PARALLELISM

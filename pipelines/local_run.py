@@ -186,6 +186,10 @@ def run_bot_training_locally(
     check_bot_id(bot_id)
     data_uri = data_uri or sample_bot_data()
     parameters = dict(parameters or {})
+    if parameters.get("deploy_target") == "cluster":  # the cluster's pods must reach both
+        from botyard.components.deploy.config import check_cluster_locations
+
+        check_cluster_locations(data_uri=data_uri, models_root=models_root)
     preflight(data_uri, int(parameters.get("min_examples_per_intent", ValidationConfig().min_examples_per_intent)))
     models_root = os.path.abspath(models_root)
     with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), bot_id, console) as session:

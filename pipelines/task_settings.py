@@ -21,7 +21,7 @@ from kfp import dsl, kubernetes
 
 from botyard.components.base.config import ConfigBase, GpuConfig
 from botyard.components.base.errors import ConfigError
-from botyard.components.base.kfp_component import ImageConfig
+from botyard.components.base.images import ImageConfig
 
 # (cpu request, memory request, cpu limit, memory limit). TensorFlow alone takes about 0.5 GiB.
 DEFAULT_RESOURCES = ("500m", "1Gi", "1", "2Gi")

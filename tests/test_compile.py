@@ -153,7 +153,7 @@ def test_every_image_comes_from_the_registry_and_tag(tmp_path):
 def test_cpu_only_cluster_trains_in_the_cpu_image_and_defaults_follow_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("BOTYARD_IMAGE_REGISTRY", "mirror.example.com")
     monkeypatch.delenv("BOTYARD_IMAGE_TAG", raising=False)
-    from botyard.components.base.kfp_component import botyard_version
+    from botyard.components.base.images import botyard_version
 
     images = images_by_executor(compile_cli(tmp_path, "--no-gpu")["bot_training"][0])
     assert set(images.values()) == {f"mirror.example.com/botyard:{botyard_version()}"}
@@ -219,3 +219,20 @@ def test_default_storage_secret_keys_keep_their_names(tmp_path):
         {"envVar": "AWS_SECRET_ACCESS_KEY", "secretKey": "AWS_SECRET_ACCESS_KEY"},
     ]
     assert "exec-train" not in platform and "exec-split" not in platform
+
+
+def test_deploy_gets_a_test_utterance_the_predictor_image_and_the_run_namespace_by_default(tmp_path):
+    compiled = compile_cli(tmp_path, "--registry", "registry.example.com/ml", "--tag", "2.0.0",
+                           "--storage-secret", "s3-credentials", "--storage-endpoint", "http://minio:9000")
+    spec, _ = compiled["bot_training"]
+    deploy = spec["components"]["comp-condition-2"]["dag"]["tasks"]["deploy"]["inputs"]
+    assert deploy["artifacts"]["test_data"] == {
+        "componentInputArtifact": "pipelinechannel--split-test_data"}  # the smoke check's utterance
+    params = deploy["parameters"]
+    assert params["predictor_image"] == {"runtimeValue": {"constant": "registry.example.com/ml/botyard-predictor:2.0.0"}}
+    assert params["storage_access"] == {"runtimeValue": {"constant": {
+        "secret": "s3-credentials", "keys": {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+        "endpoint_url": "http://minio:9000"}}}
+    defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert (defaults["namespace"], defaults["deployment_mode"], defaults["predictor_service_account"]) == (
+        "", "RawDeployment", "botyard-predictor")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from botyard.components.base.kfp_component import IMAGE_NAMES, ImageConfig
+from botyard.components.base.images import IMAGE_NAMES, ImageConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
@@ -70,8 +70,8 @@ def test_base_is_pinned_user_is_not_root_and_botyard_is_the_pinned_wheel(name):
     bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
     assert bases and all(BASE.fullmatch(b) for b in bases), bases
     assert "latest" not in dockerfile.lower().split("#")[0]
-    assert re.findall(r"^USER\s+(\S+)", dockerfile, re.M)[-1] == "1000:1000"
-    assert re.search(r"useradd --uid 1000 --gid 1000", dockerfile)
+    assert re.findall(r"^USER\s+(\S+)", dockerfile, re.M)[-1] == "10001:10001"
+    assert re.search(r"useradd --uid 10001 --gid 10001", dockerfile)
     [version] = re.findall(r"^ARG BOTYARD_VERSION=(\S+)$", dockerfile, re.M)
     assert version == project_version()  # bump both together
     # the wheel is built from this checkout and installed by its exact file name: a checkout of

@@ -56,6 +56,12 @@ def url(obj: dict) -> str | None:
     return (obj.get("status") or {}).get("url")
 
 
+def internal_url(obj: dict) -> str | None:
+    """``status.address.url``: the cluster-local address a pod in the cluster can reach; else ``status.url``."""
+    address = ((obj.get("status") or {}).get("address") or {}).get("url")
+    return address or url(obj)
+
+
 def canary_url(obj: dict) -> str | None:
     """The tagged URL of the newest revision where tag routing gives one, else the service URL."""
     for entry in predictor_status(obj).get("traffic") or []:

@@ -28,7 +28,7 @@ def gpu_config(args: argparse.Namespace) -> GpuConfig:
 
 
 def image_config(args: argparse.Namespace):
-    from botyard.components.base.kfp_component import ImageConfig
+    from botyard.components.base.images import ImageConfig
 
     return ImageConfig.from_env(args.registry, args.tag)
 

@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--to", metavar="VERSION", help="version to restore (default: the one before the live version)")
     p.add_argument("--models-root", default="models", metavar="DIR_OR_URI", help="model store root (default: ./models)")
     p.add_argument("--target", choices=["local", "cluster"], default="local", help="where the bot is served (default: local)")
-    p.add_argument("--namespace", default="botyard", help="Kubernetes namespace (cluster target; default: botyard)")
+    p.add_argument("--namespace", default="", help="namespace of the InferenceServices (cluster target; default: "
+                   "the namespace this pod runs in, so required outside a cluster)")
     p.add_argument("--serving-mode", choices=["per-bot", "shared"], default="per-bot", help="cluster serving layout (default: per-bot)")
     p.set_defaults(handler=handle)
