@@ -736,3 +736,13 @@ def test_fake_kube_json_patch_and_delete(kube):
     status, obj = call("GET")
     assert (status, obj["kind"], obj["reason"], obj["code"]) == (404, "Status", "NotFound", 404)
     assert obj["message"] == 'inferenceservices.serving.kserve.io "bot-a" not found'
+
+
+def test_botyard_run_for_a_cluster_refuses_the_local_models_folder_before_any_step(capsys, tmp_path):
+    from botyard.pipelines.cli import main
+
+    assert main(["run", "--param", "deploy_target=cluster", "--pipeline-root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "models_root 'models' is a relative path: on a cluster it names a path inside one pod" in err
+    assert "s3://BUCKET/models" in err
+    assert not (tmp_path / "runs").exists()  # no step ran
