@@ -591,18 +591,15 @@ def test_recent_runs_reads_the_decisions_for_botyard_status(tmp_path, db_url, ma
         recent_runs(f"sqlite:///{tmp_path / 'nothing-here.db'}")
 
 
-def test_the_default_back_end_adapts_pipelines_submit(monkeypatch):
+def test_the_default_back_end_adapts_the_kfp_runs_module(monkeypatch):
     import types
 
-    import botyard.pipelines as pipelines
+    from botyard.pipelines.kfp import runs
 
     calls = []
-    fake = types.ModuleType("botyard.pipelines.submit")
-    fake.submit_bot_run = lambda bot_id, data_uri, host=None, trigger="event": (
-        calls.append((bot_id, data_uri, host, trigger)) or types.SimpleNamespace(run_id="kfp-run-1"))
-    fake.get_run_state = lambda run_id, host=None: calls.append((run_id, host)) or "running"
-    monkeypatch.setitem(sys.modules, "botyard.pipelines.submit", fake)
-    monkeypatch.setattr(pipelines, "submit", fake, raising=False)
+    monkeypatch.setattr(runs, "submit_bot_run", lambda bot_id, data_uri, host=None, trigger="event": (
+        calls.append((bot_id, data_uri, host, trigger)) or types.SimpleNamespace(run_id="kfp-run-1")))
+    monkeypatch.setattr(runs, "get_run_state", lambda run_id, host=None: calls.append((run_id, host)) or "running")
     submitter, run_state = kfp_backend("http://kfp:8888")
     assert submitter("beanbot", "gs://b/nlu.yml", "abc", "cms") == "kfp-run-1"
     assert run_state("kfp-run-1") == "running"

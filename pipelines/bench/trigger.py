@@ -32,10 +32,10 @@ import time
 import uuid
 from pathlib import Path
 
-from botyard.pipelines.trigger import SECRET_ENV, SIGNATURE_HEADER
 from botyard.components.base.net import free_port
+from botyard.pipelines.bench.stats import percentile
+from botyard.pipelines.trigger import SECRET_ENV, SIGNATURE_HEADER
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 INGEST_REQUESTS = 2000
 INGEST_BOTS = 200
 WARMUP_REQUESTS = 50
@@ -58,8 +58,7 @@ def stub_run_state(run_id: str) -> str:
 @contextlib.contextmanager
 def _server(db_url: str, log_path: str, *args: str):
     port = free_port()
-    env = {**os.environ, SECRET_ENV: BENCH_SECRET,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = {**os.environ, SECRET_ENV: BENCH_SECRET}
     argv = [
         sys.executable, "-m", "botyard.pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(port),
         "--db-url", db_url, "--submitter", f"{__name__}:stub_submit", "--run-state", f"{__name__}:stub_run_state",
@@ -132,11 +131,6 @@ def _post_all(port: int, requests: list[tuple[bytes, dict]], threads: int) -> li
     return times
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def run(output_dir: str) -> dict:
     """Run the trigger suite; returns JSON-able figures (server logs go to ``output_dir/trigger``)."""
     from botyard.pipelines.trigger.event_store import Store
@@ -144,7 +138,7 @@ def run(output_dir: str) -> dict:
     logs = os.path.join(output_dir, "trigger")
     os.makedirs(logs, exist_ok=True)
     figures: dict = {}
-    with tempfile.TemporaryDirectory(prefix="botyard-bench-trigger-") as work:
+    with tempfile.TemporaryDirectory(prefix="work-", dir=logs) as work:
         # --- 1. ingest throughput ----------------------------------------------------------------
         db_url = f"sqlite:///{work}/ingest.db"
         with _server(db_url, os.path.join(logs, "ingest.log"), "--quiet-period", "3600") as port:
@@ -161,8 +155,8 @@ def run(output_dir: str) -> dict:
             ingest_requests=INGEST_REQUESTS,
             ingest_client_threads=CLIENT_THREADS,
             events_accepted_per_s=round(INGEST_REQUESTS / elapsed, 0),
-            accept_latency_p50_ms=round(_percentile(times, 0.50), 2),
-            accept_latency_p99_ms=round(_percentile(times, 0.99), 2),
+            accept_latency_p50_ms=round(percentile(times, 0.50), 2),
+            accept_latency_p99_ms=round(percentile(times, 0.99), 2),
             accept_latency_mean_ms=round(statistics.fmean(times), 2),
         )
 

@@ -5,21 +5,14 @@ from __future__ import annotations
 import argparse
 
 from botyard.components.base.config import GpuConfig
-from botyard.components.base.errors import ConfigError
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"{text!r}: expected KEY=VALUE")
-    return key, value
+from botyard.pipelines.commands.options import key_value
 
 
 def gpu_config(args: argparse.Namespace) -> GpuConfig:
     if args.no_gpu:
         return GpuConfig(enabled=False)
     defaults = GpuConfig()
-    selector = dict(_key_value(s) for s in args.gpu_node_selector) if args.gpu_node_selector else defaults.node_selector
+    selector = dict(key_value(s, "--gpu-node-selector") for s in args.gpu_node_selector) if args.gpu_node_selector else defaults.node_selector
     tolerations = tuple({"key": k, "operator": "Exists", "effect": "NoSchedule"} for k in args.gpu_toleration) if args.gpu_toleration else defaults.tolerations
     return GpuConfig(
         accelerator_type=args.accelerator_type, accelerator_limit=args.gpus, node_selector=selector, tolerations=tolerations

@@ -7,7 +7,7 @@ import os
 
 from botyard.components.base.config import GpuConfig
 from botyard.components.base.errors import ConfigError
-from botyard.pipelines.commands.status import HOST_ENV, table
+from botyard.pipelines.commands.options import HOST_ENV, parse_parameters, table
 
 EXAMPLES = """examples:
   botyard schedule --bot pizza --data gs://bots/pizza/nlu.yml --cron "0 3 * * *" --host http://localhost:8080
@@ -37,8 +37,7 @@ def _show(schedules) -> str:
 
 
 def create(args: argparse.Namespace) -> int:
-    from botyard.pipelines.commands.run import parse_parameters
-    from botyard.pipelines.submit import schedule_bot
+    from botyard.pipelines.kfp.schedules import schedule_bot
 
     missing = [flag for flag, value in (("--bot", args.bot), ("--data", args.data), ("--cron", args.cron)) if not value]
     if missing:
@@ -54,7 +53,7 @@ def create(args: argparse.Namespace) -> int:
 
 
 def list_(args: argparse.Namespace) -> int:
-    from botyard.pipelines.submit import list_schedules
+    from botyard.pipelines.kfp.schedules import list_schedules
 
     schedules = list_schedules(_host(args), bot_id=getattr(args, "bot", None))
     print(_show(schedules) if schedules else "no botyard schedules")
@@ -63,9 +62,9 @@ def list_(args: argparse.Namespace) -> int:
 
 def _change(action: str):
     def handler(args: argparse.Namespace) -> int:
-        from botyard.pipelines import submit
+        from botyard.pipelines.kfp import schedules
 
-        fn = {"pause": submit.pause_schedule, "resume": submit.resume_schedule, "delete": submit.delete_schedule}[action]
+        fn = {"pause": schedules.pause_schedule, "resume": schedules.resume_schedule, "delete": schedules.delete_schedule}[action]
         schedule = fn(_bot(args), _host(args))
         done = {"pause": "paused (runs already started go on)", "resume": "resumed", "delete": "deleted (its past runs are kept)"}[action]
         print(f"botyard: schedule {schedule.name} ({schedule.schedule_id}) {done}")

@@ -7,12 +7,11 @@ import os
 
 from botyard.components.base import contracts as c
 from botyard.components.base.config import GpuConfig
-from botyard.pipelines.commands.status import HOST_ENV
+from botyard.pipelines.commands.options import HOST_ENV, parse_parameters
 
 
 def handle(args: argparse.Namespace) -> int:
-    from botyard.pipelines.commands.run import parse_parameters
-    from botyard.pipelines.submit import submit_bot_run
+    from botyard.pipelines.kfp.runs import submit_bot_run
 
     params = parse_parameters(args.param)
     gpu = GpuConfig(enabled=False) if args.no_gpu else None

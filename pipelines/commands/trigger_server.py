@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-from typing import Callable
 
 from botyard.components.base.errors import ConfigError
+from botyard.pipelines.commands.options import load_callable
 from botyard.pipelines.trigger import DB_URL_ENV, DEFAULT_DB_URL, SECRET_ENV, TriggerConfig
-
-
-def load_callable(spec: str, flag: str) -> Callable:
-    """``module:function`` imported; ``ConfigError`` naming ``flag`` otherwise."""
-    module_name, sep, name = spec.partition(":")
-    if not sep or not module_name or not name:
-        raise ConfigError(f"{flag} {spec!r}: expected MODULE:FUNCTION, e.g. mypackage.backend:submit")
-    try:
-        fn = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{flag} {spec!r}: cannot import it ({exc})") from exc
-    if not callable(fn):
-        raise ConfigError(f"{flag} {spec!r} is not callable")
-    return fn
 
 
 def config_from_args(args: argparse.Namespace) -> TriggerConfig:
@@ -98,7 +83,7 @@ def register(subparsers) -> None:
         "--allowed-data-prefix", action="append", default=[], metavar="PREFIX",
         help="accept only data_uri values starting with PREFIX, e.g. gs://botyard-data/ (repeatable; default any)",
     )  # fmt: skip
-    p.add_argument("--kfp-host", metavar="URL", help="KFP API endpoint for the default back end (botyard.pipelines.submit)")
+    p.add_argument("--kfp-host", metavar="URL", help="KFP API endpoint for the default back end (botyard.pipelines.kfp)")
     p.add_argument("--poll-interval", type=float, default=d["poll_interval"].default, metavar="S",
                    help="seconds between dispatcher passes (default %(default)s)")
     p.add_argument("--run-poll-interval", type=float, default=d["run_poll_interval"].default, metavar="S",

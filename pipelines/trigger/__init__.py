@@ -98,7 +98,7 @@ class TriggerConfig(ConfigBase):
     run_poll_interval: float = 15.0  # seconds between run_state calls for one submitted run
     lease_seconds: float = 60.0  # a claim not renewed for this long is taken over by another replica
     allowed_data_prefixes: tuple[str, ...] = ()  # data_uri must start with one of these; () = any
-    kfp_host: str = ""  # the KFP API the default back end submits to; "" = botyard.pipelines.submit's default
+    kfp_host: str = ""  # the KFP API the default back end submits to; "" = train locally (kfp.local)
     replica_id: str = field(default_factory=default_replica_id)
     access_log: bool = False  # uvicorn's per-request log line
 

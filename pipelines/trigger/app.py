@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from botyard.components.base.errors import ConfigError, RequestError
 from botyard.components.base.model_store import check_bot_id
+from botyard.pipelines.kfp.naming import TRIGGER_PATTERN
 from botyard.pipelines.trigger import (
     ACTIVE_STATES,
     DEFAULT_TRIGGER,
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 MAX_DATA_URI_CHARS = 2048
 MAX_EVENT_ID_CHARS = 200
 MAX_LIST_LIMIT = 1000
-_TRIGGER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")  # what botyard.pipelines.submit accepts
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 QUERY_STATES = (RECEIVED, REJECTED, *ACTIVE_STATES, *FINAL_STATES)
 
@@ -125,7 +125,7 @@ def parse_event(body: bytes, config: TriggerConfig) -> dict:
     trigger = DEFAULT_TRIGGER
     if obj.get("trigger") is not None:
         trigger = _string_field(obj, "trigger", 63)
-        if not _TRIGGER.match(trigger):
+        if not TRIGGER_PATTERN.match(trigger):
             raise RequestError(f"'trigger' {trigger!r} must be 1-63 letters, digits and _ . : / -, starting with a letter or digit")
     event_id = None
     if obj.get("event_id") is not None:

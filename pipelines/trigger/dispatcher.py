@@ -19,9 +19,9 @@ The back end is two callables, injectable for tests and other orchestrators::
                          (also "pending", "paused", "canceling", "unknown": still running;
                           "canceled", "skipped": ended without a model, like "failed")
 
-``kfp_backend(host)`` gives the default pair, from ``botyard.pipelines.submit``: runs on the KFP API at
-``host``; with no host, ``botyard.pipelines.submit`` trains locally through kfp.local inside the
-dispatcher's thread, one bot at a time (a single-machine setup). A submitter that raises a
+``kfp_backend(host)`` gives the default pair, from ``botyard.pipelines.kfp.runs``: runs on the KFP API at
+``host``; with no host, it trains locally through kfp.local inside the dispatcher's thread, one
+bot at a time (a single-machine setup). A submitter that raises a
 ``ValueError`` (e.g. ``DataValidationError``) fails the batch at once; any other error is
 retried ``SUBMIT_ATTEMPTS`` times.
 
@@ -38,7 +38,6 @@ import threading
 import time
 from typing import Callable
 
-from botyard.components.base.errors import ConfigError
 from botyard.pipelines.trigger import CLAIMED, FAILED, RUN_STATES, SKIPPED, SUBMITTED, SUCCEEDED, TriggerConfig
 from botyard.pipelines.trigger.event_store import Store
 
@@ -48,7 +47,7 @@ Submitter = Callable[[str, str, str, str], str]
 RunState = Callable[[str], str]
 
 SUBMIT_ATTEMPTS = 3  # a submit that fails this often fails its batch
-# botyard.pipelines.submit.get_run_state's finer states, folded into RUN_STATES
+# botyard.pipelines.kfp.runs.get_run_state's finer states, folded into RUN_STATES
 STILL_RUNNING = frozenset({"pending", "paused", "canceling", "unknown"})
 ENDED_UNSUCCESSFULLY = frozenset({"canceled", "skipped"})  # a failed run, for the dedupe and the audit
 SUBMIT_BACKOFF_S = (5.0, 30.0)  # wait before the 2nd and the 3rd attempt
@@ -64,22 +63,14 @@ def compute_data_hash(data_uri: str) -> str:
 
 
 def kfp_backend(host: str | None = None) -> tuple[Submitter, RunState]:
-    """``(submitter, run_state)`` backed by ``botyard.pipelines.submit`` (Kubeflow Pipelines at ``host``).
-
-    Raises ``ConfigError`` when that module is not installed.
-    """
-    try:
-        from botyard.pipelines import submit
-    except ImportError as exc:
-        raise ConfigError(
-            f"the KFP back end (botyard.pipelines.submit) cannot be imported ({exc}); pass --submitter/--run-state"
-        ) from exc
+    """``(submitter, run_state)`` backed by ``botyard.pipelines.kfp.runs`` (Kubeflow Pipelines at ``host``)."""
+    from botyard.pipelines.kfp import runs
 
     def submitter(bot_id: str, data_uri: str, data_hash: str, trigger: str) -> str:
-        return submit.submit_bot_run(bot_id, data_uri, host=host, trigger=trigger).run_id
+        return runs.submit_bot_run(bot_id, data_uri, host=host, trigger=trigger).run_id
 
     def run_state(run_id: str) -> str:
-        return submit.get_run_state(run_id, host=host)
+        return runs.get_run_state(run_id, host=host)
 
     return submitter, run_state
 

@@ -1,5 +1,8 @@
 """A local stand-in for the KFP v2 REST API (``/apis/v2beta1``), enough for what kfp.Client 2.17 calls.
 
+The tests and the submit benchmark run against it; it ships in the package so a plain
+``pip install`` can run the benchmark.
+
 It records every request (``FakeKfp.requests``), keeps pipelines, versions, experiments, runs
 and recurring runs in memory, answers like the real API server (grpc-gateway JSON, snake_case
 fields, ``{"error", "code", "message"}`` bodies on errors, HTTP 409 on duplicate names), and can
