@@ -594,16 +594,18 @@ def test_recent_runs_reads_the_decisions_for_botyard_status(tmp_path, db_url, ma
 def test_the_default_back_end_adapts_the_kfp_runs_module(monkeypatch):
     import types
 
-    from botyard.pipelines.kfp import runs
+    from botyard.pipelines.kfp import client, runs
 
     calls = []
-    monkeypatch.setattr(runs, "submit_bot_run", lambda bot_id, data_uri, host=None, trigger="event": (
-        calls.append((bot_id, data_uri, host, trigger)) or types.SimpleNamespace(run_id="kfp-run-1")))
-    monkeypatch.setattr(runs, "get_run_state", lambda run_id, host=None: calls.append((run_id, host)) or "running")
-    submitter, run_state = kfp_backend("http://kfp:8888")
+    monkeypatch.setattr(client, "connect", lambda target: calls.append(("connect", target.host, target.namespace)))
+    monkeypatch.setattr(runs, "submit_bot_run", lambda bot_id, data_uri, host=None, trigger="event", service_account=None: (
+        calls.append((bot_id, data_uri, host.host, trigger, service_account)) or types.SimpleNamespace(run_id="kfp-run-1")))
+    monkeypatch.setattr(runs, "get_run_state", lambda run_id, host=None: calls.append((run_id, host.host)) or "running")
+    submitter, run_state = kfp_backend("http://kfp:8888", namespace="team-a", service_account="trainer")
     assert submitter("beanbot", "gs://b/nlu.yml", "abc", "cms") == "kfp-run-1"
     assert run_state("kfp-run-1") == "running"
-    assert calls == [("beanbot", "gs://b/nlu.yml", "http://kfp:8888", "cms"), ("kfp-run-1", "http://kfp:8888")]
+    assert calls == [("connect", "http://kfp:8888", "team-a"), ("beanbot", "gs://b/nlu.yml", "http://kfp:8888", "cms", "trainer"),
+                     ("kfp-run-1", "http://kfp:8888")]
 
 
 # --- two replicas on one PostgreSQL database ------------------------------------------------------------

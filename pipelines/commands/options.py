@@ -6,8 +6,10 @@ would otherwise be written twice; each raises ``ConfigError`` (exit code 2) with
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
+import os
 from datetime import datetime
 from typing import Callable
 
@@ -82,6 +84,43 @@ def load_callable(spec: str, flag: str) -> Callable:
     if not callable(fn):
         raise ConfigError(f"{flag} {spec!r} is not callable")
     return fn
+
+
+# --- the KFP endpoint ---------------------------------------------------------------------------
+def add_kfp_arguments(parser, *, host_help: str = "KFP endpoint, e.g. http://localhost:8080", default=None, host_flag: str = "--host") -> None:
+    """``--host`` (or ``host_flag``), ``--namespace`` and ``--token-file``: where the KFP API is and who calls it.
+
+    ``default=argparse.SUPPRESS`` for sub-commands, so values given before the action are kept.
+    """
+    from botyard.pipelines.kfp.client import COOKIES_ENV, SA_TOKEN_PATH_ENV, TOKEN_ENV
+
+    keep = default is argparse.SUPPRESS
+    parser.add_argument(host_flag, dest="host" if host_flag == "--host" else host_flag.lstrip("-").replace("-", "_"),
+                        default=default if keep else os.environ.get(HOST_ENV), metavar="URL",
+                        help=f"{host_help} (default: ${HOST_ENV})")
+    parser.add_argument("--namespace", default=default, metavar="NS",
+                        help="the Kubeflow profile namespace to work in; required by a multi-user KFP (e.g. kubeflow-user-example-com)")
+    parser.add_argument("--token-file", default=default, metavar="PATH",
+                        help=f"a service-account token to authenticate with (default: the path in ${SA_TOKEN_PATH_ENV}, as kfp "
+                        f"does); or set ${TOKEN_ENV} (a bearer token) or ${COOKIES_ENV} (the auth proxy's session cookie)")
+
+
+def kfp_endpoint(args: argparse.Namespace, host_attr: str = "host"):
+    """The ``KfpEndpoint`` the KFP flags name (credentials from the environment for the rest); None without a host."""
+    from botyard.pipelines.kfp.client import KfpEndpoint
+
+    host = getattr(args, host_attr, None)
+    if not host:
+        return None
+    return KfpEndpoint.from_environment(host, namespace=getattr(args, "namespace", None), token_file=getattr(args, "token_file", None))
+
+
+def add_service_account_argument(parser) -> None:
+    from botyard.pipelines.kfp.naming import DEFAULT_SERVICE_ACCOUNT
+
+    parser.add_argument("--service-account", default=None, metavar="NAME",
+                        help=f"Kubernetes service account the runs execute as (default: {DEFAULT_SERVICE_ACCOUNT} on a multi-user "
+                        "KFP, the server's own default on a single-user one)")
 
 
 # --- tables ----------------------------------------------------------------------------------------

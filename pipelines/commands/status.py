@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from botyard.components.base.errors import ConfigError
-from botyard.pipelines.commands.options import HOST_ENV, duration, table
+from botyard.pipelines.commands.options import HOST_ENV, add_kfp_arguments, duration, kfp_endpoint, table
 
 TRIGGER_COLUMNS = ("created_at", "bot_id", "trigger", "state", "run_id", "data_hash", "events", "reason")
 
@@ -38,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.host:
         from botyard.pipelines.kfp.runs import list_runs
 
-        runs = list_runs(args.host, bot_id=args.bot, limit=args.limit, with_metrics=not args.no_metrics)
+        runs = list_runs(kfp_endpoint(args), bot_id=args.bot, limit=args.limit, with_metrics=not args.no_metrics)
         print(f"Training runs on {args.host} ({who}, newest first):")
         print(kfp_runs_table(runs) if runs else "  none yet")
         failed = [r for r in runs if r.state == "failed"]
@@ -67,7 +66,7 @@ def register(subparsers) -> None:
         "unchanged data, failed) from its database.",
     )
     p.add_argument("--bot", "--bot-id", dest="bot", metavar="BOT_ID", help="only this bot (default: all bots)")
-    p.add_argument("--host", default=os.environ.get(HOST_ENV), metavar="URL", help=f"KFP endpoint, e.g. http://localhost:8080 (default: ${HOST_ENV})")
+    add_kfp_arguments(p)
     p.add_argument("--db-url", metavar="URL", help="the trigger service's database, e.g. sqlite:///botyard-events.db")
     p.add_argument("--limit", type=int, default=20, help="rows per list (default: 20)")
     p.add_argument("--no-metrics", action="store_true", help="do not read model metrics from the model store (faster for remote stores)")

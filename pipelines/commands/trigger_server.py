@@ -6,7 +6,7 @@ import argparse
 import os
 
 from botyard.components.base.errors import ConfigError
-from botyard.pipelines.commands.options import load_callable
+from botyard.pipelines.commands.options import add_kfp_arguments, add_service_account_argument, load_callable
 from botyard.pipelines.trigger import DB_URL_ENV, DEFAULT_DB_URL, SECRET_ENV, TriggerConfig
 
 
@@ -22,6 +22,7 @@ def config_from_args(args: argparse.Namespace) -> TriggerConfig:
         max_concurrent_runs=args.max_concurrent_runs, max_body_bytes=args.max_body_bytes,
         poll_interval=args.poll_interval, run_poll_interval=args.run_poll_interval, lease_seconds=args.lease_seconds,
         allowed_data_prefixes=tuple(args.allowed_data_prefix), kfp_host=args.kfp_host or "",
+        kfp_namespace=args.namespace or "", kfp_token_file=args.token_file or "", kfp_service_account=args.service_account or "",
         access_log=args.access_log,
     )  # fmt: skip
     if args.replica_id:
@@ -83,7 +84,8 @@ def register(subparsers) -> None:
         "--allowed-data-prefix", action="append", default=[], metavar="PREFIX",
         help="accept only data_uri values starting with PREFIX, e.g. gs://botyard-data/ (repeatable; default any)",
     )  # fmt: skip
-    p.add_argument("--kfp-host", metavar="URL", help="KFP API endpoint for the default back end (botyard.pipelines.kfp)")
+    add_kfp_arguments(p, host_flag="--kfp-host", host_help="KFP API endpoint the runs go to (none: train on this machine)")
+    add_service_account_argument(p)
     p.add_argument("--poll-interval", type=float, default=d["poll_interval"].default, metavar="S",
                    help="seconds between dispatcher passes (default %(default)s)")
     p.add_argument("--run-poll-interval", type=float, default=d["run_poll_interval"].default, metavar="S",

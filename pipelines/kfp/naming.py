@@ -20,6 +20,7 @@ SCHEDULE_SUFFIX = "-schedule"
 LABELS_KEY = "botyard_labels"  # a run's description: {"botyard_labels": {...}} (JSON)
 LOCAL_HOST = "local"
 MANUAL, SCHEDULED = "manual", "schedule"  # triggers botyard itself uses; the trigger service adds its own
+DEFAULT_SERVICE_ACCOUNT = "default-editor"  # what a Kubeflow profile namespace runs pipelines as
 TRIGGER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")
 TRIGGER_RULE = "1-63 letters, digits and '_.:/-', starting with a letter or digit"
 

@@ -20,9 +20,10 @@ from botyard.components.base import contracts as c
 from botyard.components.base.config import GpuConfig
 from botyard.components.base.errors import ConfigError, SubmitError
 from botyard.components.base.model_store import check_bot_id
-from botyard.pipelines.kfp.client import REQUEST_TIMEOUT_S, connect, status_of, ui_url
+from botyard.pipelines.kfp.client import REQUEST_TIMEOUT_S, Connection, Target, connect, status_of, ui_url
 from botyard.pipelines.kfp.experiments import ensure_experiment, find_experiment
 from botyard.pipelines.kfp.naming import (
+    DEFAULT_SERVICE_ACCOUNT,
     LABELS_KEY,
     LOCAL_HOST,
     MANUAL,
@@ -89,13 +90,25 @@ def runtime_parameters(params: dict, bot_id: str, data_uri: str, models_root: st
     return {**params, "bot_id": bot_id, "data_uri": data_uri, "models_root": models_root}
 
 
+def service_account_for(connection: Connection, service_account: str | None) -> str | None:
+    """The Kubernetes service account a run executes as.
+
+    None: ``default-editor`` on a multi-user server (what a profile namespace runs pipelines as),
+    the server's own default (``pipeline-runner``) on a single-user one, which has no
+    ``default-editor``; "" always means the server's default.
+    """
+    if service_account is None:
+        return DEFAULT_SERVICE_ACCOUNT if connection.multi_user else None
+    return service_account or None
+
+
 # --- submitting ----------------------------------------------------------------------------------
 
 
 def submit_bot_run(
     bot_id: str,
     data_uri: str,
-    host: str | None = None,
+    host: Target | None = None,
     trigger: str = MANUAL,
     models_root: str | None = None,
     parameters: dict | None = None,
@@ -104,8 +117,12 @@ def submit_bot_run(
     pipeline_root: str = "runs",
     console=None,
     data_hash: str | None = None,
+    service_account: str | None = None,
 ) -> SubmittedRun:
     """Start one training run of ``bot_id`` on its data: on the KFP endpoint ``host``, or locally when it is None.
+
+    ``host`` is a URL (credentials from the environment) or a ``KfpEndpoint`` (namespace,
+    token file, ...). The run executes as ``service_account`` (see ``service_account_for``).
 
     The data is read and validated here first (its hash labels the run), so bad data raises
     ``DataValidationError`` before anything is submitted; a caller that has checked the data
@@ -143,6 +160,7 @@ def submit_bot_run(
         description=json.dumps({LABELS_KEY: labels}, sort_keys=True),
         pipeline_version_reference=kfp_server_api.V2beta1PipelineVersionReference(pipeline_id=pipeline_id, pipeline_version_id=version_id),
         runtime_config=kfp_server_api.V2beta1RuntimeConfig(parameters=runtime_parameters(params, bot_id, data_uri, models_root)),
+        service_account=service_account_for(connection, service_account),
     )
     with connection.errors(f"starting a run of bot '{bot_id}'"):
         run = connection.client.runs.run_service_create_run(body, _request_timeout=REQUEST_TIMEOUT_S)
@@ -152,8 +170,8 @@ def submit_bot_run(
         data_hash=digest,
         experiment=experiment_name(bot_id),
         pipeline_version=version_name,
-        host=host,
-        url=ui_url(host, f"runs/details/{run.run_id}"),
+        host=connection.host,
+        url=ui_url(connection.host, f"runs/details/{run.run_id}"),
         trigger=trigger,
         run_name=name,
         pipeline_uploaded=uploaded,
@@ -187,7 +205,7 @@ def normalise_state(state) -> str:
     return STATES.get(str(state or "RUNTIME_STATE_UNSPECIFIED").upper(), "unknown")
 
 
-def get_run_state(run_id: str, host: str | None = None, *, pipeline_root: str = "runs") -> str:
+def get_run_state(run_id: str, host: Target | None = None, *, pipeline_root: str = "runs") -> str:
     """The state of a run: pending, running, succeeded, failed, skipped, canceling, canceled, paused or unknown.
 
     Without a host, ``run_id`` is a local run folder under ``pipeline_root`` (local runs finish
@@ -207,7 +225,7 @@ def get_run_state(run_id: str, host: str | None = None, *, pipeline_root: str = 
             run = connection.client.runs.run_service_get_run(run_id, _request_timeout=REQUEST_TIMEOUT_S)
         except kfp_server_api.ApiException as exc:
             if status_of(exc) == 404:
-                raise SubmitError(f"KFP at {host}: no run with id '{run_id}' (HTTP 404)", status=404) from exc
+                raise SubmitError(f"KFP at {connection.host}: no run with id '{run_id}' (HTTP 404)", status=404) from exc
             raise
     return normalise_state(run.state)
 
@@ -289,7 +307,7 @@ def run_info(run, host: str, with_metrics: bool = True) -> RunInfo:
     )
 
 
-def list_runs(host: str, bot_id: str | None = None, limit: int = 20, *, with_metrics: bool = True) -> list[RunInfo]:
+def list_runs(host: Target, bot_id: str | None = None, limit: int = 20, *, with_metrics: bool = True) -> list[RunInfo]:
     """The most recent runs (newest first), all bots or one bot's (its experiment's)."""
     if not 1 <= int(limit) <= 1000:
         raise ConfigError(f"limit = {limit!r} is out of range; allowed: 1 to 1000")
@@ -304,4 +322,4 @@ def list_runs(host: str, bot_id: str | None = None, limit: int = 20, *, with_met
         found = connection.client.runs.run_service_list_runs(
             page_size=int(limit), sort_by="created_at desc", _request_timeout=REQUEST_TIMEOUT_S, **kwargs
         )
-    return [run_info(r, host, with_metrics) for r in (found.runs or [])]
+    return [run_info(r, connection.host, with_metrics) for r in (found.runs or [])]

@@ -13,13 +13,13 @@ from datetime import datetime
 from botyard.components.base.config import GpuConfig
 from botyard.components.base.errors import ConfigError, SubmitError
 from botyard.components.base.model_store import check_bot_id
-from botyard.pipelines.kfp.client import REQUEST_TIMEOUT_S, Connection, connect, filter_json
+from botyard.pipelines.kfp.client import REQUEST_TIMEOUT_S, Connection, Target, connect, filter_json
 from botyard.pipelines.kfp.cron import normalize_cron
 from botyard.pipelines.kfp.experiments import ensure_experiment, find_experiment
 from botyard.pipelines.kfp.naming import LABELS_KEY, SCHEDULED, experiment_name, is_schedule_name, schedule_name
 from botyard.pipelines.kfp.parameters import check_cluster_uri, check_parameters, data_fingerprint, default_models_root
 from botyard.pipelines.kfp.pipeline_versions import ensure_pipeline_version
-from botyard.pipelines.kfp.runs import as_utc, runtime_parameters
+from botyard.pipelines.kfp.runs import as_utc, runtime_parameters, service_account_for
 
 PAGE_SIZE = 100
 MAX_PAGES = 100
@@ -80,11 +80,12 @@ def schedule_bot(
     bot_id: str,
     data_uri: str,
     cron: str,
-    host: str,
+    host: Target,
     *,
     models_root: str | None = None,
     parameters: dict | None = None,
     gpu: GpuConfig | None = None,
+    service_account: str | None = None,
 ) -> ScheduleInfo:
     """Retrain ``bot_id`` on ``data_uri`` on a cron schedule: a KFP recurring run ``bot-<bot_id>-schedule``.
 
@@ -110,7 +111,7 @@ def schedule_bot(
     if existing:
         raise ConfigError(
             f"bot '{bot_id}' already has a schedule ({existing[0].recurring_run_id}, cron "
-            f"'{schedule_info(existing[0]).cron}'); delete it first: botyard schedule delete --bot {bot_id} --host {host}"
+            f"'{schedule_info(existing[0]).cron}'); delete it first: botyard schedule delete --bot {bot_id} --host {connection.host}"
         )
     labels = {"bot_id": bot_id, "trigger": SCHEDULED, "data_uri": data_uri, "pipeline_version": version_name, "cron": cron6}
     body = kfp_server_api.V2beta1RecurringRun(
@@ -123,13 +124,15 @@ def schedule_bot(
         mode=kfp_server_api.RecurringRunMode.ENABLE,
         max_concurrency=1,
         no_catchup=True,
+        namespace=connection.namespace,
+        service_account=service_account_for(connection, service_account),
     )
     with connection.errors(f"creating schedule '{name}'"):
         created = connection.client.recurring_runs.recurring_run_service_create_recurring_run(body, _request_timeout=REQUEST_TIMEOUT_S)
     return schedule_info(created)
 
 
-def list_schedules(host: str, bot_id: str | None = None) -> list[ScheduleInfo]:
+def list_schedules(host: Target, bot_id: str | None = None) -> list[ScheduleInfo]:
     """botyard's schedules on ``host`` (recurring runs named ``bot-*-schedule``), one bot's or all."""
     connection = connect(host)
     with connection.errors("listing schedules"):
@@ -141,23 +144,23 @@ def list_schedules(host: str, bot_id: str | None = None) -> list[ScheduleInfo]:
     return [schedule_info(rr) for rr in found]
 
 
-def _the_schedule(host: str, bot_id: str) -> ScheduleInfo:
+def _the_schedule(host: Target, bot_id: str) -> ScheduleInfo:
     found = list_schedules(host, bot_id)
     if not found:
-        raise SubmitError(f"KFP at {host}: bot '{bot_id}' has no schedule (no recurring run '{schedule_name(bot_id)}')", status=404)
+        raise SubmitError(f"KFP at {connect(host).host}: bot '{bot_id}' has no schedule (no recurring run '{schedule_name(bot_id)}')", status=404)
     return found[0]
 
 
-def pause_schedule(bot_id: str, host: str) -> ScheduleInfo:
+def pause_schedule(bot_id: str, host: Target) -> ScheduleInfo:
     """Stop the bot's schedule from starting runs (it stays, with its cron; ``resume_schedule`` restarts it)."""
     return _set_schedule_enabled(bot_id, host, enabled=False)
 
 
-def resume_schedule(bot_id: str, host: str) -> ScheduleInfo:
+def resume_schedule(bot_id: str, host: Target) -> ScheduleInfo:
     return _set_schedule_enabled(bot_id, host, enabled=True)
 
 
-def _set_schedule_enabled(bot_id: str, host: str, enabled: bool) -> ScheduleInfo:
+def _set_schedule_enabled(bot_id: str, host: Target, enabled: bool) -> ScheduleInfo:
     connection = connect(host)
     schedule = _the_schedule(host, bot_id)
     service = connection.client.recurring_runs
@@ -168,7 +171,7 @@ def _set_schedule_enabled(bot_id: str, host: str, enabled: bool) -> ScheduleInfo
     return schedule
 
 
-def delete_schedule(bot_id: str, host: str) -> ScheduleInfo:
+def delete_schedule(bot_id: str, host: Target) -> ScheduleInfo:
     """Delete the bot's schedule; runs it already started are kept."""
     connection = connect(host)
     schedule = _the_schedule(host, bot_id)

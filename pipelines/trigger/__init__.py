@@ -99,6 +99,9 @@ class TriggerConfig(ConfigBase):
     lease_seconds: float = 60.0  # a claim not renewed for this long is taken over by another replica
     allowed_data_prefixes: tuple[str, ...] = ()  # data_uri must start with one of these; () = any
     kfp_host: str = ""  # the KFP API the default back end submits to; "" = train locally (kfp.local)
+    kfp_namespace: str = ""  # the profile namespace on a multi-user KFP
+    kfp_token_file: str = ""  # a service-account token; "" = $KF_PIPELINES_SA_TOKEN_PATH or kfp's default path
+    kfp_service_account: str = ""  # what runs execute as; "" = default-editor (multi-user) or the server's default
     replica_id: str = field(default_factory=default_replica_id)
     access_log: bool = False  # uvicorn's per-request log line
 

@@ -179,7 +179,10 @@ def create_app(
     closes only a store it opened.
     """
     if submitter is None or run_state is None:
-        default_submitter, default_run_state = kfp_backend(config.kfp_host or None)
+        default_submitter, default_run_state = kfp_backend(
+            config.kfp_host or None, namespace=config.kfp_namespace or None, token_file=config.kfp_token_file or None,
+            service_account=config.kfp_service_account or None,
+        )  # fmt: skip
         submitter = submitter or default_submitter
         run_state = run_state or default_run_state
     owns_store = store is None

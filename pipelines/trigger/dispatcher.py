@@ -62,17 +62,40 @@ def compute_data_hash(data_uri: str) -> str:
     return data_hash(read_training_data(data_uri))
 
 
-def kfp_backend(host: str | None = None) -> tuple[Submitter, RunState]:
-    """``(submitter, run_state)`` backed by ``botyard.pipelines.kfp.runs`` (Kubeflow Pipelines at ``host``)."""
+def kfp_backend(
+    host: str | None = None, *, namespace: str | None = None, token_file: str | None = None, service_account: str | None = None
+) -> tuple[Submitter, RunState]:
+    """``(submitter, run_state)`` backed by ``botyard.pipelines.kfp.runs`` (Kubeflow Pipelines at ``host``).
+
+    ``namespace`` and ``token_file`` as ``KfpEndpoint`` takes them; the bearer token and cookies
+    come from the environment there too.
+    """
     from botyard.pipelines.kfp import runs
+    from botyard.pipelines.kfp.client import KfpEndpoint
+
+    target = KfpEndpoint.from_environment(host, namespace=namespace, token_file=token_file) if host else None
+    if target is not None:
+        _preflight(target)
 
     def submitter(bot_id: str, data_uri: str, data_hash: str, trigger: str) -> str:
-        return runs.submit_bot_run(bot_id, data_uri, host=host, trigger=trigger).run_id
+        return runs.submit_bot_run(bot_id, data_uri, host=target, trigger=trigger, service_account=service_account).run_id
 
     def run_state(run_id: str) -> str:
-        return runs.get_run_state(run_id, host=host)
+        return runs.get_run_state(run_id, host=target)
 
     return submitter, run_state
+
+
+def _preflight(target) -> None:
+    """Connect once at start: a missing namespace or token file stops the service (exit code 2); an
+    unreachable API is only logged, since it may come up after the trigger service does."""
+    from botyard.components.base.errors import SubmitError
+    from botyard.pipelines.kfp.client import connect
+
+    try:
+        connect(target)
+    except SubmitError as exc:
+        log.warning("trigger: KFP is not reachable yet (%s); runs are submitted once it is", exc)
 
 
 def _short(exc: BaseException) -> str:
