@@ -24,6 +24,11 @@ def handle(args: argparse.Namespace) -> int:
 
     for path in compile_all(args.output_dir, gpu_config(args)):
         print(path)
+    if args.check:
+        from botyard.pipelines.kfp.publish import read_compiled
+
+        for pipeline in read_compiled(args.output_dir):
+            print(f"loaded back with kfp: {pipeline.path} (pipeline {pipeline.name}, {len(pipeline.inputs)} inputs, sha256 {pipeline.sha256[:12]})")
     return 0
 
 
@@ -41,4 +46,5 @@ def register(subparsers) -> None:
     p.add_argument("--gpus", type=int, default=1, help="GPUs for the train step (default: 1)")
     p.add_argument("--gpu-node-selector", action="append", metavar="KEY=VALUE", help="node selector for the train step (repeatable; default nvidia.com/gpu.present=true)")
     p.add_argument("--gpu-toleration", action="append", metavar="KEY", help="taint key the train step tolerates (Exists/NoSchedule; repeatable; default nvidia.com/gpu)")
+    p.add_argument("--check", action="store_true", help="load every file in --output-dir back with kfp afterwards (what CI runs)")
     p.set_defaults(handler=handle)

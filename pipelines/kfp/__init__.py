@@ -18,4 +18,5 @@ One job per module::
     experiments        the per-bot experiment
     runs               submit a run (KFP or kfp.local), a run's state, listing runs
     schedules          create, list, pause, resume and delete a bot's schedule
+    publish            compiled pipelines read back with kfp, uploaded as a named version (CI)
 """
