@@ -21,7 +21,7 @@ from botyard.pipelines.cli import main
 from botyard.pipelines.kfp import client as kfp_client
 from botyard.pipelines.kfp import runs, schedules
 from botyard.pipelines.kfp.client import COOKIES_ENV, SA_TOKEN_PATH_ENV, TOKEN_ENV, KfpEndpoint
-from botyard.pipelines.trigger.dispatcher import kfp_backend
+from botyard.pipelines.trigger.backends import kfp_backend
 
 from conftest import tiny_rows
 
