@@ -206,18 +206,29 @@ class Harness:
         return self.client.get(f"/bots/{bot_id}/runs").json()["runs"]
 
 
+@pytest.fixture(scope="session")
+def data_checker():
+    """One sandbox (worker processes) for the in-process tests: each fresh worker pays a Python start."""
+    from botyard.pipelines.trigger.sandbox import DataChecker
+
+    checker = DataChecker(workers=2)
+    yield checker
+    checker.close()
+
+
 @pytest.fixture
-def make_harness():
+def make_harness(data_checker):
     from fastapi.testclient import TestClient
 
     from botyard.pipelines.trigger.app import create_app
 
     clients = []
 
-    def _make(db_url: str, backend: FakeBackend | None = None, **overrides) -> Harness:
+    def _make(db_url: str, backend: FakeBackend | None = None, own_sandbox: bool = False, **overrides) -> Harness:
+        """``own_sandbox``: the app's own data checker (from its config: local prefixes, limits), not the shared one."""
         clock, backend = FakeClock(), backend or FakeBackend()
         app = create_app(config_for(db_url, **overrides), backend.submit, backend.run_state, clock=clock,
-                         start_dispatcher=False)
+                         start_dispatcher=False, hash_data=None if own_sandbox else data_checker.fingerprint)
         client = TestClient(app, headers=READ_HEADERS)
         client.__enter__()
         clients.append(client)
@@ -564,15 +575,15 @@ def test_data_the_submitter_refuses_fails_at_once_and_canceled_runs_count_as_fai
     assert (h.runs("beanbot")[0]["state"], h.runs("beanbot")[0]["reason"]) == ("failed", "run run-1 ended canceled")
 
 
-def test_a_dead_replicas_claims_are_taken_over_after_the_lease_without_a_second_run(tmp_path, db_url):
+def test_a_dead_replicas_claims_are_taken_over_after_the_lease_without_a_second_run(tmp_path, db_url, data_checker):
     """Replica A submits bot-a's run and claims bot-b's batch, then dies; B takes both over."""
     cfg_a = config_for(db_url, quiet_period=1.0, lease_seconds=10.0, replica_id="replica-a")
     cfg_b = config_for(db_url, quiet_period=1.0, lease_seconds=10.0, replica_id="replica-b")
     store_a, store_b = Store(db_url), Store(db_url)
     try:
         clock, backend = FakeClock(), FakeBackend()
-        a = Dispatcher(store_a, cfg_a, backend.submit, backend.run_state, clock=clock)
-        b = Dispatcher(store_b, cfg_b, backend.submit, backend.run_state, clock=clock)
+        a = Dispatcher(store_a, cfg_a, backend.submit, backend.run_state, clock=clock, hash_data=data_checker.fingerprint)
+        b = Dispatcher(store_b, cfg_b, backend.submit, backend.run_state, clock=clock, hash_data=data_checker.fingerprint)
         store_a.accept_event(bot_id="bot-a", data_uri=write_data(tmp_path, "a.csv"), trigger="event", event_id=None, now=clock())
         clock.advance(2)
         a.settle()
@@ -674,14 +685,15 @@ def test_racing_claims_batch_every_event_exactly_once(db_url):
             store.close()
 
 
-def test_two_replicas_on_postgresql_never_process_an_event_twice(tmp_path, postgres_server):
+def test_two_replicas_on_postgresql_never_process_an_event_twice(tmp_path, postgres_server, data_checker):
     db_url = postgres_server.create_database()
     backend = FakeBackend(succeed_after_polls=2, submit_delay=0.01)
     common = dict(quiet_period=0.05, max_concurrent_runs=3, poll_interval=0.02, run_poll_interval=0.03,
                   lease_seconds=5.0)
     stores = [Store(db_url) for _ in range(2)]
     dispatchers = [
-        Dispatcher(store, config_for(db_url, replica_id=f"replica-{i}", **common), backend.submit, backend.run_state)
+        Dispatcher(store, config_for(db_url, replica_id=f"replica-{i}", **common), backend.submit, backend.run_state,
+                   hash_data=data_checker.fingerprint)
         for i, store in enumerate(stores)
     ]
     bots = [f"bot-{i}" for i in range(6)]

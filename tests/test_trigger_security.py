@@ -26,6 +26,7 @@ from test_trigger import (  # noqa: F401 - fixtures and helpers shared with the 
     READ_HEADERS,
     SECRET,
     ServerProcess,
+    data_checker,
     make_harness,
     servers,
     signed,
@@ -124,7 +125,8 @@ def test_a_link_out_of_the_local_prefix_is_refused_by_the_data_check(tmp_path, s
     secret = tmp_path / "secret.csv"
     secret.write_text("text,intent\n" + "".join(f"password {k},greet\nkey {k},bye\n" for k in range(5)))
     (allowed / "evil.csv").symlink_to(secret)
-    h = make_harness(sqlite_url, dev=False, allow_local_data=True, allowed_data_prefixes=(f"{allowed}/",), quiet_period=1.0)
+    h = make_harness(sqlite_url, dev=False, allow_local_data=True, allowed_data_prefixes=(f"{allowed}/",), quiet_period=1.0,
+                     own_sandbox=True)
     assert h.post({"bot_id": "beanbot", "data_uri": str(allowed / "evil.csv")}).status_code == 202
     h.tick(advance=2)
     [run] = h.client.get("/bots/beanbot/runs").json()["runs"]
@@ -199,7 +201,7 @@ def test_a_yaml_alias_bomb_stalls_neither_healthz_nor_other_bots(tmp_path, serve
     (tmp_path / "bomb.yml").write_text(BOMB)
     good = write_data(tmp_path, "good.csv")
     server = servers(tmp_path, f"sqlite:///{tmp_path / 'events.db'}", "bomb", "--quiet-period", "0.2", "--poll-interval",
-                     "0.1", "--parse-workers", "2", "--parse-memory-mb", "300", "--parse-timeout", "20")
+                     "0.1", "--parse-workers", "2", "--parse-memory-mb", "220", "--parse-timeout", "20")
     baseline_mb = psutil.Process(server.process.pid).memory_info().rss / 2**20
     assert server.request("POST", "/events", *signed({"bot_id": "bomb-bot", "data_uri": str(tmp_path / "bomb.yml")}))[0] == 202
     time.sleep(0.5)  # the bomb is in a data-check worker now
