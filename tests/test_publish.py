@@ -151,3 +151,21 @@ def test_ci_run_tests_first_then_compiles_and_loads_back_every_pipeline(tmp_path
         assert next(yaml.safe_load_all((build / name).read_text()))["pipelineInfo"]["name"] == pipeline
         assert f"loaded back with kfp: {build / name} (pipeline {pipeline}" in result.stdout
     assert result.stdout.index("== 1/2 tests") < result.stdout.index("== 2/2 compile")
+
+
+def test_the_example_ci_workflow_tests_builds_every_image_folder_compiles_and_publishes():
+    workflow = yaml.safe_load((REPO / "containers" / "ci" / "github-actions.yml").read_text())
+    steps = {job: " ".join(str(step.get("run", "")) for step in spec["steps"]) for job, spec in workflow["jobs"].items()}
+    assert ".ci/run" in steps["test"]
+    assert "containers/*/Dockerfile" in steps["images"] and "docker push" in steps["images"]
+    assert workflow["jobs"]["images"]["needs"] == "test" and workflow["jobs"]["publish"]["needs"] == "images"
+    assert "botyard compile --output-dir build/pipelines --check" in steps["publish"]
+    publish_cmd = steps["publish"][steps["publish"].index("botyard publish"):]
+    for flag in ("--host", "--namespace", "--version", "--pipelines-dir build/pipelines"):
+        assert flag in publish_cmd
+    # the command line it runs is one botyard parses
+    from botyard.pipelines.cli import build_parser
+
+    args = build_parser().parse_args(["publish", "--host", "https://kfp", "--namespace", "ns", "--version", "v1",
+                                      "--pipelines-dir", "build/pipelines"])
+    assert (args.host, args.namespace, args.version) == ("https://kfp", "ns", "v1")
