@@ -148,3 +148,15 @@ def test_percentile_is_the_nearest_rank():
     assert [percentile(values, q) for q in (0.0, 0.5, 0.99, 1.0)] == [1.0, 3.0, 5.0, 5.0]
     with pytest.raises(ValueError, match="percentile of no values"):
         percentile([], 0.5)
+
+
+def tiny_suite(output_dir: str) -> dict:
+    return {"description": "a suite without data", "figure": 1.0}
+
+
+def test_suites_without_data_need_no_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(harness.DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data here
+    monkeypatch.setitem(harness.SUITES, "tiny", harness.Suite("tiny", "test_bench:tiny_suite", "no data", takes_context=False))
+    assert main(["bench", "--in-process", "--suite", "tiny", "--output-dir", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / harness.RESULTS_JSON).read_text())["suites"]["tiny"]["figure"] == 1.0

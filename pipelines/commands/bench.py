@@ -39,13 +39,14 @@ def register(subparsers) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from botyard.pipelines.bench.harness import LATENCY_CALLS, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
+    from botyard.pipelines.bench.harness import LATENCY_CALLS, SUITES, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
 
     if args.max_bots < 0:
         raise ConfigError(f"--max-bots = {args.max_bots} is out of range; allowed: 0 (all) or more")
     suites = args.suites or default_suites()
+    needs_data = any(SUITES[name].takes_context for name in suites if name in SUITES)  # serving, trigger, submit: none
     context = BenchContext(
-        data_dir=str(resolve_data_dir(args.data_dir)),
+        data_dir=str(resolve_data_dir(args.data_dir)) if needs_data else (args.data_dir or ""),
         output_dir=args.output_dir,
         train_config=train_config_with(json_overrides(args.overrides, "--set"), quick=args.quick),
         latency_calls=args.latency_calls or (50 if args.quick else LATENCY_CALLS),
