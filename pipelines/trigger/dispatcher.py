@@ -15,7 +15,7 @@ One pass (``tick``), repeated every ``poll_interval`` seconds by a background th
    run id recorded. A file that cannot be used is a failed decision whose reason names the
    kind of problem, never the file's content; a failing submit is retried ``SUBMIT_ATTEMPTS``
    times with a back-off;
-5. prune the refused requests beyond ``max_rejected_records``.
+5. every ``PRUNE_INTERVAL_S``, delete the refused requests beyond ``max_rejected_records``.
 
 The back end is two callables, injectable for tests and other orchestrators::
 
@@ -57,6 +57,7 @@ ENDED_UNSUCCESSFULLY = frozenset({"canceled", "skipped"})  # a failed run, for t
 SUBMIT_BACKOFF_S = (5.0, 30.0)  # wait before the 2nd and the 3rd attempt
 MAX_REASON_CHARS = 1000
 HASH_WAIT_S = 1.0  # a pass waits this long for data checks; slower ones finish in a later pass
+PRUNE_INTERVAL_S = 10.0  # the cap on stored refusals is applied this often
 
 
 def data_checker_for(config: TriggerConfig):
@@ -115,6 +116,7 @@ class Dispatcher:
         self.hash_data = hash_data or self._checker.fingerprint
         self._hash_pool = ThreadPoolExecutor(config.parse_workers, thread_name_prefix="trigger-data-check")
         self._hashing: dict[int, Future] = {}  # batch id -> its data check in flight
+        self._pruned_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0
@@ -134,6 +136,9 @@ class Dispatcher:
         )  # fmt: skip
         just_claimed = {b["batch_id"] for b in claimed}
         due = self.store.due_batches(self.owner, CLAIMED, now=self.clock())
+        due_ids = {b["batch_id"] for b in due}
+        for batch_id in [b for b, check in self._hashing.items() if b not in due_ids and check.done()]:
+            del self._hashing[batch_id]  # a batch another replica took over while its file was being read
         for batch in due:  # every claimed batch's data check runs in the sandbox, several at once
             if batch["batch_id"] not in self._hashing:
                 self._hashing[batch["batch_id"]] = self._hash_pool.submit(self.hash_data, batch["data_uri"])
@@ -148,7 +153,9 @@ class Dispatcher:
                 renewed = self.clock()
                 self.store.renew_leases(self.owner, now=renewed, lease_seconds=cfg.lease_seconds)
             self._dispatch(batch, check, leased_at=claimed_at if batch["batch_id"] in just_claimed else None)
-        self.store.prune_rejected(keep=cfg.max_rejected_records)
+        if self.clock() - self._pruned_at >= PRUNE_INTERVAL_S:
+            self._pruned_at = self.clock()
+            self.store.prune_rejected(keep=cfg.max_rejected_records)
         self.passes += 1
 
     @property

@@ -64,7 +64,7 @@ class Limits:
 # --- the worker process ------------------------------------------------------------------------------
 def _outside_local_prefixes(uri: str, local_prefixes: tuple[str, ...]) -> bool:
     """A local path (a symlink, too) that really lives outside the allowed local folders."""
-    if not local_prefixes or "://" in uri and not uri.startswith("file://"):
+    if not local_prefixes or ("://" in uri and not uri.startswith("file://")):
         return False
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     real = os.path.realpath(path)
