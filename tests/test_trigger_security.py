@@ -278,3 +278,28 @@ def test_the_readme_curl_recipe_works_as_written(tmp_path, servers):
     posted, listed = [json.loads(line) for line in result.stdout.replace("}{", "}\n{").splitlines() if line.strip()]
     assert posted["duplicate"] is False and posted["event"]["data_uri"] == "gs://bots/sample-bot/nlu.yml"
     assert [e["id"] for e in listed["events"]] == [posted["event"]["id"]]
+
+
+def test_the_sandbox_stops_a_file_at_its_memory_and_time_limits_and_carries_on(tmp_path):
+    """A file the bounded parser accepts (under its 64 MB cap) may still be more than a small worker may spend."""
+    from botyard.pipelines.trigger.sandbox import OUT_OF_MEMORY, TIMED_OUT, DataChecker, DataCheckError, Limits
+
+    big = tmp_path / "big.csv"
+    with open(big, "w", encoding="utf-8") as f:
+        f.write("text,intent\n")
+        for i in range(600_000):
+            f.write(f"utterance number {i} for the bot,{'greet' if i % 2 else 'bye'}\n")
+    small = write_data(tmp_path, "small.csv")
+    for limits, kind, why in (
+        (Limits(memory_mb=200, timeout_s=120), OUT_OF_MEMORY, "reading it needed more than 200 MiB (the limit is --parse-memory-mb)"),
+        (Limits(memory_mb=4096, timeout_s=0.5), TIMED_OUT, "reading it took longer than 0.5 s (the limit is --parse-timeout)"),
+    ):
+        checker = DataChecker(workers=1, limits=limits)
+        try:
+            assert len(checker.fingerprint(small)) == 64  # the worker is up (a fresh interpreter may take seconds)
+            with pytest.raises(DataCheckError) as err:
+                checker.fingerprint(str(big))
+            assert (err.value.kind, err.value.reason) == (kind, why)
+            assert len(checker.fingerprint(small)) == 64 and checker.replaced == 1  # a fresh worker took over
+        finally:
+            checker.close()
