@@ -149,3 +149,21 @@ def test_network_policy_admits_only_labelled_senders_and_the_needed_egress(built
     assert all(next(iter(peer.values())) == {"matchLabels": {"botyard.io/trigger-client": "true"}} for peer in ingress["from"])
     egress_ports = sorted(p["port"] for rule in policy["egress"] for p in rule["ports"])
     assert egress_ports == [53, 53, 443, 5432, 8888]  # DNS, object storage, PostgreSQL, KFP API
+
+
+def test_audit_token_and_data_limits_fit_the_container(pod, container, monkeypatch):
+    args = parsed_args(container, monkeypatch)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["read-token"]["readOnly"] is True
+    assert args.read_token_file == f"{mounts['read-token']['mountPath']}/token"
+    assert volumes["read-token"]["secret"] == {
+        "secretName": "botyard-trigger-read", "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]
+    }
+    assert args.dev is False and args.allow_local_data is False  # object-store data under the prefix only
+    assert args.namespace and args.kfp_host.startswith("http://ml-pipeline.kubeflow")
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") or limit.endswith("Mi")
+    limit_mb = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    server_bound_mb = 400  # the trigger replica's stated bound (tests/test_trigger_security.py measures it)
+    assert server_bound_mb + args.parse_workers * args.parse_memory_mb <= limit_mb

@@ -6,21 +6,14 @@ import argparse
 import sys
 
 from botyard.components.base.config import GpuConfig
-from botyard.components.base.errors import ConfigError
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"{text!r}: expected KEY=VALUE")
-    return key, value
+from botyard.pipelines.commands.options import key_value
 
 
 def gpu_config(args: argparse.Namespace) -> GpuConfig:
     if args.no_gpu:
         return GpuConfig(enabled=False)
     defaults = GpuConfig()
-    selector = dict(_key_value(s) for s in args.gpu_node_selector) if args.gpu_node_selector else defaults.node_selector
+    selector = dict(key_value(s, "--gpu-node-selector") for s in args.gpu_node_selector) if args.gpu_node_selector else defaults.node_selector
     tolerations = tuple({"key": k, "operator": "Exists", "effect": "NoSchedule"} for k in args.gpu_toleration) if args.gpu_toleration else defaults.tolerations
     return GpuConfig(
         accelerator_type=args.accelerator_type, accelerator_limit=args.gpus, node_selector=selector, tolerations=tolerations
@@ -49,6 +42,11 @@ def handle(args: argparse.Namespace) -> int:
     for path in compile_all(args.output_dir, gpu_config(args), images=images, storage=storage_access(args)):
         print(path)
     print(f"images: {images.steps} (steps), {images.trainer} (train)", file=sys.stderr)
+    if args.check:
+        from botyard.pipelines.kfp.publish import read_compiled
+
+        for pipeline in read_compiled(args.output_dir):
+            print(f"loaded back with kfp: {pipeline.path} (pipeline {pipeline.name}, {len(pipeline.inputs)} inputs, sha256 {pipeline.sha256[:12]})")
     return 0
 
 
@@ -77,4 +75,5 @@ def register(subparsers) -> None:
                    "variable it becomes (repeatable; default AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY under their own names)")
     p.add_argument("--storage-endpoint", metavar="URL", help="AWS_ENDPOINT_URL for those steps: a MinIO or other "
                    "S3-compatible endpoint, e.g. http://minio-service.kubeflow:9000")
+    p.add_argument("--check", action="store_true", help="load every file in --output-dir back with kfp afterwards (what CI runs)")
     p.set_defaults(handler=handle)

@@ -7,26 +7,7 @@ import sys
 
 from botyard.components.base import contracts as c
 from botyard.components.base import storage
-from botyard.components.base.errors import ConfigError
-
-
-def parse_parameters(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` pipeline parameters, with numbers converted."""
-    from botyard.pipelines.bot_training import bot_training
-
-    fixed = {"bot_id", "data_uri", "models_root"}  # have their own flags
-    known = {k: v for k, v in (bot_training.component_spec.inputs or {}).items() if k not in fixed}
-    params = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in known:
-            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
-        kind = known[key].type
-        try:
-            params[key] = int(raw) if kind == "Integer" else float(raw) if kind == "Float" else raw
-        except ValueError as exc:
-            raise ConfigError(f"--param {key}: {raw!r} is not a valid {kind}") from exc
-    return params
+from botyard.pipelines.commands.options import parse_parameters
 
 
 def handle(args: argparse.Namespace) -> int:
