@@ -14,6 +14,8 @@ parameter, and kfp.local ignores it (a warning). ``ClusterSettings`` bundles:
 
 from __future__ import annotations
 
+import os
+
 import re
 from dataclasses import dataclass, field
 
@@ -42,11 +44,21 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
+STORAGE_SECRET_ENV = "BOTYARD_STORAGE_SECRET"
+STORAGE_ENDPOINT_ENV = "BOTYARD_STORAGE_ENDPOINT"
+
+
 @dataclass(frozen=True)
 class StorageAccess(ConfigBase):
     secret: str = ""  # Kubernetes Secret holding the object store's credentials; "" mounts none
     keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SECRET_KEYS))  # secret key -> env variable
     endpoint_url: str = ""  # AWS_ENDPOINT_URL on the storage tasks (MinIO, ...); "" leaves it unset
+
+    @classmethod
+    def from_env(cls) -> "StorageAccess":
+        """``$BOTYARD_STORAGE_SECRET`` and ``$BOTYARD_STORAGE_ENDPOINT``: what ``botyard submit`` compiles with
+        (``botyard compile`` takes the same as flags)."""
+        return cls(secret=os.environ.get(STORAGE_SECRET_ENV, ""), endpoint_url=os.environ.get(STORAGE_ENDPOINT_ENV, ""))
 
     def __post_init__(self) -> None:
         if self.secret and not _SECRET_NAME.match(self.secret):

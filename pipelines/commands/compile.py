@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from botyard.components.base.config import GpuConfig
+from botyard.components.base.errors import ConfigError
 from botyard.pipelines.commands.options import key_value
 
 
@@ -31,7 +32,7 @@ def storage_access(args: argparse.Namespace):
 
     if args.storage_secret_key and not args.storage_secret:
         raise ConfigError("--storage-secret-key needs --storage-secret NAME: the Secret the keys are read from")
-    keys = dict(_key_value(k) for k in args.storage_secret_key) if args.storage_secret_key else dict(DEFAULT_SECRET_KEYS)
+    keys = dict(key_value(k, "--storage-secret-key") for k in args.storage_secret_key) if args.storage_secret_key else dict(DEFAULT_SECRET_KEYS)
     return StorageAccess(secret=args.storage_secret or "", keys=keys, endpoint_url=args.storage_endpoint or "")
 
 

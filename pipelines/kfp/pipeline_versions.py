@@ -44,8 +44,12 @@ def version_description(pipeline_yaml: str, version_note: str | None = None) -> 
 
 def compiled_pipeline(gpu: GpuConfig | None = None) -> tuple[str, str]:
     """bot_training's YAML for ``gpu`` and its version name; compiled once per process."""
+    from botyard.components.base.images import ImageConfig
+    from botyard.pipelines.task_settings import StorageAccess
+
     gpu = gpu or GpuConfig()
-    key = json.dumps(gpu.to_dict(), sort_keys=True)
+    images, storage = ImageConfig.from_env(), StorageAccess.from_env()  # as ``botyard compile`` would, from the environment
+    key = json.dumps([gpu.to_dict(), images.to_dict(), storage.to_dict()], sort_keys=True)
     with _COMPILE_LOCK:
         if key not in _COMPILED:
             from kfp import compiler
@@ -54,7 +58,7 @@ def compiled_pipeline(gpu: GpuConfig | None = None) -> tuple[str, str]:
 
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, f"{PIPELINE_FILE}.yaml")
-                compiler.Compiler().compile(pipeline_builders()[PIPELINE_FILE](gpu), package_path=path)
+                compiler.Compiler().compile(pipeline_builders()[PIPELINE_FILE](gpu, images=images, storage=storage), package_path=path)
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
             _COMPILED[key] = (text, pipeline_version_name(text))
