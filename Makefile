@@ -42,7 +42,7 @@ serve: $(STAMP)
 
 ## Jupyter Lab on notebooks/ in .venv, with the `botyard` kernel registered (e.g. JUPYTER_ARGS="--no-browser --port 8890").
 notebooks: kernel
-	$(BIN)/jupyter lab --notebook-dir notebooks $(JUPYTER_ARGS)
+	$(BIN)/jupyter lab --notebook-dir notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(JUPYTER_ARGS)
 
 ## Run every notebook on the sample bot and refresh the README's pictures (notebooks/images/).
 notebook-images: kernel

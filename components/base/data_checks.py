@@ -95,18 +95,13 @@ def _check_intents(table: pd.DataFrame, config: ValidationConfig, report: Valida
             )
 
 
-def _labelled_by_text(table: pd.DataFrame) -> dict[str, list[tuple[str, int]]]:
-    """Normalised utterance -> its ``(intent, source row)`` pairs, in table order."""
+def _conflicts(table: pd.DataFrame) -> list[tuple[str, list[str], list[tuple[str, int]]]]:
+    """``(normalised utterance, its intents sorted, its (intent, row) pairs)`` for every utterance with several intents."""
     by_text: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for utterance, intent, row in zip(table[c.UTTERANCE], table[c.INTENT], table[c.SOURCE_ROW]):
         by_text[normalise(utterance)].append((intent, row))
-    return by_text
-
-
-def _conflicts(table: pd.DataFrame) -> list[tuple[str, list[str], list[tuple[str, int]]]]:
-    """``(normalised utterance, its intents sorted, its (intent, row) pairs)`` for every utterance with several intents."""
     found = []
-    for text, labelled in _labelled_by_text(table).items():
+    for text, labelled in by_text.items():
         intents = sorted({intent for intent, _ in labelled})
         if len(intents) > 1:
             found.append((text, intents, labelled))
@@ -180,10 +175,8 @@ NEAR_DUPLICATE_CHUNK = 512  # rows compared against all others at a time (bounds
 
 
 def _usable(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a non-empty utterance and an intent (what the other checks look at)."""
-    text = table[c.UTTERANCE].fillna("").astype(str)
-    intent = table[c.INTENT].fillna("").astype(str)
-    return table[(text.str.strip() != "") & (intent.str.strip() != "")]
+    """The rows validation checks beyond the fields: a non-empty utterance and an intent."""
+    return _check_fields(table, ValidationReport(source="", intent_counts={}))
 
 
 def label_conflicts(table: pd.DataFrame) -> pd.DataFrame:
