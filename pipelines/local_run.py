@@ -29,6 +29,7 @@ from botyard.components.base.model_store import ModelStore, check_bot_id
 from botyard.components.base.training_data import TrainingData, load_training_data
 
 SAMPLE_BOT_ID = "sample-bot"
+EXECUTOR_OUTPUT_FILE = "executor_output.json"  # what kfp.local writes in each task's folder
 
 
 def sample_bot_data() -> str:
@@ -67,6 +68,32 @@ class LocalRun:
             return None
         with open(path, encoding="utf-8") as f:
             return json.load(f)
+
+    def task_outputs(self) -> dict[str, dict]:
+        """Every task's outputs as kfp.local recorded them, in the order the tasks finished.
+
+        ``{task: {"parameters": {name: value}, "artifacts": {name: {"uri": ..., "metadata": {...}}}}}``,
+        read from ``<run_dir>/<task>/executor_output.json`` (a Metrics artifact's figures are its
+        metadata). Empty when the run left no folder.
+        """
+        if not self.run_dir or not os.path.isdir(self.run_dir):
+            return {}
+        recorded = []
+        for task in os.listdir(self.run_dir):
+            path = os.path.join(self.run_dir, task, EXECUTOR_OUTPUT_FILE)
+            if os.path.isfile(path):
+                recorded.append((os.path.getmtime(path), task, path))
+        outputs = {}
+        for _, task, path in sorted(recorded):
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            artifacts = {
+                name: {"uri": entry["artifacts"][0].get("uri"), "metadata": entry["artifacts"][0].get("metadata") or {}}
+                for name, entry in (doc.get("artifacts") or {}).items()
+                if entry.get("artifacts")
+            }
+            outputs[task] = {"parameters": doc.get("parameterValues") or {}, "artifacts": artifacts}
+        return outputs
 
     @property
     def blessing(self) -> dict | None:
