@@ -5,7 +5,8 @@ talk V1/V2 HTTP to it.
 Store served (built once per session; training two tiny models takes ~20 s)::
 
     alpha       CURRENT -> model A (greet / weather / bye), oos_threshold 0.0
-    beta        two versions of model B (order / hours), no CURRENT -> latest; oos_threshold 0.99
+    beta        two versions of model B (order / hours), CURRENT -> the older one; oos_threshold 0.99
+    unblessed   one version of model A, never promoted: not served (404, no live version)
     broken      CURRENT -> a version whose saved_model.pb is garbage
     dangling    CURRENT -> a version that does not exist
     mislabeled  CURRENT -> model A with 4 labels in metadata (fails its warm-up check)
@@ -72,8 +73,9 @@ def store(models, tmp_path_factory) -> ModelStore:
     store = ModelStore(str(tmp_path_factory.mktemp("models")))
     (a_dir, a_meta), (b_dir, b_meta) = models["A"], models["B"]
     store.promote("alpha", store.register("alpha", a_dir, a_meta))
+    store.promote("beta", store.register("beta", b_dir, {**b_meta, c.OOS_THRESHOLD: 0.99}))
     store.register("beta", b_dir, {**b_meta, c.OOS_THRESHOLD: 0.99})
-    store.register("beta", b_dir, {**b_meta, c.OOS_THRESHOLD: 0.99})
+    store.register("unblessed", a_dir, a_meta)
     broken = store.register("broken", a_dir, a_meta)
     with open(os.path.join(store.saved_model_dir("broken", broken), "saved_model.pb"), "wb") as f:
         f.write(b"this is not a SavedModel")
@@ -119,11 +121,11 @@ def test_v1_predictions_for_two_bots_from_one_process(predictor, store, models):
 
     status, body = predictor.predict("beta", ["a latte please"])
     assert status == 200, body
-    # beta has no CURRENT: its latest version answers; its threshold 0.99 flags the answer out of scope
+    # beta's promoted version answers, not its newer unpromoted one; its threshold 0.99 flags the answer out of scope
     (prediction,) = body["predictions"]
-    _check_prediction(prediction, ["hours", "order"], 0.99, store.latest("beta"))
+    _check_prediction(prediction, ["hours", "order"], 0.99, store.current("beta"))
     assert prediction["out_of_scope"] is True
-    assert store.current("beta") is None and store.latest("beta") != store.versions("beta")[0]
+    assert store.current("beta") == store.versions("beta")[0] != store.latest("beta")
 
 
 def test_v2_infer_for_two_bots(predictor, store):
@@ -131,7 +133,7 @@ def test_v2_infer_for_two_bots(predictor, store):
     assert status == 200, body
     assert body["id"] == "req-1"
     assert body["model_name"] == "beta"
-    assert body["model_version"] == store.latest("beta")
+    assert body["model_version"] == store.current("beta")
     outputs = {o["name"]: o for o in body["outputs"]}
     assert {name: (o["datatype"], o["shape"]) for name, o in outputs.items()} == {
         "intent": ("BYTES", [2]), "confidence": ("FP32", [2]), "out_of_scope": ("BOOL", [2]), "ranking": ("BYTES", [2]),
@@ -225,6 +227,27 @@ def test_bad_request_gets_exact_4xx_and_message(predictor, path, body, headers, 
     assert got_status == status, got
     assert set(got) == {"error"}
     assert message in got["error"]
+
+
+# --- unblessed is never served ---------------------------------------------------------------------
+NO_LIVE = (
+    "bot 'unblessed' has no live version: it has 1 model version but none was promoted (a version goes live "
+    "only once the promotion gate blessed it and deploy promoted it)"
+)
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/v1/models/unblessed:predict", {"instances": ["hello"]}),
+        ("POST", "/v2/models/unblessed/infer", _v2(["hello"])),
+        ("GET", "/v2/models/unblessed/ready", None),
+        ("GET", "/v1/models/unblessed", None),
+        ("GET", "/v2/models/unblessed", None),
+    ],
+)
+def test_bot_never_promoted_answers_404_no_live_version(predictor, method, path, body):
+    assert predictor.request(method, path, body) == (404, {"error": NO_LIVE})
 
 
 # --- failures to load ----------------------------------------------------------------------------
@@ -360,7 +383,7 @@ def test_rank_flags_low_confidence_and_oos_intent():
 
 
 def test_serve_command_line_and_config():
-    from botyard.components.predictor.server import ServeConfig, config_from_args
+    from botyard.components.predictor.config import ServeConfig, config_from_args
     from botyard.pipelines.commands import COMMAND_MODULES, serve
 
     assert "serve" in COMMAND_MODULES

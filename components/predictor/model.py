@@ -69,7 +69,7 @@ INSTANCES = "instances"
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """Per-request limits and the ranking length; see ``server.ServeConfig`` for defaults."""
+    """Per-request limits and the ranking length; see ``config.ServeConfig`` for defaults."""
 
     max_batch: int = 64
     max_utterance_chars: int = 512
