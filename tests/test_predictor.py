@@ -340,9 +340,11 @@ def test_new_bot_is_picked_up_without_restart(predictor, store, models):
     a_dir, a_meta = models["A"]
     assert predictor.predict("late", ["hello"])[0] == 404
     store.promote("late", store.register("late", a_dir, a_meta))
-    _wait_for(lambda: predictor.ready("late"), 60, "bot 'late' to be ready")
+    # listed at the next poll, loaded by its first request
+    _wait_for(lambda: predictor.predict("late", ["hello"])[0] != 404, 60, "bot 'late' to be listed")
     status, body = predictor.predict("late", ["hello"])
     assert status == 200 and body["predictions"][0]["model_version"] == store.current("late")
+    assert predictor.ready("late")
 
 
 # --- metrics ----------------------------------------------------------------------------------------

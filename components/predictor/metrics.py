@@ -7,6 +7,12 @@ Series (beside KServe's own ``request_*_seconds{model_name}`` histograms)::
     botyard_model_version_info{bot_id, version}              1 for the version a bot answers with
     botyard_model_load_seconds{bot_id}                       the last load + warm-up
     botyard_model_load_failures_total{bot_id}                versions that failed to load
+    botyard_model_loads_total{reason}                        loads: cold (a request waited), preload, swap
+    botyard_model_load_duration_seconds{reason}              load + warm-up time (cold-load latency)
+    botyard_model_evictions_total{reason}                    evictions: max_loaded_bots, memory_budget, ...
+    botyard_loaded_bots, botyard_known_bots                  bots loaded now; bots in the store's listing
+    botyard_resident_memory_bytes                            the process's RSS, read at each scrape
+    botyard_memory_budget_bytes, botyard_max_loaded_bots     the configured bounds (0: none)
 
 A name the predictor does not serve is counted as ``bot_id="_unknown"``, so clients cannot
 grow the label set.
@@ -35,6 +41,17 @@ def series():
         "version": Gauge("botyard_model_version_info", "1 for the model version a bot answers with", ["bot_id", "version"]),
         "load_seconds": Gauge("botyard_model_load_seconds", "seconds the last version load + warm-up took", ["bot_id"]),
         "load_failures": Counter("botyard_model_load_failures", "model versions that failed to load", ["bot_id"]),
+        "loads": Counter("botyard_model_loads", "model versions loaded, by why: cold (a request waited), preload, swap", ["reason"]),
+        "load_duration": Histogram(
+            "botyard_model_load_duration_seconds", "load + warm-up time of one version, by why it was loaded", ["reason"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+        ),
+        "evictions": Counter("botyard_model_evictions", "loaded bots unloaded, by the bound that made room", ["reason"]),
+        "loaded_bots": Gauge("botyard_loaded_bots", "bots with a loaded version"),
+        "known_bots": Gauge("botyard_known_bots", "bots in the model store's listing"),
+        "resident_memory": Gauge("botyard_resident_memory_bytes", "the predictor process's resident memory (RSS)"),
+        "memory_budget": Gauge("botyard_memory_budget_bytes", "--memory-budget (0: none)"),
+        "max_loaded_bots": Gauge("botyard_max_loaded_bots", "--max-loaded-bots (0: none)"),
     }
 
 

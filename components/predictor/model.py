@@ -29,7 +29,8 @@ A request's ``outputs`` may ask for a subset of these. Bad requests raise
 ``botyard.components.base.errors.RequestError`` subclasses; ``botyard.components.predictor.errors`` maps them to
 HTTP statuses.
 
-Hot swap: a ``BotModel`` holds one immutable ``LoadedVersion``. A new version is loaded and
+Loading is ``pool.BotPool``'s job (on the first request, or ahead of time); ``ready`` says
+whether a version is loaded. Hot swap: a ``BotModel`` holds one immutable ``LoadedVersion``. A new version is loaded and
 warmed up beside it (``load_version``) and then swapped in with one reference assignment; a
 request reads the reference once, so requests in flight finish on the version they began
 with and no request ever sees a half-loaded model.
@@ -160,10 +161,18 @@ class BotModel(kserve.Model):
         self.ready = True
         return previous
 
+    def unload(self) -> LoadedVersion | None:
+        """Drop the loaded version (evicted); returns it. The next request loads the bot again."""
+        previous, self._active = self._active, None
+        self.ready = False
+        return previous
+
     def not_ready_reason(self) -> str:
         if self.load_error:
             return self.load_error
-        return f"version {self.target_version} is still loading" if self.target_version else "no version found"
+        if self.target_version:
+            return f"version {self.target_version} is loading"
+        return "not loaded: it loads on its first request"
 
     def load(self) -> bool:
         # Loading is the server's job (``load_version`` + ``swap``); KServe calls this on a

@@ -1,153 +1,94 @@
-"""Discovery and hot reload: which bots the store holds, which version each one serves.
+"""Discovery and hot reload: which bots the store holds, and new versions of loaded bots.
 
 What is served: each bot under ``models_root`` answers with its ``CURRENT`` (promoted)
 version, and only that: a version becomes visible to the predictor only by promotion, so a
 candidate the promotion gate rejected is never served. A bot that has versions but was never
 promoted answers 404 saying it has no live version.
 
-Hot reload: ``StoreWatcher.scan`` runs on the loader thread every ``reload_interval``
-seconds. A new bot is registered as not ready, loaded, warmed up, then marked ready. When a
-bot's ``CURRENT`` moves, the new version is loaded and warmed up beside the old one, which
-keeps answering; then one reference swap makes it live (see ``model.BotModel``); no request
-is dropped. A version that fails to load is logged, counted in
-``botyard_model_load_failures_total`` and skipped: a new bot stays not ready (503 with the
-reason), a bot that was serving keeps its previous version. A failed version is retried after
-``RETRY_FAILED_AFTER_S`` seconds, in case the failure was a passing storage error. Bots
-removed from the store keep serving until the server restarts.
+At start, one listing of the store's root registers every bot (nothing is loaded: see
+``pool``); the server is ready as soon as that listing is done. Then the loader thread polls
+every ``reload_interval`` seconds:
+
+* the listing again, so a new bot answers without a restart;
+* the ``CURRENT`` of each *loaded* bot: a newly promoted version is loaded beside the old
+  one, which keeps answering, and swapped in (``pool.BotPool.swap``); a bot whose ``CURRENT``
+  disappeared is unloaded. A bot that is not loaded reads its ``CURRENT`` when it next loads,
+  so polling costs one read per loaded bot, not per bot in the store;
+* the hot bots (``--preload``, ``--preload-most-requested``): any not loaded is loaded ahead.
+
+With ``reload_interval`` 0 the store is listed once and only the hot bots are refreshed
+(every ``HOT_REFRESH_S``). Bots removed from the store keep their folder's listing entry
+until restart; their next load finds no ``CURRENT`` and answers 404.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
 
-from botyard.components.base import contracts as c
-from botyard.components.base.errors import ModelStoreError, NoLiveVersionError
-from botyard.components.base.model_store import ModelStore
-from botyard.components.predictor.metrics import series
+from botyard.components.base.errors import ModelStoreError
 
 log = logging.getLogger(__name__)
 
-RETRY_FAILED_AFTER_S = 60.0  # a version that failed to load is tried again after this long
-
-
-def no_live_version_error(bot_id: str, n_versions: int) -> NoLiveVersionError:
-    versions = f"{n_versions} model version{'s' if n_versions != 1 else ''}"
-    return NoLiveVersionError(
-        f"bot '{bot_id}' {c.NO_LIVE_VERSION}: it has {versions} but none was promoted (a version goes live only "
-        "once the promotion gate blessed it and deploy promoted it)"
-    )
+HOT_REFRESH_S = 10.0  # how often hot bots are checked when hot reload is off
 
 
 class StoreWatcher:
-    """Keeps ``repository`` (KServe's model registry) in step with the model store."""
+    """The loader thread's loop over the store for ``pool``."""
 
-    def __init__(self, store: ModelStore, repository, limits):
-        self.store = store
-        self.repository = repository
-        self.limits = limits
-        self.unpromoted: dict[str, int] = {}  # bot id -> number of versions, for bots never promoted
-        self.first_scan_done = threading.Event()
-        self._failed_at: dict[tuple[str, str], float] = {}
+    def __init__(self, pool, reload_interval: float):
+        self.pool = pool
+        self.reload_interval = reload_interval
 
-    # --- what requests see ---------------------------------------------------------------------
-    def served_bots(self) -> list[str]:
-        return sorted(list(self.repository.get_models()))
-
-    def is_served(self, bot_id: str) -> bool:
-        return self.repository.get_model(bot_id) is not None
-
-    def check_live(self, bot_id: str) -> None:
-        """Raise ``NoLiveVersionError`` for a bot with versions but none promoted."""
-        if self.repository.get_model(bot_id) is None and bot_id in self.unpromoted:
-            raise no_live_version_error(bot_id, self.unpromoted[bot_id])
-
-    def not_ready_reason(self, bot_id: str) -> str:
-        model = self.repository.get_model(bot_id)
-        return model.not_ready_reason() if model is not None else "it is not served"
-
-    def server_not_ready_reason(self) -> str:
-        models = list(self.repository.get_models().values())
-        return f"Loading the bots in {self.store.root}: {sum(m.ready for m in models)} of {len(models)} found so far are ready."
-
-    # --- one pass over the store ---------------------------------------------------------------
-    def scan(self, stop: threading.Event) -> None:
-        """Register new bots, load versions that were promoted."""
-        from botyard.components.predictor.model import BotModel
-
+    def list_bots(self) -> None:
         try:
-            bots = self.store.bots()
+            new = self.pool.refresh_listing()
         except (OSError, ModelStoreError) as exc:
-            log.error("cannot list bots under %s: %s", self.store.root, exc)
+            log.error("cannot list bots under %s: %s", self.pool.store.root, exc)
             return
-        for bot_id in bots:
+        if new:
+            log.info("found %d new bot(s) under %s; %d in all", new, self.pool.store.root, len(self.pool.served_bots()))
+
+    def check_promotions(self, stop: threading.Event) -> None:
+        """Swap in newly promoted versions of the loaded bots."""
+        for bot_id in self.pool.loaded_bots():
             if stop.is_set():
                 return
+            model = self.pool.repository.get_model(bot_id)
+            active = model.active if model is not None else None
+            if active is None:
+                continue
             try:
-                target = self.store.current(bot_id)
-                if target is None:
-                    self.unpromoted[bot_id] = len(self.store.versions(bot_id))
+                current = self.pool.store.current(bot_id)
             except (OSError, ModelStoreError) as exc:
                 log.error("bot %s: cannot read its CURRENT pointer: %s", bot_id, exc)
                 continue
-            if target is None:
-                continue
-            self.unpromoted.pop(bot_id, None)
-            model = self.repository.get_model(bot_id)
-            if model is None:
-                model = BotModel(bot_id, self.limits)
-                model.target_version = target
-                self.repository.update(model)
-                log.info("bot %s: found, loading version %s", bot_id, target)
-            if model.active is not None and model.active.version == target:
-                continue
-            failed_at = self._failed_at.get((bot_id, target))
-            if failed_at is not None and time.monotonic() - failed_at < RETRY_FAILED_AFTER_S:
-                continue
-            self._load(model, target)
+            if current is None:
+                self.pool.evict(bot_id, "no_live_version")
+            elif current != active.version:
+                log.info("bot %s: version %s was promoted; loading it beside %s", bot_id, current, active.version)
+                self.pool.swap(bot_id)
 
-    def _load(self, model, version: str) -> None:
-        from botyard.components.base.model_io import load_version
+    def poll(self, stop: threading.Event) -> None:
+        self.list_bots()
+        self.check_promotions(stop)
+        self.pool.refresh_hot()
 
-        bot_id = model.name
-        model.target_version = version
-        model.load_error = None
-        m = series()
+    def run(self, stop: threading.Event) -> None:
+        """The loader thread: the first listing (then the server is ready), preloads, then polls."""
         try:
-            loaded = load_version(self.store, bot_id, version)
-        except Exception as exc:
-            # Any failure (corrupt files, TF errors) skips this version; it must not stop the
-            # loader or the other bots. Expected store errors are logged without a traceback.
-            expected = isinstance(exc, ModelStoreError)
-            model.load_error = f"version {version} {c.LOAD_FAILED}: {exc}"
-            self._failed_at[(bot_id, version)] = time.monotonic()
-            m["load_failures"].labels(bot_id).inc()
-            serving = f"; still serving version {model.active.version}" if model.active else ""
-            log.error("bot %s: %s%s", bot_id, model.load_error, serving, exc_info=not expected)
-            return
-        previous = model.swap(loaded)
-        self._failed_at.pop((bot_id, version), None)
-        m["load_seconds"].labels(bot_id).set(loaded.load_seconds)
-        m["version"].labels(bot_id, version).set(1)
-        if previous is not None:
-            with contextlib.suppress(KeyError):
-                m["version"].remove(bot_id, previous.version)
-            log.info("bot %s: now serving version %s (was %s)", bot_id, version, previous.version)
-        else:
-            log.info("bot %s: ready with version %s", bot_id, version)
-
-    def run(self, reload_interval: float, stop: threading.Event) -> None:
-        """The loader thread: a first scan, then one every ``reload_interval`` seconds."""
-        try:
-            self.scan(stop)
+            self.list_bots()
         finally:
-            self.first_scan_done.set()
-        models = list(self.repository.get_models().values())
-        log.info("first scan done: %d bot(s) ready of %d", sum(m.ready for m in models), len(models))
-        while reload_interval > 0 and not stop.wait(reload_interval):
+            self.pool.listed.set()
+        log.info("listed %d bot(s) under %s; none loaded until asked for%s", len(self.pool.served_bots()),
+                 self.pool.store.root, f" (preloading {', '.join(self.pool.preload)})" if self.pool.preload else "")
+        self.pool.refresh_hot()
+        interval = self.reload_interval or HOT_REFRESH_S
+        while not stop.wait(interval):
             try:
-                self.scan(stop)
+                if self.reload_interval:
+                    self.poll(stop)
+                else:
+                    self.pool.refresh_hot()
             except Exception:  # the loader must outlive any one bad pass
-                log.exception("scan of %s failed; trying again in %ss", self.store.root, reload_interval)
+                log.exception("poll of %s failed; trying again in %ss", self.pool.store.root, interval)

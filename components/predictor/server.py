@@ -2,14 +2,16 @@
 
 ``PredictorServer`` puts the pieces together and runs them until SIGTERM / SIGINT:
 
-* ``reload.StoreWatcher`` (loader thread) -- which bots there are, their promoted versions,
-  loading and hot swap;
+* ``pool.BotPool`` -- which bots are loaded: load on demand, LRU eviction under the bounds,
+  hot bots, hot swap;
+* ``reload.StoreWatcher`` (a thread) -- the store's listing, promotions of loaded bots;
 * ``wiring`` -- KServe's data plane and REST / gRPC servers over KServe's model registry;
 * ``metrics`` -- the per-bot Prometheus series; ``errors`` -- the HTTP statuses.
 
-Readiness: ``/v2/health/ready`` turns 200 once the first scan of the store has finished
-(every bot found then has loaded or failed); ``/v2/models/<bot>/ready`` and
-``/v1/models/<bot>`` turn 200 once that bot's version answered its warm-up requests.
+Readiness: ``/v2/health/ready`` turns 200 once the store has been listed (seconds, with no
+model loaded): the server can answer every bot from then on. ``/v2/models/<bot>/ready`` and
+``/v1/models/<bot>`` say whether that bot is loaded (200) or not (503 with the reason: not
+loaded yet, loading, or why its version failed to load); 404 for a bot with no live version.
 
 ``serve(config)`` is what ``botyard serve`` and ``python -m botyard.components.predictor``
 call; ``base.predictor_client.start_predictor`` runs the latter in a subprocess.
@@ -47,16 +49,18 @@ class PredictorServer:
 
         from botyard.components.predictor.metrics import series
         from botyard.components.predictor.model import RequestLimits
+        from botyard.components.predictor.pool import BotPool
         from botyard.components.predictor.reload import StoreWatcher
         from botyard.components.predictor.wiring import make_dataplane
 
         self.config = config
         self.repository = ModelRepository()
+        series()  # created here, before the loader threads and the event loop race to do it
         limits = RequestLimits(config.max_batch, config.max_utterance_chars, config.top_k)
-        self.watcher = StoreWatcher(ModelStore(config.models_root), self.repository, limits)
-        self.dataplane = make_dataplane(self.repository, self.watcher)
+        self.pool = BotPool(ModelStore(config.models_root), self.repository, limits, config)
+        self.watcher = StoreWatcher(self.pool, config.reload_interval)
+        self.dataplane = make_dataplane(self.repository, self.pool)
         self.repository_extension = ModelRepositoryExtension(model_registry=self.repository)
-        series()  # created here, before the loader thread and the event loop race to do it
         self._stop = threading.Event()
 
     def run(self) -> None:
@@ -68,7 +72,7 @@ class PredictorServer:
             access.handlers, access.propagate = [], False
         warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # KServe's, once per route
         loader = threading.Thread(
-            target=self.watcher.run, args=(self.config.reload_interval, self._stop), name="botyard-model-loader", daemon=True
+            target=self.watcher.run, args=(self._stop,), name="botyard-store-watcher", daemon=True
         )
         loader.start()
         # Before uvicorn installs its own handler (and after it re-raises the signal on exit),
@@ -85,12 +89,13 @@ class PredictorServer:
                 runner.run(self._serve())
         finally:
             self._stop.set()
+            self.pool.shutdown()
             loader.join(timeout=5)
 
     async def _serve(self) -> None:
         from botyard.components.predictor.wiring import make_grpc_server, make_rest_server
 
-        rest = make_rest_server(self.config, self.dataplane, self.repository_extension, self.watcher)
+        rest = make_rest_server(self.config, self.dataplane, self.repository_extension, self.pool)
         grpc_server, grpc_task = None, None
         if self.config.grpc_port is not None:
             grpc_server = make_grpc_server(self.config, self.dataplane, self.repository_extension)
@@ -131,4 +136,5 @@ def serve(config: ServeConfig) -> None:
     with tempfile.TemporaryDirectory(prefix="botyard-serve-") as workdir:
         store = ModelStore(os.path.join(workdir, "models"))
         store.stage(config.models_root, name)
-        PredictorServer(dataclasses.replace(config, models_root=store.root, reload_interval=0.0)).run()
+        single = dataclasses.replace(config, models_root=store.root, reload_interval=0.0, preload=(name,))
+        PredictorServer(single).run()

@@ -1,7 +1,8 @@
 """KServe wiring: botyard's data plane and REST / gRPC servers on KServe's classes.
 
-* ``make_dataplane`` -- KServe's ``DataPlane`` asking the watcher what is served: server
-  readiness, per-bot readiness, 404 for a bot with no live version, metadata with versions.
+* ``make_dataplane`` -- KServe's ``DataPlane`` over ``pool.BotPool``: server readiness (the
+  store is listed), per-bot readiness (loaded), 404 for a bot with no live version, a
+  prediction pinning its bot (loaded on demand), metadata with the loaded version.
 * ``make_rest_server`` -- KServe's FastAPI/uvicorn server bound to ``config.host`` (KServe
   binds 0.0.0.0), with botyard's error handlers and per-bot request metrics.
 * ``make_grpc_server`` -- KServe's V2 gRPC server bound to ``config.host`` instead of ``[::]``.
@@ -17,22 +18,37 @@ import_kserve()
 from kserve.protocol.dataplane import DataPlane  # noqa: E402
 
 
-def make_dataplane(repository, watcher) -> DataPlane:
+def make_dataplane(repository, pool) -> DataPlane:
+    import asyncio
+
+    from kserve.errors import ModelNotFound
+
     class BotyardDataPlane(DataPlane):
+        """Readiness from the pool; a prediction pins its bot (loading it first) for its whole run."""
+
         async def ready(self) -> bool:
-            return watcher.first_scan_done.is_set()
+            return pool.listed.is_set()
 
         def get_model_from_registry(self, name: str):
-            watcher.check_live(name)
+            pool.check_live(name)
             return super().get_model_from_registry(name)
 
-        async def get_model(self, name: str):
-            watcher.check_live(name)
-            return await super().get_model(name)
-
         async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
-            watcher.check_live(model_name)
-            return await super().model_ready(model_name, disable_predictor_health_check)
+            model = self.get_model_from_registry(model_name)
+            if disable_predictor_health_check:
+                return True  # a prediction request: ``infer`` loads the bot if it has to
+            if model.active is None:  # a readiness probe: is it loaded? (and does it have a live version?)
+                await asyncio.to_thread(pool.check_live_now, model_name)
+            return model.ready
+
+        async def infer(self, model_name: str, request, headers=None):
+            if self._model_registry.get_model(model_name) is None:
+                raise ModelNotFound(model_name)
+            await pool.acquire(model_name)
+            try:
+                return await super().infer(model_name, request, headers)
+            finally:
+                pool.release(model_name)
 
         async def model_metadata(self, model_name: str) -> dict:
             metadata = await super().model_metadata(model_name)
@@ -42,7 +58,7 @@ def make_dataplane(repository, watcher) -> DataPlane:
     return BotyardDataPlane(model_registry=repository)
 
 
-def make_rest_server(config, dataplane, repository_extension, watcher):
+def make_rest_server(config, dataplane, repository_extension, pool):
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
 
@@ -52,11 +68,11 @@ def make_rest_server(config, dataplane, repository_extension, watcher):
     class BotyardRESTServer(RESTServer):
         def _add_middlewares(self, app):
             super()._add_middlewares(app)
-            app.add_middleware(RequestMetricsMiddleware, is_served=watcher.is_served)
+            app.add_middleware(RequestMetricsMiddleware, is_served=pool.is_known)
 
         def _add_exception_handlers(self, app):
             super()._add_exception_handlers(app)
-            install_exception_handlers(app, watcher.served_bots, watcher.not_ready_reason, watcher.server_not_ready_reason)
+            install_exception_handlers(app, pool.served_bots, pool.not_ready_reason, pool.server_not_ready_reason)
 
     rest = BotyardRESTServer(FASTAPI_APP_IMPORT_STRING, dataplane, repository_extension, config.http_port, grace_period=10)
     rest.config.host = config.host
