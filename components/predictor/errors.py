@@ -6,6 +6,8 @@ Request errors raised by ``BotModel`` (all from ``botyard.components.base.errors
      |                                        not a list, an instance that is not a string,
      |                                        a V2 input that is not a 1-D BYTES tensor
      +-- UnknownBotError                 404  a bot this predictor does not serve
+     |    +-- NoLiveVersionError         404  a bot with versions but none promoted
+     +-- ForbiddenError                  403  a model-repository load / unload (``admin``)
      +-- RequestTooLargeError            413  a batch over ``--max-batch`` utterances, or an
                                               utterance over ``--max-utterance-chars``
 
@@ -52,6 +54,7 @@ MAX_LISTED_BOTS = 20  # an unknown-bot message names at most this many served bo
 
 _GRPC_ERRORS = {
     HTTPStatus.BAD_REQUEST: grpc_errors.InvalidArgument,
+    HTTPStatus.FORBIDDEN: grpc_errors.PermissionDenied,
     HTTPStatus.NOT_FOUND: grpc_errors.NotFound,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc_errors.InvalidArgument,
     HTTPStatus.SERVICE_UNAVAILABLE: grpc_errors.Unavailable,

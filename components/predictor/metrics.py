@@ -25,6 +25,7 @@ import re
 import time
 
 UNKNOWN_BOT_LABEL = "_unknown"
+CLIENT_GONE = 499  # the ``code`` of a request whose client disconnected before the answer (as nginx counts it)
 
 
 @functools.cache
@@ -79,7 +80,7 @@ class RequestMetricsMiddleware:
         else:
             return await self.app(scope, receive, send)
         bot = match.group(1) if self.is_served(match.group(1)) else UNKNOWN_BOT_LABEL
-        status = 500
+        status = CLIENT_GONE  # no response was sent: the client disconnected first
 
         async def send_recording_status(message):
             nonlocal status

@@ -117,6 +117,16 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _check_text(value: str, where: str) -> str:
+    """``value`` if it can be encoded as UTF-8 (TensorFlow's strings); a lone surrogate cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start].encode("unicode_escape").decode()
+        raise RequestError(f"{where} is not valid Unicode text: a lone surrogate ({bad}) at character {exc.start}") from exc
+    return value
+
+
 def _is_json(headers: dict | None) -> bool:
     """A JSON media type with parameters (``application/json; charset=utf-8``), which KServe
     passes through undecoded."""
@@ -232,6 +242,7 @@ class BotModel(kserve.Model):
         for i, value in enumerate(instances):
             if not isinstance(value, str):
                 raise RequestError(f"{INSTANCES}[{i}] is {_json_type(value)}; every instance must be a string (an utterance)")
+            _check_text(value, f"{INSTANCES}[{i}]")
         return instances
 
     def _v2_utterances(self, request: InferRequest) -> list[str]:
@@ -268,7 +279,7 @@ class BotModel(kserve.Model):
                     raise RequestError(f"{where}: element {i} is not valid UTF-8") from exc
             if not isinstance(value, str):
                 raise RequestError(f"{where}: element {i} is {_json_type(value)}; every element must be a string")
-            utterances.append(value)
+            utterances.append(_check_text(value, f"{where}: element {i}"))
         return utterances
 
     def _check_batch(self, size: int, where: str) -> None:

@@ -45,8 +45,8 @@ class PredictorServer:
 
         import_kserve()
         from kserve.model_repository import ModelRepository
-        from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
+        from botyard.components.predictor.admin import read_token, refusing_repository_extension
         from botyard.components.predictor.metrics import series
         from botyard.components.predictor.model import RequestLimits
         from botyard.components.predictor.pool import BotPool
@@ -54,13 +54,18 @@ class PredictorServer:
         from botyard.components.predictor.wiring import make_dataplane
 
         self.config = config
+        # Imported here, before the server is ready, not by the first cold load: a request
+        # must not wait for TensorFlow's import (seconds).
+        import tensorflow  # noqa: F401
+
         self.repository = ModelRepository()
         series()  # created here, before the loader threads and the event loop race to do it
         limits = RequestLimits(config.max_batch, config.max_utterance_chars, config.top_k)
         self.pool = BotPool(ModelStore(config.models_root), self.repository, limits, config)
         self.watcher = StoreWatcher(self.pool, config.reload_interval)
         self.dataplane = make_dataplane(self.repository, self.pool)
-        self.repository_extension = ModelRepositoryExtension(model_registry=self.repository)
+        read_token(config.repository_token_file)  # a bad token file stops the start, before anything loads
+        self.repository_extension = refusing_repository_extension(self.repository)
         self._stop = threading.Event()
 
     def run(self) -> None:

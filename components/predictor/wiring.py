@@ -4,7 +4,10 @@
   store is listed), per-bot readiness (loaded), 404 for a bot with no live version, a
   prediction pinning its bot (loaded on demand), metadata with the loaded version.
 * ``make_rest_server`` -- KServe's FastAPI/uvicorn server bound to ``config.host`` (KServe
-  binds 0.0.0.0), with botyard's error handlers and per-bot request metrics.
+  binds 0.0.0.0), with botyard's error handlers, per-bot request metrics, bounded bodies
+  (``hygiene``), the idle keep-alive timeout and the model-repository routes (``admin``).
+* ``decode_v2_request`` -- V2 bodies, including the binary data extension, checked so that a
+  malformed one is a 400 with a message, never a 500.
 * ``make_grpc_server`` -- KServe's V2 gRPC server bound to ``config.host`` instead of ``[::]``.
 
 Everything KServe-specific lives here, so the rest of the predictor deals in bots and versions.
@@ -50,6 +53,9 @@ def make_dataplane(repository, pool) -> DataPlane:
             finally:
                 pool.release(model_name)
 
+        def decode_inference_request(self, body, headers, model_name):
+            return decode_v2_request(body, headers or {}, model_name)
+
         async def model_metadata(self, model_name: str) -> dict:
             metadata = await super().model_metadata(model_name)
             active = self.get_model_from_registry(model_name).active
@@ -58,23 +64,95 @@ def make_dataplane(repository, pool) -> DataPlane:
     return BotyardDataPlane(model_registry=repository)
 
 
+def decode_v2_request(body, headers: dict, model_name: str):
+    """A V2 body (parsed JSON, or raw bytes of the binary extension) as an ``InferRequest``.
+
+    Every malformed binary request is a ``RequestError`` (400) naming what is wrong, where
+    KServe would fail with a 500: a missing, non-numeric or out-of-range
+    ``Inference-Header-Content-Length``, a JSON header that is not an object with inputs,
+    binary data that does not match its declared size, text that is not UTF-8.
+    """
+    import orjson
+    from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferRequest
+
+    from botyard.components.base.errors import RequestError
+
+    header = "Inference-Header-Content-Length"
+    if not isinstance(body, bytes):
+        try:
+            return InferRequest.from_inference_request(body, model_name)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise RequestError(f"invalid V2 inference request: {exc}") from exc
+    raw = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
+    if raw is None:
+        raise RequestError(
+            f"a V2 request that is not JSON (the binary data extension) needs a '{header}' header giving the length "
+            "of its JSON part; send JSON with 'Content-Type: application/json' otherwise"
+        )
+    if not raw.strip().isdigit():
+        raise RequestError(f"'{header}' must be a whole number of bytes; got {raw[:40]!r}")
+    length = int(raw)
+    if not 0 < length <= len(body):
+        raise RequestError(
+            f"'{header}' is {length:,} but the body has {len(body):,} bytes: it must be the length of the JSON "
+            "part at the start of the body"
+        )
+    try:
+        head = orjson.loads(body[:length])
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"the first {length:,} bytes ('{header}') are not valid JSON ({exc})") from exc
+    if not isinstance(head, dict) or not isinstance(head.get("inputs"), list) or not all(isinstance(i, dict) for i in head["inputs"]):
+        raise RequestError(f"the JSON part of a binary V2 request must be an object with a list of 'inputs'; got {str(head)[:100]}")
+    for i, tensor in enumerate(head["inputs"]):
+        size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor.get("parameters"), dict) else None
+        if "data" not in tensor and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise RequestError(f"inputs[{i}]: give 'data' or a whole-number 'parameters.binary_data_size'")
+    declared = sum(t["parameters"]["binary_data_size"] for t in head["inputs"] if "data" not in t)
+    if length + declared != len(body):
+        raise RequestError(
+            f"the binary data is {len(body) - length:,} bytes after the JSON part, but its inputs declare "
+            f"{declared:,} (binary_data_size)"
+        )
+    try:
+        return InferRequest.from_bytes(body, length, model_name)
+    except InvalidInput:
+        raise
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"binary V2 request: an element is not valid UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise RequestError(f"invalid binary V2 request: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
 def make_rest_server(config, dataplane, repository_extension, pool):
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
 
+    from botyard.components.predictor.admin import install_repository_routes
     from botyard.components.predictor.errors import install_exception_handlers
+    from botyard.components.predictor.hygiene import BodyLimitMiddleware
     from botyard.components.predictor.metrics import RequestMetricsMiddleware
 
     class BotyardRESTServer(RESTServer):
         def _add_middlewares(self, app):
             super()._add_middlewares(app)
+            # the last added runs first: bodies are bounded before anything else, refusals counted
+            app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes, body_timeout_s=config.body_timeout_s)
             app.add_middleware(RequestMetricsMiddleware, is_served=pool.is_known)
+
+        def _register_endpoints(self, app):
+            super()._register_endpoints(app)
+            install_repository_routes(app, pool, config.repository_token_file)
 
         def _add_exception_handlers(self, app):
             super()._add_exception_handlers(app)
             install_exception_handlers(app, pool.served_bots, pool.not_ready_reason, pool.server_not_ready_reason)
 
-    rest = BotyardRESTServer(FASTAPI_APP_IMPORT_STRING, dataplane, repository_extension, config.http_port, grace_period=10)
+    rest = BotyardRESTServer(
+        FASTAPI_APP_IMPORT_STRING, dataplane, repository_extension, config.http_port, grace_period=10,
+        timeout_keep_alive=config.keep_alive_timeout_s,
+    )
     rest.config.host = config.host
     rest.config.access_log = config.access_log
     return rest
