@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 
+from fastapi import Request
+
 from botyard.components.base.errors import ConfigError, ForbiddenError
 
 LOAD_PATH = "/v2/repository/models/{model_name}/load"
@@ -52,12 +54,9 @@ def _authorize(token: str, authorization: str | None) -> None:
 
 def install_repository_routes(app, pool, token_file: str) -> None:
     """Replace KServe's unauthenticated load / unload routes on ``app``."""
-    from fastapi import Request
     from kserve.errors import ModelNotFound
 
     token = read_token(token_file)
-    prefixed = {LOAD_PATH, UNLOAD_PATH}
-    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in prefixed]
 
     async def load(model_name: str, request: Request) -> dict:
         _authorize(token, request.headers.get("authorization"))
@@ -75,8 +74,12 @@ def install_repository_routes(app, pool, token_file: str) -> None:
         pool.evict(model_name, "repository_unload")
         return {"name": model_name, "unload": True}
 
+    # Put before KServe's routes (FastAPI keeps those inside an included router): the first match answers.
+    before = len(app.router.routes)
     app.add_api_route(LOAD_PATH, load, methods=["POST"])
     app.add_api_route(UNLOAD_PATH, unload, methods=["POST"])
+    ours = app.router.routes[before:]
+    app.router.routes[:] = ours + app.router.routes[:before]
 
 
 def refusing_repository_extension(repository):

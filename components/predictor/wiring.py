@@ -72,9 +72,11 @@ def decode_v2_request(body, headers: dict, model_name: str):
     ``Inference-Header-Content-Length``, a JSON header that is not an object with inputs,
     binary data that does not match its declared size, text that is not UTF-8.
     """
+    import struct
+
     import orjson
     from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
-    from kserve.errors import InvalidInput
+    from kserve.errors import InferenceError, InvalidInput
     from kserve.protocol.infer_type import InferRequest
 
     from botyard.components.base.errors import RequestError
@@ -119,10 +121,12 @@ def decode_v2_request(body, headers: dict, model_name: str):
         return InferRequest.from_bytes(body, length, model_name)
     except InvalidInput:
         raise
-    except UnicodeDecodeError as exc:
-        raise RequestError(f"binary V2 request: an element is not valid UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise RequestError(f"invalid binary V2 request: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    except (UnicodeDecodeError, InferenceError) as exc:
+        cause = exc if isinstance(exc, UnicodeDecodeError) else exc.__context__
+        where = f" ({cause.reason} at byte {cause.start})" if isinstance(cause, UnicodeDecodeError) else ""
+        raise RequestError(f"binary V2 request: a BYTES element is not valid UTF-8 text{where}") from exc
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error) as exc:
+        raise RequestError(f"invalid binary V2 request: {str(exc)[:200]}") from exc
 
 
 def make_rest_server(config, dataplane, repository_extension, pool):
