@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from importlib import resources
 
 from botyard.components.base import contracts as c
+from botyard.components.base import storage
 from botyard.components.base.config import ValidationConfig
 from botyard.components.base.errors import BotyardError
 from botyard.components.base.model_store import ModelStore, check_bot_id
@@ -52,7 +53,7 @@ class LocalRun:
 
     @property
     def confusion_matrix_csv(self) -> str:
-        return os.path.join(self.version_uri, c.EVALUATION_DIR, c.CONFUSION_MATRIX_FILE)
+        return storage.join(self.version_uri, c.EVALUATION_DIR, c.CONFUSION_MATRIX_FILE)
 
     @property
     def confusion_matrix_artifact(self) -> str | None:
@@ -187,7 +188,8 @@ def run_bot_training_locally(
     data_uri = data_uri or sample_bot_data()
     parameters = dict(parameters or {})
     preflight(data_uri, int(parameters.get("min_examples_per_intent", ValidationConfig().min_examples_per_intent)))
-    models_root = os.path.abspath(models_root)
+    models_root = storage.absolute(models_root)  # s3:// and gs:// stay as they are
+    storage.exists(storage.check_uri(models_root))  # a bad scheme, no credentials, no endpoint: fail now, not in register
     with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), bot_id, console) as session:
         task = bot_training(bot_id=bot_id, data_uri=data_uri, models_root=models_root, **parameters)
     version_uri = task.output

@@ -201,6 +201,7 @@ def _register_version(models_root: str, bot_id: str, version: str, digest: str, 
             c.OOS_THRESHOLD: 0.5, c.HYPERPARAMETERS: {}, c.METRICS: {"accuracy": accuracy, "macro_f1": 0.8, "test_size": 10}}
     with open(os.path.join(folder, c.METADATA_FILE), "w") as f:
         json.dump(meta, f)
+    open(os.path.join(folder, c.PUBLISHED_MARKER), "w").close()  # the store lists published versions only
 
 
 def test_list_runs_shows_state_duration_labels_and_metrics(kfp, data, tmp_path, models_root):

@@ -6,10 +6,13 @@ warnings (imbalance, exact duplicates) are reported but do not fail.
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from botyard.components.base import contracts as c
@@ -59,15 +62,56 @@ def normalise(utterance: str) -> str:
     return re.sub(r"\s+", " ", utterance).strip().casefold()
 
 
+_EXAMPLE = {"text": "hi there", "intent": "greet", "split": "train"}  # shown in the fix for a non-string field
+
+
+def _json_kind(value) -> str:
+    """The JSON type of a non-string value as the user who wrote the file would call it, with its article."""
+    if isinstance(value, (bool, np.bool_)):
+        return "a boolean"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _is_missing(value) -> bool:
+    # pandas stores a None among numbers as NaN; a JSON NaN never gets this far (``data_formats`` refuses it)
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _check_fields(table: pd.DataFrame, report: ValidationReport) -> pd.DataFrame:
-    """Missing text/intent and empty utterances; returns the rows usable for the other checks."""
-    missing_text = table[c.UTTERANCE].isna()
-    missing_intent = table[c.INTENT].isna() | (table[c.INTENT].astype(str).str.strip() == "")
-    empty = ~missing_text & (table[c.UTTERANCE].fillna("").astype(str).str.strip() == "")
-    for mask, what in ((missing_text, "missing 'text'"), (missing_intent, "missing 'intent'"), (empty, "empty utterance")):
-        if mask.any():
-            report.errors.append(f"{what} in {_rows(table.loc[mask, c.SOURCE_ROW].tolist())}")
-    return table[~(missing_text | missing_intent | empty)]
+    """Missing, non-string or empty text/intent/split; returns the rows usable for the other checks."""
+    missing: dict[str, list[int]] = defaultdict(list)  # field -> rows
+    wrong_type: dict[tuple[str, str], list[int]] = defaultdict(list)  # (field, JSON type) -> rows
+    empty: list[int] = []
+    usable = []
+    for utterance, intent, split, row in zip(table[c.UTTERANCE], table[c.INTENT], table[c.SPLIT], table[c.SOURCE_ROW]):
+        ok = True
+        for field, value in (("text", utterance), ("intent", intent), ("split", split)):
+            if _is_missing(value) or (field == "intent" and isinstance(value, str) and not value.strip()):
+                if field != "split":  # no split means "not given"
+                    missing[field].append(row)
+                    ok = False
+            elif not isinstance(value, str):
+                wrong_type[(field, _json_kind(value))].append(row)
+                ok = False
+        if isinstance(utterance, str) and not utterance.strip():
+            empty.append(row)
+            ok = False
+        usable.append(ok)
+    for field, rows in missing.items():
+        report.errors.append(f"missing '{field}' in {_rows(rows)}")
+    for (field, kind), rows in sorted(wrong_type.items()):
+        report.errors.append(
+            f"'{field}' is {kind}, not a string, in {_rows(rows)}; write it as a JSON string, e.g. \"{field}\": \"{_EXAMPLE[field]}\""
+        )
+    if empty:
+        report.errors.append(f"empty utterance in {_rows(empty)}")
+    return table.loc[np.array(usable, dtype=bool)]
 
 
 def _check_intents(table: pd.DataFrame, config: ValidationConfig, report: ValidationReport) -> None:
@@ -117,7 +161,7 @@ def _check_entities(table: pd.DataFrame, report: ValidationReport) -> None:
     for utterance, entities, row in zip(table[c.UTTERANCE], table[c.ENTITIES], table[c.SOURCE_ROW]):
         for e in entities:
             start, end, value = e.get("start"), e.get("end"), e.get("value")
-            if not isinstance(start, int) or not isinstance(end, int) or not e.get("entity"):
+            if type(start) is not int or type(end) is not int or not e.get("entity") or not isinstance(e.get("entity"), str):
                 report.errors.append(f"row {row}: entity {e} needs integer 'start', 'end' and an 'entity' name")
             elif not 0 <= start < end <= len(utterance):
                 report.errors.append(

@@ -43,6 +43,13 @@ def read_table(uri: str) -> pd.DataFrame:
         return make_table(json.loads(line) for line in f if line.strip())
 
 
+def _span_order(entity: dict) -> tuple:
+    # ingest hashes the table before validation, so a span may lack its integer start/end yet
+    if type(entity.get("start")) is int and type(entity.get("end")) is int:
+        return (0, entity["start"], entity["end"], "")
+    return (1, 0, 0, json.dumps(entity, sort_keys=True, ensure_ascii=False, default=str))
+
+
 def data_hash(table: pd.DataFrame) -> str:
     """Content fingerprint (sha256) of the utterances, intents, spans and splits.
 
@@ -50,7 +57,7 @@ def data_hash(table: pd.DataFrame) -> str:
     """
     lines = sorted(
         json.dumps(
-            [row[c.UTTERANCE], row[c.INTENT], sorted(row[c.ENTITIES], key=lambda e: (e["start"], e["end"])), row[c.SPLIT]],
+            [row[c.UTTERANCE], row[c.INTENT], sorted(row[c.ENTITIES], key=_span_order), row[c.SPLIT]],
             ensure_ascii=False,
             sort_keys=True,
         )

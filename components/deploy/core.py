@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from botyard.components.base import contracts as c
 from botyard.components.base.artifacts import read_blessing, read_infra_result, write_json
 from botyard.components.base.contracts import DEPLOYMENT_FILE
 from botyard.components.deploy.cluster import ClusterDeployConfig, ClusterDeployer
@@ -30,6 +31,7 @@ class Deployment:
     action: str
     previous: str | None
     url: str | None = None
+    warning: str | None = None  # e.g. a forced rollback to a version the gate rejected
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -107,12 +109,34 @@ def deploy_blessed(
 
 
 def previous_version(store: ModelStore, bot_id: str) -> str:
-    """The version promoted before the current one: the newest version older than it."""
+    """The version promoted before the current one: the newest version older than it that the
+    gate did not reject (a rejected candidate was never live)."""
     current = store.current(bot_id)
     older = [v for v in store.versions(bot_id) if current is None or v < current]
-    if not older:
-        raise ModelStoreError(f"bot '{bot_id}' has no model version older than {current or 'the current one'} to roll back to")
-    return older[-1]
+    for version in reversed(older):
+        verdict = store.verdict(bot_id, version)
+        if verdict is None or verdict[c.VERDICT_BLESSED]:
+            return version
+    raise ModelStoreError(
+        f"bot '{bot_id}' has no model version older than {current or 'the current one'} to roll back to"
+        + (f" that the promotion gate did not reject ({len(older)} rejected; name one with --to and --force)" if older else "")
+    )
+
+
+def _failures(verdict: dict) -> str:
+    return "; ".join(r for r in verdict.get(c.VERDICT_REASONS, []) if r.startswith("FAIL")) or "not blessed"
+
+
+def check_not_rejected(store: ModelStore, bot_id: str, version: str, force: bool) -> dict | None:
+    """Refuse a version the promotion gate rejected unless ``force``; returns its verdict (None: never judged)."""
+    verdict = store.verdict(bot_id, version)
+    if verdict is not None and not verdict[c.VERDICT_BLESSED] and not force:
+        raise DeployError(
+            f"bot '{bot_id}': model version {version} was rejected by the promotion gate"
+            f"{' on ' + verdict[c.JUDGED_AT] if verdict.get(c.JUDGED_AT) else ''} ({_failures(verdict)}); "
+            "pass --force to roll back to it anyway"
+        )
+    return verdict
 
 
 def rollback(
@@ -122,13 +146,17 @@ def rollback(
     target: str = "local",
     cluster: ClusterDeployConfig | None = None,
     api_client=None,
+    force: bool = False,
 ) -> Deployment:
-    """Restore an earlier version (default: the one before the current) as the live model."""
+    """Restore an earlier version (default: the one before the current) as the live model.
+
+    A version the promotion gate rejected is refused unless ``force``."""
     _check_target(target)
     store = ModelStore(models_root)
     version = to_version or previous_version(store, bot_id)
     if version not in store.versions(bot_id):
         raise ModelStoreError(f"bot '{bot_id}' has no model version '{version}'; known: {store.versions(bot_id) or 'none'}")
+    verdict = check_not_rejected(store, bot_id, version, force)
     previous = store.current(bot_id)
     cluster = cluster or ClusterDeployConfig()
     if target == "cluster" and cluster.mode == "per-bot":
@@ -137,4 +165,7 @@ def rollback(
         store.promote(bot_id, version)
     else:  # local, or the shared predictor: the same path as a deploy
         url = deploy_version(models_root, bot_id, version, target, cluster, api_client).url
-    return Deployment(bot_id, version, target, "rolled-back", previous, url)
+    warning = None
+    if verdict is not None and not verdict[c.VERDICT_BLESSED]:
+        warning = f"version {version} was rejected by the promotion gate ({_failures(verdict)}); serving it because of --force"
+    return Deployment(bot_id, version, target, "rolled-back", previous, url, warning)
