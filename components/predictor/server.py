@@ -56,7 +56,11 @@ class PredictorServer:
         self.config = config
         # Imported here, before the server is ready, not by the first cold load: a request
         # must not wait for TensorFlow's import (seconds).
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
+
+        # Grappler's graph rewrites cost a cold load ~0.5-1 s at a version's first call and
+        # gave these models no measurable latency gain (and identical outputs): see README, Sizing.
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
         self.repository = ModelRepository()
         series()  # created here, before the loader threads and the event loop race to do it
