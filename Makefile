@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test install system-deps compile bench serve clean
+.PHONY: run test install system-deps compile bench serve clean checkov
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,18 @@ system-deps:
 run: $(STAMP)
 	$(BIN)/botyard run
 
+## checkov in its own environment: its dependencies fight the project's pins (../shared/STACK.md).
+CHECKOV := .venv-checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q checkov==3.3.30
+
+## checkov over manifests/ and containers/ (.checkov.yaml lists the skipped checks and why).
+checkov: $(CHECKOV)
+	$(CHECKOV) --config-file .checkov.yaml
+
 ## Run the whole test suite (what CI runs).
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps $(CHECKOV)
 	$(BIN)/python -m pytest -q -n 2
 
 ## Compile every pipeline to build/pipelines/*.yaml.

@@ -187,6 +187,10 @@ def run_bot_training_locally(
     check_bot_id(bot_id)
     data_uri = data_uri or sample_bot_data()
     parameters = dict(parameters or {})
+    if parameters.get("deploy_target") == "cluster":  # the cluster's pods must reach both
+        from botyard.components.deploy.config import check_cluster_locations
+
+        check_cluster_locations(data_uri=data_uri, models_root=models_root)
     preflight(data_uri, int(parameters.get("min_examples_per_intent", ValidationConfig().min_examples_per_intent)))
     models_root = storage.absolute(models_root)  # s3:// and gs:// stay as they are
     storage.exists(storage.check_uri(models_root))  # a bad scheme, no credentials, no endpoint: fail now, not in register

@@ -74,7 +74,7 @@ def test_parallelism_and_gpu_settings_are_compile_time(tmp_path):
     spec, platform = _docs(path)
     (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
     assert loop["iteratorPolicy"]["parallelismLimit"] == 7
-    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"] and platform == {}
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"] and platform == {}
     for bad in (0, 257, True, "4"):
         with pytest.raises(ConfigError, match="parallelism = .* is out of range; allowed: 1 to 256"):
             build_fleet_training(parallelism=bad)

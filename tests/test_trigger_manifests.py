@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRIGGER = REPO / "manifests" / "trigger"
 NAMESPACE = "botyard"
 NAME = "botyard-trigger"
-IMAGE_REPOSITORY = "ghcr.io/botyard/botyard"
+IMAGE_REPOSITORY = "ghcr.io/botyard/botyard-trigger"
 KINDS = Counter({"ServiceAccount": 1, "Deployment": 1, "Service": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1})
 SOURCE_DOCS = [
     pytest.param(doc, id=f"{path.name}#{i}")
@@ -87,7 +87,7 @@ def test_no_rbac_and_no_secret_values_in_the_manifests(built):
 
 def test_container_is_non_root_unprivileged_with_resources(built, pod, container):
     assert k8s_schemas.container_problems(only(built, "Deployment")) == []
-    assert container["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["runAsUser"] == 10001  # the images' user: a high UID (checkov CKV_K8S_40)
     assert pod["serviceAccountName"] == NAME and pod["automountServiceAccountToken"] is False
 
 

@@ -2,11 +2,15 @@
 
 ``local``   promote the version in the model store (atomic ``CURRENT`` rewrite; earlier
             versions stay); a running ``botyard serve`` on that root picks it up.
-``cluster`` roll the bot's InferenceService out to the version (``botyard.components.deploy.cluster``),
-            then move the pointer, so the next run's gate compares against what is live.
+``cluster`` per-bot: roll the bot's InferenceService out to the version
+            (``botyard.components.deploy.rollout``), then move the pointer, so the next run's
+            gate compares against what is live. Shared: move the pointer first (the shared
+            predictor reads it live), then check that the service serves it; move it back
+            if not.
 
 The step reads the gate's and the infra check's verdicts from their artifacts and refuses
-anything not blessed by both.
+anything not blessed by both. On a cluster the rollout is smoke-checked with a real utterance
+from the bot's test split (``smoke.SmokeCheck``).
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from dataclasses import asdict, dataclass
 from botyard.components.base import contracts as c
 from botyard.components.base.artifacts import read_blessing, read_infra_result, write_json
 from botyard.components.base.contracts import DEPLOYMENT_FILE
-from botyard.components.deploy.cluster import ClusterDeployConfig, ClusterDeployer
 from botyard.components.base.errors import ConfigError, DeployError, ModelStoreError
 from botyard.components.base.model_store import ModelStore
+from botyard.components.deploy.config import ClusterDeployConfig, check_cluster_locations
+from botyard.components.deploy.inference_service import inference_service_name
+from botyard.components.deploy.rollout import ClusterDeployer
+from botyard.components.deploy.smoke import SmokeCheck, first_utterance
 
 TARGETS = ("local", "cluster")
 
@@ -49,6 +56,13 @@ def _check_target(target: str) -> None:
         raise ConfigError(f"deploy target {target!r} is not valid; use one of {list(TARGETS)}")
 
 
+def smoke_check_for(bot_id: str, version: str, utterance: str, cluster: ClusterDeployConfig) -> SmokeCheck:
+    """The smoke check of ``version``: ``utterance`` answered by it, under the model name the mode serves it as."""
+    model_name = bot_id if cluster.mode == "shared" else inference_service_name(bot_id)
+    return SmokeCheck(utterance, model_name, version, timeout_s=cluster.ready_timeout_s,
+                      interval_s=min(cluster.poll_interval_s, 5.0))
+
+
 def deploy_version(
     models_root: str,
     bot_id: str,
@@ -56,26 +70,36 @@ def deploy_version(
     target: str = "local",
     cluster: ClusterDeployConfig | None = None,
     api_client=None,
+    smoke_utterance: str | None = None,
+    deployer: ClusterDeployer | None = None,
 ) -> Deployment:
-    """Make ``version`` the bot's live model; idempotent for an already-live version."""
+    """Make ``version`` the bot's live model; idempotent for an already-live version.
+
+    On a cluster, ``smoke_utterance`` (when given) must come back answered by ``version``
+    before the rollout counts as done.
+    """
     _check_target(target)
     store = ModelStore(models_root)
     previous = store.current(bot_id)
     if target == "local":
         store.promote(bot_id, version)
         return Deployment(bot_id, version, target, "unchanged" if previous == version else "promoted", previous)
+    check_cluster_locations(models_root=models_root)
     cluster = cluster or ClusterDeployConfig()
-    deployer = ClusterDeployer(cluster, api_client=api_client)
+    deployer = deployer or ClusterDeployer(cluster, api_client=api_client)
+    smoke = smoke_check_for(bot_id, version, smoke_utterance, cluster) if smoke_utterance else None
     if cluster.mode == "shared":
         store.promote(bot_id, version)  # the shared predictor follows the pointer
         try:
-            result = deployer.deploy(bot_id, version, store.version_dir(bot_id, version))
+            result = deployer.deploy(bot_id, version, store.version_dir(bot_id, version), smoke)
         except DeployError:
             if previous:
                 store.promote(bot_id, previous)
             raise
+        if result.action == "updated" and previous == version:
+            result.action = "unchanged"
     else:
-        result = deployer.deploy(bot_id, version, store.version_dir(bot_id, version))
+        result = deployer.deploy(bot_id, version, store.version_dir(bot_id, version), smoke)
         store.promote(bot_id, version)
     return Deployment(bot_id, version, target, result.action, previous, result.url)
 
@@ -89,21 +113,14 @@ def deploy_blessed(
     target: str,
     deployment_dir: str,
     *,
-    namespace: str,
-    serving_mode: str,
-    canary_traffic_percent: int,
-    ready_timeout_s: float,
+    test_utterances=(),
+    cluster: ClusterDeployConfig | None = None,
 ) -> Deployment:
-    """The deploy step: refuse unless the gate and the infra check blessed ``version``, deploy it,
-    write ``deployment.json``. ``canary_traffic_percent`` 0 means no canary."""
+    """The deploy step: refuse unless the gate and the infra check blessed ``version``, deploy it
+    (on a cluster: smoke-checked with the first of ``test_utterances``), write ``deployment.json``."""
     check_blessed(read_blessing(blessing_dir), read_infra_result(infra_dir))
-    cluster = None
-    if target == "cluster":
-        cluster = ClusterDeployConfig(
-            namespace=namespace, mode=serving_mode, ready_timeout_s=ready_timeout_s,
-            canary_traffic_percent=canary_traffic_percent or None,
-        )
-    done = deploy_version(models_root, bot_id, version, target, cluster)
+    utterance = first_utterance(test_utterances) if target == "cluster" else None
+    done = deploy_version(models_root, bot_id, version, target, cluster, smoke_utterance=utterance)
     write_json(deployment_dir, DEPLOYMENT_FILE, done.to_json())
     return done
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def handle(args: argparse.Namespace) -> int:
-    from botyard.components.deploy.cluster import ClusterDeployConfig
+    from botyard.components.deploy.config import ClusterDeployConfig
     from botyard.components.deploy.core import rollback
 
     cluster = ClusterDeployConfig(namespace=args.namespace, mode=args.serving_mode) if args.target == "cluster" else None
@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--models-root", default="models", metavar="DIR_OR_URI", help="model store root: a folder, s3://... or gs://... (default: ./models)")
     p.add_argument("--force", action="store_true", help="roll back to a version even though the promotion gate rejected it")
     p.add_argument("--target", choices=["local", "cluster"], default="local", help="where the bot is served (default: local)")
-    p.add_argument("--namespace", default="botyard", help="Kubernetes namespace (cluster target; default: botyard)")
+    p.add_argument("--namespace", default="", help="namespace of the InferenceServices (cluster target; default: "
+                   "the namespace this pod runs in, so required outside a cluster)")
     p.add_argument("--serving-mode", choices=["per-bot", "shared"], default="per-bot", help="cluster serving layout (default: per-bot)")
     p.set_defaults(handler=handle)
