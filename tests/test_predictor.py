@@ -388,3 +388,20 @@ def test_one_model_version_folder_serves_under_the_inference_service_name(store)
         status, body = single.predict("bot-alpha-isvc", ["hello there"])
         assert status == 200 and body["predictions"][0]["model_version"] == version
         assert single.predict("alpha", ["hello"])[0] == 404
+
+
+def test_the_predictors_session_runtime_answers_as_the_eager_load(store):
+    """The predictor loads versions with ``runtime="session"`` (a pruned graph in a Session);
+    evaluate and the gate use ``tf.saved_model.load``: same probabilities, unseen words included."""
+    import numpy as np
+
+    from botyard.components.base.model_io import SESSION, load_version
+
+    utterances = ["hello there", "will it rain tomorrow", "zzqx unseen wörds ☕", "", "bye " * 40]
+    version = store.current("alpha")
+    eager = load_version(store, "alpha", version)
+    session = load_version(store, "alpha", version, runtime=SESSION)
+    np.testing.assert_array_equal(session.probabilities(utterances), eager.probabilities(utterances))
+    np.testing.assert_array_equal(session.probabilities_of(utterances * 60), eager.probabilities_of(utterances * 60))
+    with pytest.raises(ValueError, match="runtime must be 'eager' or 'session', not 'graph'"):
+        load_version(store, "alpha", version, runtime="graph")

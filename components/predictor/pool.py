@@ -233,7 +233,7 @@ class BotPool:
     def _load_job(self, bot_id: str, reason: str) -> None:
         from kserve.errors import ModelNotReady
 
-        from botyard.components.base.model_io import load_version
+        from botyard.components.base.model_io import SESSION, load_version
 
         model = self.repository.get_model(bot_id)
         m = series()
@@ -261,7 +261,7 @@ class BotPool:
             self._make_room(exclude=bot_id)
             before = self.memory.rss()
             try:
-                loaded = load_version(self.store, bot_id, version)
+                loaded = load_version(self.store, bot_id, version, runtime=SESSION)
             except Exception as exc:
                 # Any failure (corrupt files, TF errors) skips this version; it must not stop the
                 # loader or the other bots. Expected store errors are logged without a traceback.
