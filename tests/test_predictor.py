@@ -148,6 +148,7 @@ def test_v2_requested_outputs_subset(predictor):
 def test_health_readiness_and_metadata(predictor, store):
     assert predictor.request("GET", "/v2/health/live") == (200, {"live": True})
     assert predictor.request("GET", "/v2/health/ready") == (200, {"ready": True})
+    assert predictor.predict("alpha", ["hello"])[0] == 200  # loaded by its first request
     assert predictor.request("GET", "/v2/models/alpha/ready") == (200, {"name": "alpha", "ready": True})
     assert predictor.request("GET", "/v1/models/alpha") == (200, {"name": "alpha", "ready": True})
     status, meta = predictor.request("GET", "/v2/models/alpha")
@@ -249,6 +250,8 @@ def test_waiting_for_a_bot_that_failed_to_load_fails_fast(predictor):
     from botyard.components.base.errors import DeployError
     from botyard.components.base.predictor_client import PredictorProcess
 
+    for bot in ("alpha", "beta", "broken"):  # bots load on their first request (start_predictor preloads waited-for bots)
+        predictor.predict(bot, ["hello"])
     waiter = PredictorProcess(predictor.process, predictor.host, predictor.port, predictor.log_path)
     waiter.wait_ready(10, ["alpha", "beta"])
     started = time.monotonic()
@@ -326,6 +329,7 @@ def test_metrics_count_requests_per_bot(predictor, store):
 
     assert predictor.predict("alpha", ["hello"])[0] == 200
     assert predictor.predict("alpha", [])[0] == 400
+    assert predictor.predict("broken", ["hello"])[0] == 503
     status, text = predictor.request("GET", "/metrics")
     assert status == 200
     samples = {

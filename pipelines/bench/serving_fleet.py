@@ -131,7 +131,9 @@ def run(context) -> dict:
 
     from botyard.components.base.predictor_client import PredictorClient, start_predictor
 
-    quick = context.latency_calls < 1000  # ``botyard bench --quick``: a short look at the harness
+    from botyard.pipelines.bench.harness import LATENCY_CALLS
+
+    quick = context.latency_calls < LATENCY_CALLS  # ``botyard bench --quick``: a short look at the harness
     n_bots, traffic_s, load_s = (100, 20.0, 10.0) if quick else (BOTS, TRAFFIC_SECONDS, LOAD_SECONDS)
     logs = os.path.join(context.output_dir, "serving-fleet")
     os.makedirs(logs, exist_ok=True)
