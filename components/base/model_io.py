@@ -85,9 +85,8 @@ class SessionSignature:
             _keep_only_serving(meta_graph, self._output)  # in place: ``loader.load`` reads this proto
         config = config_pb2.ConfigProto(
             # Run each call in the caller's thread, one core per op: a load runs on its loader
-            # thread alone (which the predictor runs at a lower priority) instead of occupying
-            # every core that requests to loaded bots need; a request's small ops gain nothing
-            # from more threads.
+            # thread alone instead of occupying every core that requests to loaded bots need;
+            # a request's small ops gain nothing from more threads.
             inter_op_parallelism_threads=-1,
             intra_op_parallelism_threads=1,
         )

