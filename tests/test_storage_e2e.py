@@ -14,6 +14,7 @@ import boto3
 import pytest
 
 from botyard.components.base import contracts as c
+from botyard.components.base.contracts import NO_LIVE_VERSION
 from botyard.components.base import storage
 from botyard.components.base.model_store import ModelStore
 from botyard.components.base.predictor_client import start_predictor
@@ -64,9 +65,8 @@ def test_run_on_s3_then_serve_from_s3(s3, s3_server, tmp_path):
     assert storage.exists(storage.join(store.version_dir("x", version), c.EVALUATION_DIR, c.CONFUSION_MATRIX_FILE))
     assert not storage.exists(storage.join(store.bot_dir("x"), c.STAGING_DIR))  # no staging left
 
-    # what crashed uploads leave behind: a newer unpublished version of a never-promoted bot
-    # that has a published one, and a bot whose only version is unpublished
-    storage.remove_tree(storage.join(store.bot_dir("x"), c.CURRENT_POINTER))
+    # what crashed uploads leave behind: a newer unpublished version of a bot with a promoted
+    # one, and a bot whose only version is unpublished
     _copy_unpublished(store, "x", version, "x", "20991231T235959Z-ffffffff")
     _copy_unpublished(store, "x", version, "half", version)
     assert store.latest("x") == version and store.bots() == ["x"]
@@ -84,6 +84,12 @@ def test_run_on_s3_then_serve_from_s3(s3, s3_server, tmp_path):
         # publishing (the marker, last) is what makes a version appear
         manifest = json.loads(storage.read_bytes(storage.join(store.version_dir("x", version), c.PUBLISHED_MARKER)))
         storage.write_bytes(storage.join(store.version_dir("half", version), c.PUBLISHED_MARKER), json.dumps(manifest).encode())
+        # ... and promotion what makes it live: published but never promoted is still not served
+        deadline = time.monotonic() + 60
+        while NO_LIVE_VERSION not in str(predictor.predict("half", ["hello"])[1]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert predictor.predict("half", ["hello"])[0] == 404
+        store.promote("half", version)
         deadline = time.monotonic() + 120
         while predictor.predict("half", ["hello"])[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.5)
