@@ -144,3 +144,38 @@ class GpuConfig(ConfigBase):
     tolerations: tuple[dict[str, str], ...] = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
 
     _ranges = {"accelerator_limit": (1, 16)}
+
+
+@dataclass(frozen=True)
+class EntityConfig(ConfigBase):
+    """The entity tagger's hyperparameters (trained only when the bot's data has entity spans)."""
+
+    embedding_dim: int = 100  # word embedding size
+    char_embedding_dim: int = 24  # character embedding size of the per-token CNN
+    char_filters: int = 64  # CNN filters: the token's spelling/shape features
+    max_chars_per_token: int = 20  # longer tokens are cut (their start still says enough)
+    lstm_units: int = 128  # per direction of the word-level BiLSTM
+    dropout: float = 0.5
+    word_dropout: float = 0.2  # share of training words seen as unknown: teaches tagging unseen values
+    epochs: int = 40  # upper bound; early stopping on validation loss ends sooner
+    batch_size: int = 32  # upper bound: small bots get smaller batches
+    learning_rate: float = 3e-3  # Adam
+    patience: int = 4  # epochs without val-loss improvement before stopping
+    max_tokens: int = 20_000  # token vocabulary, incl. padding and OOV
+    seed: int = 13
+
+    _ranges = {
+        "word_dropout": (0.0, 0.9),
+        "embedding_dim": (4, 4096),
+        "char_embedding_dim": (2, 1024),
+        "char_filters": (4, 4096),
+        "max_chars_per_token": (1, 256),
+        "lstm_units": (4, 4096),
+        "dropout": (0.0, 0.9),
+        "epochs": (1, 1000),
+        "batch_size": (1, 65536),
+        "learning_rate": (1e-6, 1.0),
+        "patience": (1, 1000),
+        "max_tokens": (16, 10_000_000),
+        "seed": (0, 2**31 - 1),
+    }

@@ -38,6 +38,10 @@ SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"  # the embedded featurizer: utterances -> its features
 SIGNATURE_INPUT = "utterances"
 OUTPUT_PROBABILITIES = "probabilities"
+# only in a version with an entity tagger (metadata ENTITY_TAGS lists the tags in output order):
+OUTPUT_TAG_SCORES = "entity_tag_scores"  # float32 [None, tokens, len(tags)]: CRF emission scores (log-space)
+OUTPUT_TOKEN_STARTS = "token_starts"  # int64 [None, tokens]: code-point offsets, -1 = padding
+OUTPUT_TOKEN_ENDS = "token_ends"  # int64 [None, tokens]: exclusive ends, -1 = padding
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 # --- the predictor's wire contract ------------------------------------------------------------
@@ -52,6 +56,9 @@ LABELS = "labels"
 OOS_THRESHOLD = "oos_threshold"
 HYPERPARAMETERS = "hyperparameters"
 METRICS = "metrics"
+ENTITY_TAGS = "entity_tags"  # BIO tag set in output order; absent: no entity tagger
+ENTITY_TRANSITIONS = "entity_transitions"  # the CRF's learned scores: {"start", "pairs", "end"}
+TOKENIZER = "tokenizer"  # the entity tokenizer's settings
 METADATA_KEYS = (BOT_ID, VERSION, CREATED_AT, DATA_HASH, LABELS, OOS_THRESHOLD, HYPERPARAMETERS, METRICS)
 
 # --- files inside the steps' artifact folders (read and written by ``base.artifacts``) ----------
