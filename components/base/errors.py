@@ -13,6 +13,7 @@ exception that fits it, so callers may catch either::
      |    +-- RequestTooLargeError            a batch or utterance over the predictor's limit (413)
      +-- DeployError (RuntimeError)           a deploy / rollout that did not complete
      +-- SubmitError (RuntimeError)           the KFP endpoint refused, failed or was unreachable
+     +-- StorageError (OSError)               object storage refused, unreachable or without credentials
 
 Messages say what is wrong, where (file, row, intent) and how to fix it; boundaries
 translate low-level errors with ``raise ... from exc``.
@@ -86,4 +87,14 @@ class SubmitError(BotyardError, RuntimeError):
 
     def __init__(self, message: str, *, status: int | None = None):
         self.status = status
+        super().__init__(message)
+
+
+class StorageError(BotyardError, OSError):
+    """Object storage that refused a request, could not be reached, or had no credentials; names the URI."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, uri: str | None = None):
+        self.uri = uri
         super().__init__(message)

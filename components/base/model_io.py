@@ -3,13 +3,16 @@
 One way to load and query a model, used by evaluate (the candidate), the promotion gate (the
 live version), the predictor and the benchmarks. ``load_version`` also checks the version's
 metadata against its SavedModel and replays its warm-up requests, so a version that loads
-here is one the predictor can serve.
+here is one the predictor can serve. A version on object storage is loaded from a local copy
+(``ModelStore.local_version``: downloaded once, checked against its manifest); a version
+that is not published yet (upload running or interrupted) is never loaded.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +21,7 @@ import numpy as np
 
 from botyard.components.base import contracts as c
 from botyard.components.base.errors import ModelLoadError
-from botyard.components.base.model_store import ModelStore
+from botyard.components.base.model_store import ModelStore, read_metadata
 from botyard.components.base.warmup import DEFAULT_WARMUP_UTTERANCES, read_warmup_requests
 
 log = logging.getLogger(__name__)
@@ -91,16 +94,18 @@ def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
     import tensorflow as tf
 
     started = time.perf_counter()
-    meta = store.metadata(bot_id, version)
+    local_dir = store.local_version(bot_id, version)  # object storage: a checked copy in the local cache
+    meta = read_metadata(os.path.join(local_dir, c.METADATA_FILE))
     labels, threshold = _check_metadata(f"{store.version_dir(bot_id, version)}/{c.METADATA_FILE}", meta)
-    saved_model_dir = store.saved_model_dir(bot_id, version)
+    saved_model_dir = os.path.join(local_dir, c.SAVED_MODEL_DIR)
+    shown = store.saved_model_dir(bot_id, version)  # messages name the store's URI, not the cache
     try:
         saved_model = tf.saved_model.load(saved_model_dir)
         signature = saved_model.signatures[c.SERVING_SIGNATURE]
     except Exception as exc:  # TF raises many types (OSError, ValueError, DecodeError, ...)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelLoadError(
-            f"{saved_model_dir}: cannot load the SavedModel's '{c.SERVING_SIGNATURE}' signature "
+            f"{shown}: cannot load the SavedModel's '{c.SERVING_SIGNATURE}' signature "
             f"({type(exc).__name__}: {first_line[:300]})"
         ) from exc
     # Only the signature is kept: it holds the handles of the variables and lookup tables it
@@ -114,10 +119,10 @@ def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
         try:
             probs = loaded.probabilities(batch)
         except Exception as exc:
-            raise ModelLoadError(f"{saved_model_dir}: warm-up request failed ({type(exc).__name__}: {exc})") from exc
+            raise ModelLoadError(f"{shown}: warm-up request failed ({type(exc).__name__}: {exc})") from exc
         if probs.shape != (len(batch), len(labels)):
             raise ModelLoadError(
-                f"{saved_model_dir}: '{c.OUTPUT_PROBABILITIES}' has shape {list(probs.shape)} for a batch of "
+                f"{shown}: '{c.OUTPUT_PROBABILITIES}' has shape {list(probs.shape)} for a batch of "
                 f"{len(batch)}; metadata lists {len(labels)} labels, expected [{len(batch)}, {len(labels)}]"
             )
     seconds = round(time.perf_counter() - started, 3)

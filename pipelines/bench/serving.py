@@ -30,6 +30,7 @@ from importlib import resources
 from botyard.components.base import contracts as c
 from botyard.components.base.config import TrainConfig
 from botyard.components.base.model_store import ModelStore
+from botyard.pipelines.bench.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,6 @@ def _train(table, out_dir: str) -> dict:
         c.DATA_HASH: data_hash(table), c.LABELS: result.labels, c.OOS_THRESHOLD: 0.5,
         c.HYPERPARAMETERS: config.to_dict(), c.METRICS: {},
     }  # fmt: skip
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def _time_requests(send, payloads: list) -> list[float]:
@@ -104,7 +100,7 @@ def run(output_dir: str) -> dict:
     os.makedirs(logs, exist_ok=True)
     nlu, heldout = _sample_bot()
     figures: dict = {}
-    with tempfile.TemporaryDirectory(prefix="botyard-bench-serving-") as work:
+    with tempfile.TemporaryDirectory(prefix="work-", dir=logs) as work:
         table = read_training_data(nlu)
         intents = sorted(table[c.INTENT].unique())
         half = table[table[c.INTENT].isin(intents[: max(2, len(intents) // 2)])].reset_index(drop=True)
@@ -131,14 +127,14 @@ def run(output_dir: str) -> dict:
             _time_requests(lambda b: p.predict("beanbot", b), [batch] * 5)
             batch_times = _time_requests(lambda b: p.predict("beanbot", b), [batch] * BATCH_REQUESTS)
             figures.update(
-                latency_p50_ms=round(_percentile(v1, 0.50), 2),
-                latency_p99_ms=round(_percentile(v1, 0.99), 2),
+                latency_p50_ms=round(percentile(v1, 0.50), 2),
+                latency_p99_ms=round(percentile(v1, 0.99), 2),
                 latency_mean_ms=round(statistics.fmean(v1), 2),
-                v2_latency_p50_ms=round(_percentile(v2, 0.50), 2),
-                v2_latency_p99_ms=round(_percentile(v2, 0.99), 2),
+                v2_latency_p50_ms=round(percentile(v2, 0.50), 2),
+                v2_latency_p99_ms=round(percentile(v2, 0.99), 2),
                 latency_requests=len(v1),
                 batch32_utterances_per_s=round(BATCH * BATCH_REQUESTS / (sum(batch_times) / 1000), 0),
-                batch32_request_p50_ms=round(_percentile(batch_times, 0.5), 2),
+                batch32_request_p50_ms=round(percentile(batch_times, 0.5), 2),
                 one_bot_rss_mb=round(_rss_mb(p.process.pid), 0),
             )
 
@@ -163,7 +159,7 @@ def run(output_dir: str) -> dict:
             )
             figures["fleet_rss_per_bot_mb"] = round((figures["fleet_rss_mb"] - figures["one_bot_rss_mb"]) / (FLEET - 1), 1)
             figures["fleet_latency_p50_ms"] = round(
-                _percentile(_time_requests(lambda b: p.predict(b, [heldout[1]]), bots * 3), 0.5), 2
+                percentile(_time_requests(lambda b: p.predict(b, [heldout[1]]), bots * 3), 0.5), 2
             )
         shutil.rmtree(os.path.join(work, "fleet"), ignore_errors=True)
 
