@@ -177,3 +177,31 @@ def test_entities_without_integer_spans_are_reported_not_crashed_on(tmp_path, wr
     result = ingest(path, str(tmp_path / "table.jsonl"))
     assert result.rows == 11 and len(result.data_hash) == 64
     assert "row 11: entity {'entity': 'city'} needs integer 'start', 'end' and an 'entity' name" in _error(path)
+
+
+def test_overlapping_entity_spans_fail_naming_the_row(write):
+    from botyard.components.base.data_formats import read_training_data
+    from botyard.components.base.data_checks import validate_table
+
+    rows = [{"text": f"fly to paris {i}", "intent": "travel"} for i in range(5)]
+    rows += [{"text": f"hello {i}", "intent": "greet"} for i in range(5)]
+    rows[0]["entities"] = [{"start": 7, "end": 12, "value": "paris", "entity": "city"},
+                           {"start": 10, "end": 14, "value": "is 0", "entity": "code"}]
+    path = write("bot.jsonl", "\n".join(json.dumps(r) for r in rows))
+    report = validate_table(read_training_data(path), path)
+    assert report.errors == ["row 1: entity spans overlap: 'city' [7, 12) 'paris' and 'code' [10, 14) 'is 0'; "
+                             "an utterance's entities must not overlap"]
+
+
+def test_an_entity_type_with_few_examples_warns_with_its_count(write):
+    from botyard.components.base.config import ValidationConfig
+    from botyard.components.base.data_formats import read_training_data
+    from botyard.components.base.data_checks import validate_table
+
+    rows = [{"text": f"fly to paris {i}", "intent": "travel",
+             "entities": [{"start": 7, "end": 12, "value": "paris", "entity": "city"}] if i < 2 else []} for i in range(5)]
+    rows += [{"text": f"hello {i}", "intent": "greet"} for i in range(5)]
+    path = write("bot.jsonl", "\n".join(json.dumps(r) for r in rows))
+    report = validate_table(read_training_data(path), path, ValidationConfig(min_examples_per_entity=3))
+    assert report.ok
+    assert "entity 'city' has only 2 annotated example(s), minimum is 3 (rows 1, 2); add examples or the tagger will rarely find it" in report.warnings

@@ -84,8 +84,10 @@ class ValidationConfig(ConfigBase):
     min_examples_per_intent: int = 5  # fewer fails the run (Rasa's rule of thumb)
     min_intents: int = 2  # a classifier needs at least two classes
     imbalance_warn_ratio: float = 10.0  # largest/smallest intent above this warns
+    min_examples_per_entity: int = 3  # an entity type with fewer annotated examples warns (too few to learn)
 
-    _ranges = {"min_examples_per_intent": (1, 10_000), "min_intents": (2, 100_000), "imbalance_warn_ratio": (1.0, 1e9)}
+    _ranges = {"min_examples_per_intent": (1, 10_000), "min_intents": (2, 100_000), "imbalance_warn_ratio": (1.0, 1e9),
+               "min_examples_per_entity": (1, 10_000)}
 
 
 @dataclass(frozen=True)

@@ -166,8 +166,10 @@ def _check_conflicts_and_duplicates(table: pd.DataFrame, report: ValidationRepor
         )
 
 
-def _check_entities(table: pd.DataFrame, report: ValidationReport) -> None:
+def _check_entities(table: pd.DataFrame, config: ValidationConfig, report: ValidationReport) -> None:
+    per_type: dict[str, list[int]] = defaultdict(list)
     for utterance, entities, row in zip(table[c.UTTERANCE], table[c.ENTITIES], table[c.SOURCE_ROW]):
+        spans = []
         for e in entities:
             start, end, value = e.get("start"), e.get("end"), e.get("value")
             if type(start) is not int or type(end) is not int or not e.get("entity") or not isinstance(e.get("entity"), str):
@@ -182,6 +184,23 @@ def _check_entities(table: pd.DataFrame, report: ValidationReport) -> None:
                     f"row {row}: entity '{e.get('entity')}' span [{start}, {end}) is '{utterance[start:end]}' "
                     f"but its value is '{value}'"
                 )
+            else:
+                spans.append((start, end, e["entity"]))
+                per_type[e["entity"]].append(row)
+        spans.sort()
+        for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+            if s2 < e1:
+                report.errors.append(
+                    f"row {row}: entity spans overlap: '{n1}' [{s1}, {e1}) '{utterance[s1:e1]}' and "
+                    f"'{n2}' [{s2}, {e2}) '{utterance[s2:e2]}'; an utterance's entities must not overlap"
+                )
+    for name in sorted(per_type):
+        rows = per_type[name]
+        if len(rows) < config.min_examples_per_entity:
+            report.warnings.append(
+                f"entity '{name}' has only {len(rows)} annotated example(s), minimum is {config.min_examples_per_entity} "
+                f"({_rows(rows)}); add examples or the tagger will rarely find it"
+            )
 
 
 def _check_splits(table: pd.DataFrame, report: ValidationReport) -> None:
@@ -205,7 +224,7 @@ def validate_table(table: pd.DataFrame, source: str, config: ValidationConfig | 
     report.intent_counts = intent_counts(usable) if len(usable) else {}
     _check_intents(usable, config, report)
     _check_conflicts_and_duplicates(usable, report)
-    _check_entities(usable, report)
+    _check_entities(usable, config, report)
     _check_splits(usable, report)
     return report
 
