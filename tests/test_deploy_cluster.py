@@ -157,7 +157,10 @@ def test_shared_inference_service_reads_the_store_live_with_secrets_by_reference
     assert "model" not in predictor  # no storage initializer: no copy of the store at pod start
     [container] = predictor["containers"]
     assert container["image"] == IMAGE
-    assert container["args"] == ["serve", "--models-root", ROOT, "--host", "0.0.0.0", "--port", "8080"]
+    assert container["args"] == [
+        "serve", "--models-root", ROOT, "--host", "0.0.0.0", "--port", "8080",
+        "--memory-budget", "3GiB", "--preload-most-requested", "20", "--keep-alive-timeout", "65",
+    ]  # fmt: skip
     assert container["env"] == [
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},

@@ -251,6 +251,7 @@ def test_shared_overlay_args_parse_with_the_real_serve_command(built):
     [container] = only(built["overlays/shared"], "InferenceService")["spec"]["predictor"]["containers"]
     args = build_parser().parse_args(container["args"])
     assert (args.models_root, args.host, args.port) == (MODELS_BUCKET, "0.0.0.0", 8080)
+    assert (args.memory_budget, args.preload_most_requested, args.keep_alive_timeout) == (3 * 2**30, 20, 65.0)
 
 
 # --- the validator can fail -------------------------------------------------------------------

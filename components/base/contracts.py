@@ -53,6 +53,7 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 # --- the predictor's wire contract ------------------------------------------------------------
 LOAD_FAILED = "failed to load"  # in the 503 message of a bot whose live version failed to load
+NO_LIVE_VERSION = "has no live version"  # in the 404 message of a bot with versions but none promoted
 
 # keys of metadata.json
 BOT_ID = "bot_id"

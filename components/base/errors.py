@@ -10,6 +10,8 @@ exception that fits it, so callers may catch either::
      |    +-- ModelLoadError                  a model version whose files are unusable
      +-- RequestError (ValueError)            a client's bad prediction request (HTTP 4xx)
      |    +-- UnknownBotError                 a bot the predictor does not serve (404)
+     |    |    +-- NoLiveVersionError         a bot with model versions but none promoted (404)
+     |    +-- ForbiddenError                  an admin request without a valid token (403)
      |    +-- RequestTooLargeError            a batch or utterance over the predictor's limit (413)
      +-- DeployError (RuntimeError)           a deploy / rollout that did not complete
      +-- SubmitError (RuntimeError)           the KFP endpoint refused, failed or was unreachable
@@ -66,6 +68,16 @@ class UnknownBotError(RequestError):
     """A prediction request for a bot the predictor does not serve."""
 
     status_code = 404
+
+
+class NoLiveVersionError(UnknownBotError):
+    """A bot whose versions were never promoted: nothing of it is served (unblessed is never served)."""
+
+
+class ForbiddenError(RequestError):
+    """A request for an admin action this predictor refuses (disabled, or no valid token)."""
+
+    status_code = 403
 
 
 class RequestTooLargeError(RequestError):

@@ -75,11 +75,15 @@ SECURITY_CONTEXT = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 PER_BOT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
-SHARED_RESOURCES = {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+# the shared predictor's 3 GiB --memory-budget + 10% + one load in progress (README "Sizing")
+SHARED_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
 PER_BOT_REPLICAS = (1, 3)  # (minReplicas, maxReplicas)
 SHARED_REPLICAS = (2, 4)
 # flags of the shared predictor after --models-root (manifests/overlays/shared says the same)
-SHARED_SERVE_ARGS = ("--host", "0.0.0.0", "--port", str(PREDICTOR_PORT))
+SHARED_SERVE_ARGS = (
+    "--host", "0.0.0.0", "--port", str(PREDICTOR_PORT),
+    "--memory-budget", "3GiB", "--preload-most-requested", "20", "--keep-alive-timeout", "65",
+)  # fmt: skip
 TMP_SIZE = "256Mi"  # the emptyDir at /tmp: HOME and TMPDIR (the root filesystem is read-only)
 
 # KServe's webhook wants names that start with a letter; Knative names the predictor's

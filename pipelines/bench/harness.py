@@ -87,6 +87,7 @@ SUITES: dict[str, Suite] = {
         Suite("clinc150-bots", "botyard.pipelines.bench.clinc:run_bots", "CLINC150 as a fleet of 10 domain bots"),
         Suite("hwu64", "botyard.pipelines.bench.hwu:run", "HWU64 fold 1: 64 intents"),
         Suite("serving", "botyard.pipelines.bench.serving:run", "Model server latency and throughput", takes_context=False),
+        Suite("serving-fleet", "botyard.pipelines.bench.serving_fleet:run", "1,000 bots in one predictor: memory budget, Zipf traffic, cold loads"),
         Suite("trigger", "botyard.pipelines.bench.trigger:run", "Event trigger service: ingest rate and 1,000 bots to submitted runs", takes_context=False),
         Suite("submit", "botyard.pipelines.bench.submit:run", "1,000 KFP run submissions against the stub KFP API", takes_context=False),
     )
