@@ -70,7 +70,7 @@ def test_steps_read_well_in_the_dashboard(compiled):
     spec, _ = _load(compiled[0])
     tasks = spec["root"]["dag"]["tasks"]
     assert [tasks[t]["taskInfo"]["name"] for t in ("ingest", "validate", "split", "train", "evaluate", "register")] == [
-        "Ingest training data", "Validate training data", "Split train / val / test", "Train BiLSTM intent model",
+        "Ingest training data", "Validate training data", "Split train / val / test", "Train BiLSTM intent model (and entity tagger)",
         "Evaluate on test split", "Register model version",
     ]
     assert spec["pipelineInfo"]["description"].startswith("Train, evaluate and register one bot's intent model")

@@ -23,6 +23,7 @@ class ConfigBase:
     """Shared helpers: range checks declared as ``_ranges`` and dict round-trips."""
 
     _ranges: dict[str, tuple[float, float]] = {}
+    parameter_prefix = ""  # pipeline parameters are named ``<prefix><field>`` (one namespace per config)
 
     def __post_init__(self) -> None:
         for name, (low, high) in self._ranges.items():
@@ -43,6 +44,8 @@ class ConfigBase:
     def from_parameters(cls, values: dict[str, Any]):
         """From pipeline parameters: missing fields keep their defaults, values are coerced to the
         fields' types (KFP hands a dict of pipeline parameters over as strings: ``"3.0"``, ``"true"``)."""
+        prefix = cls.parameter_prefix
+        values = {name[len(prefix):] if prefix and name.startswith(prefix) else name: value for name, value in values.items()}
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(kinds))
         if unknown:
@@ -52,7 +55,10 @@ class ConfigBase:
     @classmethod
     def parameter_fields(cls) -> list[tuple[str, type, Any]]:
         """``(name, type, default)`` of every field a pipeline exposes as a parameter, in declaration order."""
-        return [(f.name, _PARAMETER_TYPES[f.type], f.default) for f in dataclasses.fields(cls) if f.type in _PARAMETER_TYPES]
+        return [
+            (cls.parameter_prefix + f.name, _PARAMETER_TYPES[f.type], f.default)
+            for f in dataclasses.fields(cls) if f.type in _PARAMETER_TYPES
+        ]
 
 
 _PARAMETER_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
@@ -150,7 +156,12 @@ class GpuConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class EntityConfig(ConfigBase):
-    """The entity tagger's hyperparameters (trained only when the bot's data has entity spans)."""
+    """The entity tagger's hyperparameters (trained only when the bot's data has entity spans).
+
+    Pipeline parameters and ``--param`` keys carry the prefix ``entity_`` (``entity_epochs``).
+    """
+
+    parameter_prefix = "entity_"
 
     embedding_dim: int = 100  # word embedding size
     char_embedding_dim: int = 24  # character embedding size of the per-token CNN

@@ -2,11 +2,12 @@
 
 A model version with an entity tagger records its tag set (``ENTITY_TAGS`` in metadata:
 ``"O"`` then ``B-<type>``, ``I-<type>`` for each entity type in sorted order) and its
-tokenizer. The SavedModel returns, per token, the tag probabilities and the token's
-character offsets; ``decode`` turns them into spans with a Viterbi pass that only allows
-well-formed sequences (an ``I-x`` follows a ``B-x`` or an ``I-x``), so every span is a run of
-whole tokens and ``text[start:end]`` is its value. Evaluation, the promotion gate and the
-predictor all use these functions.
+tokenizer. The SavedModel returns, per token, the decoded tag (a Viterbi pass that only allows
+well-formed sequences: an ``I-x`` follows a ``B-x`` or an ``I-x``), its probability and the
+token's character offsets; ``spans_from_outputs`` turns them into spans, so every span is a run
+of whole tokens and ``text[start:end]`` is its value. Evaluation, the promotion gate and the
+predictor all use it; ``viterbi``/``marginals``/``decode`` are the NumPy reference of the
+in-graph decoding (and decode a baseline tagger's scores).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from botyard.components.base import contracts as c
 from botyard.components.base.tokenizer import Token, tokenize
 
 OUTSIDE = "O"
@@ -162,21 +164,24 @@ def marginals(scores: np.ndarray, lengths: np.ndarray, tags: list[str], transiti
     return np.nan_to_num(probs)
 
 
-def tags_to_spans(text: str, tag_ids, starts, ends, tags: list[str], probabilities=None) -> list[dict]:
-    """Spans ``{"entity", "value", "start", "end", "confidence"}`` from one utterance's decoded tags."""
+def tags_to_spans(text: str, tag_ids, starts, ends, tags: list[str], confidence=None) -> list[dict]:
+    """Spans ``{"entity", "value", "start", "end", "confidence"}`` from one utterance's decoded tags.
+
+    ``confidence`` holds each token's probability of its tag; a span's is its lowest.
+    """
     spans, current = [], None
     for i, tag_id in enumerate(tag_ids):
         if tag_id < 0:
             break
         tag = tags[int(tag_id)]
-        confidence = float(probabilities[i][int(tag_id)]) if probabilities is not None else 1.0
+        p = float(confidence[i]) if confidence is not None else 1.0
         if tag.startswith("B-") or (tag.startswith("I-") and (current is None or current[ENTITY] != tag[2:])):
             if current:
                 spans.append(current)
-            current = {ENTITY: tag[2:], START: int(starts[i]), END: int(ends[i]), "_c": [confidence]}
+            current = {ENTITY: tag[2:], START: int(starts[i]), END: int(ends[i]), "_c": [p]}
         elif tag.startswith("I-"):
             current[END] = int(ends[i])
-            current["_c"].append(confidence)
+            current["_c"].append(p)
         else:
             if current:
                 spans.append(current)
@@ -190,19 +195,27 @@ def tags_to_spans(text: str, tag_ids, starts, ends, tags: list[str], probabiliti
     ]
 
 
+def spans_from_outputs(texts: list[str], outputs: dict, tags: list[str]) -> list[list[dict]]:
+    """Every utterance's spans from the SavedModel's entity outputs (``contracts.OUTPUT_ENTITY_TAGS`` ...)."""
+    ids, confidence = outputs[c.OUTPUT_ENTITY_TAGS], outputs[c.OUTPUT_ENTITY_CONFIDENCE]
+    starts, ends = outputs[c.OUTPUT_TOKEN_STARTS], outputs[c.OUTPUT_TOKEN_ENDS]
+    return [tags_to_spans(text, ids[i], starts[i], ends[i], tags, confidence[i]) for i, text in enumerate(texts)]
+
+
 def decode(texts: list[str], scores: np.ndarray, starts: np.ndarray, ends: np.ndarray, tags: list[str],
            transitions: Transitions | None = None) -> list[list[dict]]:
-    """Every utterance's spans from the SavedModel's per-token outputs (padded with start -1).
+    """The NumPy reference of the SavedModel's in-graph decoding: spans from per-token scores.
 
-    ``scores``: the tagger's per-token emission scores; a span's confidence is the lowest
-    marginal probability of its tags.
+    ``scores``: per-token log-potentials (emissions, or a baseline's log-probabilities); a
+    span's confidence is the lowest marginal probability of its tags.
     """
     starts = np.asarray(starts)
     scores = np.asarray(scores, dtype=float)
     lengths = (starts >= 0).sum(axis=1) if starts.size else np.zeros(len(texts), dtype=int)
     best = viterbi(scores, lengths, tags, transitions)
     probs = marginals(scores, lengths, tags, transitions)
-    return [tags_to_spans(text, best[i], starts[i], ends[i], tags, probs[i]) for i, text in enumerate(texts)]
+    chosen = np.take_along_axis(probs, np.maximum(best, 0)[..., None], axis=2)[..., 0] if best.size else best
+    return [tags_to_spans(text, best[i], starts[i], ends[i], tags, chosen[i]) for i, text in enumerate(texts)]
 
 
 # --- metrics ------------------------------------------------------------------------------------

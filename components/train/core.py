@@ -17,7 +17,7 @@ import pandas as pd
 
 from botyard.components.base import contracts as c
 from botyard.components.base.artifacts import write_json
-from botyard.components.base.config import TrainConfig
+from botyard.components.base.config import EntityConfig, TrainConfig
 from botyard.components.base.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,15 @@ class TrainResult:
     epochs_run: int
     train_seconds: float
     device: str
+    entities: dict | None = None  # the entity tagger's training summary; None: no spans, no tagger
 
     def logged_metrics(self) -> dict[str, float]:
         """What the KFP ``Metrics`` artifact shows: epochs, time, final and per-epoch curves."""
-        logged = {"epochs_run": self.epochs_run, "train_seconds": self.train_seconds}
+        logged = {"epochs_run": self.epochs_run, "train_seconds": self.train_seconds,
+                  "entity_tagger": 1.0 if self.entities else 0.0}
+        if self.entities:
+            logged["entity_epochs_run"] = self.entities["epochs_run"]
+            logged["entity_train_seconds"] = self.entities["train_seconds"]
         for name, values in self.history.items():
             logged[f"final_{name}"] = round(values[-1], 4)
             logged.update({f"epoch_{epoch:03d}_{name}": round(v, 4) for epoch, v in enumerate(values, start=1)})
@@ -83,17 +88,21 @@ def effective_batch_size(batch_size: int, n_train: int) -> int:
 
 
 def train_intent_model(
-    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str, featurizer_spec: dict
+    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str, featurizer_spec: dict,
+    entity_config: EntityConfig | None = None,
 ) -> TrainResult:
     """Fit the classifier on ``train``, early-stopping on ``val`` loss; export to ``output_dir``.
 
-    ``featurizer_spec`` is the featurize step's artifact (``base.featurizer.load_spec``).
+    ``featurizer_spec`` is the featurize step's artifact (``base.featurizer.load_spec``). When
+    ``entity_config`` is given and the training split has entity spans, the entity tagger is
+    trained too and exported in the same SavedModel; a bot without spans trains as before.
     """
     import keras
     import tensorflow as tf
 
     from botyard.components.base import featurizer as features
     from botyard.components.base.warmup import write_warmup_file
+    from botyard.components.train.entities import train_entities
     from botyard.components.train.model import build_classifier, export_serving_model
 
     if train.empty:
@@ -127,7 +136,8 @@ def train_intent_model(
         verbose=0,
     )
     seconds = time.perf_counter() - started
-    export_serving_model(vectorizer, classifier, os.path.join(output_dir, c.SAVED_MODEL_DIR))
+    entity_model = train_entities(train, val, entity_config) if entity_config is not None else None
+    export_serving_model(vectorizer, classifier, os.path.join(output_dir, c.SAVED_MODEL_DIR), entities=entity_model)
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     result = TrainResult(
         labels=labels,
@@ -135,7 +145,12 @@ def train_intent_model(
         epochs_run=len(history.history["loss"]),
         train_seconds=round(seconds, 3),
         device=device,
+        entities=entity_model.training_summary() if entity_model else None,
     )
-    write_json(output_dir, c.TRAINING_FILE, {c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__})
+    info = {c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__}
+    if entity_model is not None:
+        info.update(entity_model.metadata())
+        info[c.HYPERPARAMETERS] = {**info[c.HYPERPARAMETERS], **{f"entity_{k}": v for k, v in entity_config.to_dict().items()}}
+    write_json(output_dir, c.TRAINING_FILE, info)
     log.info("trained %d labels in %.1fs on %s (%d epochs)", len(labels), seconds, device, result.epochs_run)
     return result

@@ -21,7 +21,7 @@ import tensorflow as tf
 from botyard.components.base import contracts as c
 from botyard.components.base import entity_featurizer as ef
 from botyard.components.base.config import EntityConfig
-from botyard.components.base.entities import spans_to_tags
+from botyard.components.base.entities import allowed_transitions, entity_types, spans_to_tags, tag_set
 from botyard.components.train.model import cudnn_lstm
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,10 @@ class CRF(keras.layers.Layer):
         log_z = tf.reduce_logsumexp(final + self.end[None], axis=1)
         return log_z - gold
 
+    def decode(self, emissions, mask, tags: list[str]):
+        """In-graph constrained decoding: ``(tag ids [batch, tokens] (-1 = padding), confidence [batch, tokens])``."""
+        return crf_decode(emissions, mask, self.start, self.pairs, self.end, tags)
+
     def transitions(self):
         from botyard.components.base.entities import Transitions
 
@@ -133,6 +137,9 @@ class Tagger:
 
     def transitions(self):
         return self.crf.transitions()
+
+    def decode(self, emissions, mask, tags: list[str]):
+        return self.crf.decode(emissions, mask, tags)
 
 
 def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: int) -> tuple[keras.Model, Tagger]:
@@ -212,12 +219,130 @@ def train_tagger(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig, f
                                 len(history.history["loss"]), round(seconds, 3), dropped)
 
 
-def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, utterances) -> dict:
-    """The SavedModel's entity outputs for ``utterances`` (see ``contracts``)."""
+@dataclass
+class EntityModel:
+    """A trained tagger with its featurizer: what the export adds to ``serving_default``."""
+
+    featurizer: ef.EntityFeaturizer
+    tagger: Tagger
+    spec: dict  # the featurizer's settings and vocabularies
+    result: TaggerResult
+
+    @property
+    def tags(self) -> list[str]:
+        return self.result.tags
+
+    def outputs(self, utterances) -> dict:
+        return entity_outputs(self.featurizer, self.tagger, self.tags, utterances)
+
+    def metadata(self) -> dict:
+        """What a model version records about its tagger (``contracts.ENTITY_TAGS`` ...)."""
+        return {
+            c.ENTITY_TAGS: self.tags,
+            c.ENTITY_TRANSITIONS: self.tagger.transitions().to_json(),
+            c.TOKENIZER: {k: v for k, v in self.spec.items() if k not in ("vocabulary", "characters")},
+        }
+
+    def training_summary(self) -> dict:
+        r = self.result
+        return {"epochs_run": r.epochs_run, "train_seconds": r.train_seconds, "history": r.history,
+                "unaligned_spans": r.dropped_spans, "entity_types": entity_types_of(self.tags)}
+
+
+def entity_types_of(tags: list[str]) -> list[str]:
+    return [t[2:] for t in tags if t.startswith("B-")]
+
+
+def has_annotations(frame: pd.DataFrame) -> bool:
+    """Whether any row of ``frame`` carries an entity span (entity training runs only then)."""
+    return c.ENTITIES in frame and any(len(spans or ()) for spans in frame[c.ENTITIES])
+
+
+def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig) -> EntityModel | None:
+    """The bot's tagger, or ``None`` when its training split has no entity spans."""
+    if not has_annotations(train):
+        return None
+    tags = tag_set(entity_types(train[c.ENTITIES]))
+    spec = ef.adapt_entity_spec(train[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token)
+    featurizer = ef.build_entity_featurizer(spec)
+    tagger, result = train_tagger(train, val, config, featurizer, tags)
+    return EntityModel(featurizer, tagger, spec, result)
+
+
+def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, tags: list[str], utterances) -> dict:
+    """The SavedModel's entity outputs for ``utterances`` (see ``contracts``): decoded in the graph."""
     features = featurizer(utterances)
-    scores = tagger.model({ef.TOKEN_IDS: features[ef.TOKEN_IDS], ef.CHAR_IDS: features[ef.CHAR_IDS]}, training=False)
+    ids = features[ef.TOKEN_IDS]
+    emissions = tagger.model({ef.TOKEN_IDS: ids, ef.CHAR_IDS: features[ef.CHAR_IDS]}, training=False)
+    tag_ids, confidence = tagger.decode(emissions, ids > 0, tags)
     return {
-        c.OUTPUT_TAG_SCORES: scores,
+        c.OUTPUT_ENTITY_TAGS: tag_ids,
+        c.OUTPUT_ENTITY_CONFIDENCE: confidence,
         c.OUTPUT_TOKEN_STARTS: features[ef.TOKEN_STARTS],
         c.OUTPUT_TOKEN_ENDS: features[ef.TOKEN_ENDS],
     }
+
+
+FORBIDDEN = -1e4  # log-potential of an ill-formed step (finite: no inf - inf = nan)
+
+
+def crf_decode(emissions, mask, start, pairs, end, tags: list[str]):
+    """Viterbi's best well-formed tag sequence and each chosen tag's marginal probability.
+
+    The same computation as ``base.entities.viterbi`` and ``marginals`` (the reference, in
+    NumPy), written with TensorFlow ops so the SavedModel's ``serving_default`` returns decoded
+    tags: TF Serving users need neither the transition scores nor a decoder of their own.
+    ``mask`` is ``[batch, tokens]``, true on real tokens (right-padded).
+    """
+    start_ok, pair_ok = allowed_transitions(tags)
+    tokens = tf.shape(emissions)[1]
+    # one padding column more: a batch of utterances without a token still has a first step
+    emissions = tf.pad(tf.cast(emissions, tf.float32), [[0, 0], [0, 1], [0, 0]])
+    mask = tf.pad(tf.cast(mask, tf.bool), [[0, 0], [0, 1]])
+    start = tf.cast(start, tf.float32) + tf.constant(np.where(start_ok, 0.0, FORBIDDEN), tf.float32)
+    pairs = tf.cast(pairs, tf.float32) + tf.constant(np.where(pair_ok, 0.0, FORBIDDEN), tf.float32)
+    end = tf.cast(end, tf.float32)
+    n = len(tags)
+    steps = tf.transpose(emissions, [1, 0, 2])  # [tokens, batch, tags]
+    active = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
+    batch = tf.shape(emissions)[0]
+    first = steps[0] + start[None]
+    identity = tf.broadcast_to(tf.range(n, dtype=tf.int32)[None], [batch, n])
+
+    def best_step(carry, inputs):
+        score, _ = carry
+        emit, on = inputs
+        candidates = score[:, :, None] + pairs[None]  # [batch, from, to]
+        best = tf.reduce_max(candidates, axis=1) + emit
+        back = tf.argmax(candidates, axis=1, output_type=tf.int32)
+        return tf.where(on[:, None], best, score), tf.where(on[:, None], back, identity)
+
+    scores, backs = tf.scan(best_step, (steps[1:], active[1:]), initializer=(first, identity))
+    final = tf.concat([first[None], scores], axis=0)[-1] + end[None]
+    last = tf.argmax(final, axis=1, output_type=tf.int32)
+
+    def backtrack(tag, back):
+        return tf.gather(back, tag, batch_dims=1)
+
+    earlier = tf.scan(backtrack, backs, initializer=last, reverse=True)  # tags at tokens 0 .. T-2
+    path = tf.transpose(tf.concat([earlier, last[None]], axis=0), [1, 0])
+
+    def forward(alpha, inputs):
+        emit, on = inputs
+        new = tf.reduce_logsumexp(alpha[:, :, None] + pairs[None], axis=1) + emit
+        return tf.where(on[:, None], new, alpha)
+
+    alphas = tf.concat([first[None], tf.scan(forward, (steps[1:], active[1:]), initializer=first)], axis=0)
+
+    def backward(beta, inputs):
+        emit, on = inputs  # of the next token
+        new = tf.reduce_logsumexp(pairs[None] + (emit + beta)[:, None, :], axis=2)
+        return tf.where(on[:, None], new, tf.broadcast_to(end[None], tf.shape(beta)))
+
+    last_beta = tf.broadcast_to(end[None], [batch, n])
+    betas = tf.scan(backward, (steps[1:], active[1:]), initializer=last_beta, reverse=True)
+    betas = tf.concat([betas, last_beta[None]], axis=0)
+    log_z = tf.reduce_logsumexp(alphas[-1] + end[None], axis=1)
+    probabilities = tf.exp(tf.transpose(alphas + betas, [1, 0, 2]) - log_z[:, None, None])
+    confidence = tf.gather(probabilities, path, batch_dims=2)
+    return tf.where(mask, path, -1)[:, :tokens], tf.where(mask, confidence, 0.0)[:, :tokens]

@@ -81,21 +81,30 @@ def build_classifier(config: TrainConfig, featurizer: Featurizer, n_labels: int)
     return model
 
 
-def export_serving_model(featurizer: Featurizer, classifier: keras.Model, path: str) -> None:
+def export_serving_model(featurizer: Featurizer, classifier: keras.Model, path: str, entities=None) -> None:
     """Write a SavedModel with the featurizer inside it.
 
     ``serving_default`` maps ``tf.string [None]`` utterances to ``probabilities``; ``features``
     maps them to the featurizer's outputs, so anyone can check that serving featurizes exactly
-    as the featurize step's artifact does.
+    as the featurize step's artifact does. ``entities`` (``train.entities.EntityModel``, when
+    the bot's data has entity spans) adds the decoded entity tags and token offsets to
+    ``serving_default``.
     """
     archive = keras.export.ExportArchive()
     archive.track(featurizer)
     archive.track(classifier)
+    if entities is not None:
+        archive.track(entities.featurizer)
+        archive.track(entities.tagger.model)
+        archive.track(entities.tagger.crf)
     spec = [tf.TensorSpec([None], tf.string, name=c.SIGNATURE_INPUT)]
 
     @tf.function(input_signature=spec)
     def serve(utterances):
-        return {c.OUTPUT_PROBABILITIES: classifier(featurizer(utterances), training=False)}
+        outputs = {c.OUTPUT_PROBABILITIES: classifier(featurizer(utterances), training=False)}
+        if entities is not None:
+            outputs.update(entities.outputs(utterances))
+        return outputs
 
     @tf.function(input_signature=spec)
     def featurize(utterances):
