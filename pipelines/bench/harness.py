@@ -52,7 +52,11 @@ RESULTS_MD = "results.md"
 
 LSTM = "bilstm"
 BASELINE = "tfidf_logreg"
-SYSTEM_TITLES = {LSTM: "BiLSTM (botyard)", BASELINE: "TF-IDF + LogReg"}
+SYSTEM_TITLES = {
+    LSTM: "BiLSTM (botyard)", BASELINE: "TF-IDF + LogReg",
+    "bilstm_cnn_crf": "botyard (intent + BiLSTM-CNN-CRF tagger)", "bilstm_intent_only": "botyard, intent only",
+    "crf_baseline": "CRF (sklearn-crfsuite)",
+}
 
 LATENCY_CALLS = 500  # batch-of-1 calls timed per model (p50 / p99)
 THROUGHPUT_BATCH = 64
@@ -86,6 +90,7 @@ SUITES: dict[str, Suite] = {
         Suite("clinc150-full", "botyard.pipelines.bench.clinc:run_full", "CLINC150 Full: one model over 150 intents + out-of-scope"),
         Suite("clinc150-bots", "botyard.pipelines.bench.clinc:run_bots", "CLINC150 as a fleet of 10 domain bots"),
         Suite("hwu64", "botyard.pipelines.bench.hwu:run", "HWU64 fold 1: 64 intents"),
+        Suite("hwu64-entities", "botyard.pipelines.bench.hwu_entities:run", "HWU64 fold 1: entity extraction, beside a CRF baseline"),
         Suite("serving", "botyard.pipelines.bench.serving:run", "Model server latency and throughput", takes_context=False),
         Suite("serving-fleet", "botyard.pipelines.bench.serving_fleet:run", "1,000 bots in one predictor: memory budget, Zipf traffic, cold loads"),
         Suite("trigger", "botyard.pipelines.bench.trigger:run", "Event trigger service: ingest rate and 1,000 bots to submitted runs", takes_context=False),
@@ -104,6 +109,7 @@ class BenchContext:
     latency_calls: int = LATENCY_CALLS
     throughput_batches: int = THROUGHPUT_BATCHES
     max_bots: int = 0  # clinc150-bots: 0 = every domain; fewer for a quick look
+    quick: bool = False  # --quick: smoke-test sizes (figures meaningless)
 
 
 # --- locating inputs ----------------------------------------------------------------------
@@ -371,6 +377,11 @@ FIGURES: list[tuple[str, str, Callable[[float], str]]] = [
     ("accuracy", "Intent accuracy (top intent)", _pct),
     ("macro_f1", "Macro-F1 (in-scope intents, top intent)", _num(3)),
     ("oos_threshold", "Confidence threshold (chosen on val)", _num(3)),
+    ("entity_micro_f1", "Entity micro-F1 (exact span and type)", _num(3)),
+    ("entity_micro_precision", "Entity micro precision", _num(3)),
+    ("entity_micro_recall", "Entity micro recall", _num(3)),
+    ("entity_train_seconds", "Entity tagger training (s)", _num(1)),
+    ("entity_epochs_run", "Entity tagger epochs run", _num(0)),
     ("epochs_run", "Epochs run", _num(0)),
     ("train_seconds", "Training wall time (s)", _num(1)),
     ("max_train_seconds", "Slowest bot's training (s)", _num(1)),

@@ -52,6 +52,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         latency_calls=args.latency_calls or (50 if args.quick else LATENCY_CALLS),
         throughput_batches=5 if args.quick else 20,
         max_bots=args.max_bots,
+        quick=args.quick,
     )
     results = run_bench(suites, context, isolate=not args.in_process)
     print(f"bench: ran {', '.join(suites)}; results in {args.output_dir}/results.json and results.md")
