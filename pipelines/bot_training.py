@@ -43,6 +43,7 @@ def run_parameters() -> list:
         parameter("data_uri", str, ""),
         parameter("models_root", str, "models"),
         parameter("min_examples_per_intent", int, validation_defaults.min_examples_per_intent),
+        parameter("on_label_conflict", str, validation_defaults.on_label_conflict),
         parameter("val_fraction", float, split_defaults.val_fraction),
         parameter("test_fraction", float, split_defaults.test_fraction),
         parameter("split_seed", int, split_defaults.seed),
@@ -75,7 +76,8 @@ def _steps(args: dict, gpu: GpuConfig):
     data_uri, bot_id, models_root = args["data_uri"], args["bot_id"], args["models_root"]
     ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
     checked = validate(
-        dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"]
+        dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"],
+        on_label_conflict=args["on_label_conflict"],
     ).set_display_name("Validate training data")
     parts = split(
         dataset=checked.outputs["validated"], val_fraction=args["val_fraction"], test_fraction=args["test_fraction"],

@@ -246,15 +246,15 @@ def _check_cluster_uri(name: str, uri: str) -> None:
         )
 
 
-def data_fingerprint(data_uri: str, min_examples_per_intent: int | None = None) -> str:
-    """The data hash of a bot's training file, after the same validation the pipeline runs.
+def data_fingerprint(data_uri: str, parameters: dict | None = None) -> str:
+    """The data hash of a bot's training file, after the same validation the pipeline runs
+    (with the run's ``min_examples_per_intent`` and ``on_label_conflict``).
 
     Bad data raises ``DataValidationError`` here, before any cluster time is spent.
     """
     from botyard.components.base.training_data import load_training_data
 
-    config = ValidationConfig() if min_examples_per_intent is None else ValidationConfig(min_examples_per_intent=int(min_examples_per_intent))
-    return load_training_data(data_uri, config).data_hash
+    return load_training_data(data_uri, ValidationConfig.from_run_parameters(parameters)).data_hash
 
 
 def default_models_root() -> str:
@@ -523,7 +523,7 @@ def submit_bot_run(
 
     _check_cluster_uri("data_uri", data_uri)
     _check_cluster_uri("models_root", models_root)
-    digest = data_fingerprint(data_uri, params.get("min_examples_per_intent"))
+    digest = data_fingerprint(data_uri, params)
     host = host or getattr(getattr(client, "_existing_config", None), "host", None) or "kfp"
     client = client or client_for(host)
     pipeline_id, version_id, version_name, uploaded = ensure_pipeline_version(client, host, gpu)
@@ -775,7 +775,7 @@ def schedule_bot(
     models_root = models_root or default_models_root()
     _check_cluster_uri("data_uri", data_uri)
     _check_cluster_uri("models_root", models_root)
-    data_fingerprint(data_uri, params.get("min_examples_per_intent"))  # fail now, not at 3 a.m.
+    data_fingerprint(data_uri, params)  # fail now, not at 3 a.m.
     client = client or client_for(host)
     pipeline_id, version_id, version_name, _ = ensure_pipeline_version(client, host, gpu)
     experiment_id = ensure_experiment(client, host, bot_id)

@@ -79,13 +79,37 @@ def _coerce(owner: str, name: str, kind: str, value: Any) -> Any:
     return value
 
 
+LABEL_CONFLICT_POLICIES = ("fail", "warn", "drop")
+
+
 @dataclass(frozen=True)
 class ValidationConfig(ConfigBase):
     min_examples_per_intent: int = 5  # fewer fails the run (Rasa's rule of thumb)
     min_intents: int = 2  # a classifier needs at least two classes
     imbalance_warn_ratio: float = 10.0  # largest/smallest intent above this warns
+    # one utterance labelled with different intents: "fail" the run, "warn" and keep every row,
+    # or "drop" its train/val rows (test rows stay as given); real data sets have a few (CLINC150: 4)
+    on_label_conflict: str = "fail"
 
     _ranges = {"min_examples_per_intent": (1, 10_000), "min_intents": (2, 100_000), "imbalance_warn_ratio": (1.0, 1e9)}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.on_label_conflict not in LABEL_CONFLICT_POLICIES:
+            raise ConfigError(
+                f"ValidationConfig.on_label_conflict = {self.on_label_conflict!r} is not allowed; "
+                f"use one of {', '.join(LABEL_CONFLICT_POLICIES)}"
+            )
+
+    # the pipeline parameters that are validation settings (the rest keep their defaults)
+    RUN_PARAMETERS = ("min_examples_per_intent", "on_label_conflict")
+
+    @classmethod
+    def from_run_parameters(cls, parameters: dict | None) -> "ValidationConfig":
+        """From a run's pipeline parameters (``botyard run --param``, submit, fleet): picks the
+        validation settings among them, coerced to the fields' types; others are ignored."""
+        picked = {k: v for k, v in (parameters or {}).items() if k in cls.RUN_PARAMETERS}
+        return cls.from_parameters(picked)
 
 
 @dataclass(frozen=True)
