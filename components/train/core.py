@@ -1,16 +1,25 @@
 """Train one bot's intent classifier on the featurize step's featurizer; write a Model artifact folder.
 
 The folder holds ``saved_model/`` (string-in ``serving_default``, with the featurizer inside)
-and ``training.json`` (labels in output order, hyperparameters, per-epoch history, wall time,
-device).
+and ``training.json`` (labels in output order, hyperparameters, the schedule used, per-epoch
+history, wall time, device).
+
+The schedule fits the data's size (``plan_schedule``): the batch shrinks for small bots so an
+epoch still has several steps, and the number of epochs is what it takes to reach
+``TrainConfig.min_steps`` optimizer steps (at most ``max_epochs``), so a bot of 50 utterances
+trains for many short epochs and a bot of 15,000 for a few long ones. Early stopping on the
+validation loss does the rest; its patience counts steps as well as epochs, so a small bot
+is never stopped after a few noisy epochs while it is still improving, and the weights of the
+best validation epoch are the ones exported.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,6 +32,8 @@ from botyard.components.base.errors import DataValidationError
 log = logging.getLogger(__name__)
 
 MIN_STEPS_PER_EPOCH = 16  # small bots: shrink the batch so each epoch still takes this many steps
+MIN_BATCH = 8
+FEATURIZE_CHUNK = 4096  # utterances featurized at once before training
 
 
 @dataclass
@@ -32,6 +43,7 @@ class TrainResult:
     epochs_run: int
     train_seconds: float
     device: str
+    schedule: dict | None = None
 
     def logged_metrics(self) -> dict[str, float]:
         """What the KFP ``Metrics`` artifact shows: epochs, time, final and per-epoch curves."""
@@ -40,6 +52,21 @@ class TrainResult:
             logged[f"final_{name}"] = round(values[-1], 4)
             logged.update({f"epoch_{epoch:03d}_{name}": round(v, 4) for epoch, v in enumerate(values, start=1)})
         return logged
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long and in what steps one bot trains (``plan_schedule``)."""
+
+    batch_size: int
+    steps_per_epoch: int
+    max_epochs: int
+    patience_epochs: int
+    learning_rate: float
+
+    @property
+    def max_steps(self) -> int:
+        return self.steps_per_epoch * self.max_epochs
 
 
 def configure_devices(config: TrainConfig) -> str:
@@ -58,16 +85,58 @@ def configure_devices(config: TrainConfig) -> str:
     return "GPU" if gpus else "CPU"
 
 
-def _one_hot(intents: pd.Series, labels: list[str]) -> np.ndarray:
-    index = {label: i for i, label in enumerate(labels)}
-    y = np.zeros((len(intents), len(labels)), dtype="float32")
-    y[np.arange(len(intents)), [index[i] for i in intents]] = 1.0
-    return y
-
-
 def effective_batch_size(batch_size: int, n_train: int) -> int:
     """``batch_size``, shrunk for small bots so an epoch has ``MIN_STEPS_PER_EPOCH`` steps (never below 8)."""
-    return max(1, min(batch_size, max(8, n_train // MIN_STEPS_PER_EPOCH)))
+    return max(1, min(batch_size, max(MIN_BATCH, n_train // MIN_STEPS_PER_EPOCH)))
+
+
+def plan_schedule(config: TrainConfig, n_train: int) -> Schedule:
+    """The batch size, epochs and patience for ``n_train`` training utterances (see the module docstring)."""
+    batch = effective_batch_size(config.batch_size, n_train)
+    steps = max(1, math.ceil(n_train / batch))
+    epochs = min(config.epochs, max(config.min_epochs, math.ceil(config.min_steps / steps)))
+    # patience: ``patience`` epochs, but never fewer than ``patience_steps`` optimizer steps
+    patience = max(config.patience, math.ceil(config.patience_steps / steps))
+    return Schedule(batch, steps, max(1, epochs), patience, config.learning_rate)
+
+
+def _labels_index(intents: pd.Series, labels: list[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    return np.asarray([index[i] for i in intents], dtype="int32")
+
+
+class _Features:
+    """A split's features, computed once with the featurizer: token ids and n-gram views as ragged rows."""
+
+    def __init__(self, featurizer, texts: list[str]):
+        import tensorflow as tf
+
+        self.views = [v for v in featurizer.features if v != "token_ids"]
+        ids, cols, vals = [], {v: [] for v in self.views}, {v: [] for v in self.views}
+        for start in range(0, len(texts), FEATURIZE_CHUNK):
+            out = featurizer(tf.constant(texts[start : start + FEATURIZE_CHUNK], dtype=tf.string))
+            ids.append(tf.RaggedTensor.from_tensor(out["token_ids"], padding=0))
+            for v in self.views:
+                sp = out[v]
+                rows = tf.RaggedTensor.from_value_rowids(sp.indices[:, 1], sp.indices[:, 0], nrows=sp.dense_shape[0])
+                cols[v].append(rows)
+                vals[v].append(tf.RaggedTensor.from_value_rowids(sp.values, sp.indices[:, 0], nrows=sp.dense_shape[0]))
+        self.token_ids = tf.concat(ids, axis=0)
+        self.cols = {v: tf.concat(cols[v], axis=0) for v in self.views}
+        self.vals = {v: tf.concat(vals[v], axis=0) for v in self.views}
+        self.sizes = {v: featurizer.vocabulary_size(v) for v in self.views}
+
+    def batch(self, index):
+        """The model inputs of rows ``index`` (an int tensor)."""
+        import tensorflow as tf
+
+        out = {"token_ids": tf.gather(self.token_ids, index).to_tensor(default_value=0)}
+        out["token_ids"] = tf.pad(out["token_ids"], [[0, 0], [0, tf.maximum(0, 1 - tf.shape(out["token_ids"])[1])]])
+        for v in self.views:
+            cols, vals = tf.gather(self.cols[v], index), tf.gather(self.vals[v], index)
+            indices = tf.stack([cols.value_rowids(), cols.flat_values], axis=1)
+            out[v] = tf.SparseTensor(indices, vals.flat_values, tf.stack([tf.cast(tf.shape(index)[0], tf.int64), self.sizes[v]]))
+        return out
 
 
 def train_intent_model(
@@ -82,7 +151,7 @@ def train_intent_model(
 
     from botyard.components.base import featurizer as features
     from botyard.components.base.warmup import write_warmup_file
-    from botyard.components.train.model import build_classifier, export_serving_model
+    from botyard.components.train.model import LazyAdam, build_classifier, export_serving_model
 
     if train.empty:
         raise DataValidationError("the training split is empty; give each intent more examples")
@@ -90,39 +159,81 @@ def train_intent_model(
     keras.utils.set_random_seed(config.seed)
     labels = sorted(train[c.INTENT].unique())  # sorted: output order is stable across runs
     val = val[val[c.INTENT].isin(labels)]
-
     texts = train[c.UTTERANCE].tolist()
-    vectorizer = features.build(featurizer_spec)
-    classifier = build_classifier(config, vectorizer, len(labels))
-
-    def dataset(frame: pd.DataFrame, shuffle: bool) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((tf.constant(frame[c.UTTERANCE].tolist()), _one_hot(frame[c.INTENT], labels)))
-        if shuffle:
-            ds = ds.shuffle(len(frame), seed=config.seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).map(lambda x, y: (vectorizer(x), y)).prefetch(tf.data.AUTOTUNE)
-
-    batch_size = effective_batch_size(config.batch_size, len(train))
-    has_val = len(val) > 0
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss" if has_val else "loss", patience=config.patience, restore_best_weights=True
-    )
     started = time.perf_counter()
-    history = classifier.fit(
-        dataset(train, shuffle=True),
-        validation_data=dataset(val, shuffle=False) if has_val else None,
-        epochs=config.epochs,
-        callbacks=[stop],
-        verbose=0,
-    )
+
+    vectorizer = features.build(featurizer_spec)
+    vectors = (featurizer_spec.get("word_vectors") or {}).get("rows")
+    model = build_classifier(config, vectorizer, len(labels), vectors)
+    schedule = plan_schedule(config, len(train))
+    x_train, y_train = _Features(vectorizer, texts), tf.constant(_labels_index(train[c.INTENT], labels))
+    has_val = len(val) > 0
+    if has_val:
+        x_val, y_val = _Features(vectorizer, val[c.UTTERANCE].tolist()), tf.constant(_labels_index(val[c.INTENT], labels))
+    optimizer = LazyAdam(learning_rate=schedule.learning_rate)
+    smoothing = config.label_smoothing
+    n_labels = len(labels)
+
+    def head_loss(y, p):
+        target = tf.one_hot(y, n_labels) * (1.0 - smoothing) + smoothing / n_labels
+        return -tf.reduce_mean(tf.reduce_sum(target * tf.math.log(p + 1e-7), axis=-1))
+
+    index_spec = [tf.TensorSpec([None], tf.int32)]  # one trace for every batch size
+
+    @tf.function(input_signature=index_spec)
+    def train_step(index):
+        inputs, y = x_train.batch(index), tf.gather(y_train, index)
+        with tf.GradientTape() as tape:
+            heads = model(inputs, training=True)
+            loss = tf.add_n([head_loss(y, p) for p in heads.values()])
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    @tf.function(input_signature=index_spec)
+    def predict_val(index):
+        return model.probabilities(x_val.batch(index))
+
+    def evaluate(y, n) -> tuple[float, float]:
+        probs = tf.concat([predict_val(tf.range(s, min(s + 1024, n))) for s in range(0, n, 1024)], axis=0)
+        y1 = tf.one_hot(y, n_labels)
+        loss = float(-tf.reduce_mean(tf.reduce_sum(y1 * tf.math.log(probs + 1e-7), axis=-1)))
+        return loss, float(tf.reduce_mean(tf.cast(tf.argmax(probs, axis=-1, output_type=tf.int32) == y, tf.float32)))
+
+    rng = np.random.default_rng(config.seed)
+    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_accuracy": []} if has_val else {"loss": []}
+    best, best_weights, since_best = math.inf, None, 0
+    n = len(train)
+    for epoch in range(schedule.max_epochs):
+        order = rng.permutation(n).astype("int32")
+        losses = [float(train_step(tf.constant(order[s : s + schedule.batch_size]))) for s in range(0, n, schedule.batch_size)]
+        history["loss"].append(float(np.mean(losses)))
+        log.debug("epoch %d: %.2fs since start, loss %.4f", epoch + 1, time.perf_counter() - started, history["loss"][-1])
+        monitored = history["loss"][-1]
+        if has_val:
+            val_loss, val_acc = evaluate(y_val, len(val))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_acc)
+            monitored = val_loss
+        if monitored < best - 1e-4:
+            best, best_weights, since_best = monitored, [w.numpy() for w in model.weights], 0
+        else:
+            since_best += 1
+            if since_best >= schedule.patience_epochs:
+                break
+    if best_weights is not None:
+        for w, value in zip(model.weights, best_weights):
+            w.assign(value)
     seconds = time.perf_counter() - started
-    export_serving_model(vectorizer, classifier, os.path.join(output_dir, c.SAVED_MODEL_DIR))
+    export_serving_model(vectorizer, model, os.path.join(output_dir, c.SAVED_MODEL_DIR))
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     result = TrainResult(
         labels=labels,
-        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
-        epochs_run=len(history.history["loss"]),
+        history=history,
+        epochs_run=len(history["loss"]),
         train_seconds=round(seconds, 3),
         device=device,
+        schedule=asdict(schedule),
     )
     write_json(output_dir, c.TRAINING_FILE, {c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__})
     log.info("trained %d labels in %.1fs on %s (%d epochs)", len(labels), seconds, device, result.epochs_run)
