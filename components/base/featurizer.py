@@ -146,13 +146,17 @@ class Featurizer(keras.layers.Layer):
 
 
 def _count(view: str, texts: list[str], sizes) -> tuple[Counter, int]:
-    """Document frequency of every n-gram of ``view`` over ``texts``."""
+    """Document frequency of every token (``TOKEN_IDS``) or n-gram of ``view`` over ``texts``."""
     df: Counter = Counter()
     for start in range(0, len(texts), ADAPT_CHUNK):
         words = words_of(tf.constant(texts[start : start + ADAPT_CHUNK], dtype=tf.string))
         tokens = words if view == TOKEN_IDS else ngram_tokens(view, words, sizes)
-        for row in tokens.to_list():
-            df.update(set(row))
+        # counted with TensorFlow ops: the n-grams of long utterances never become Python strings one by one
+        distinct, index = tf.unique(tokens.flat_values)
+        n = tf.cast(tf.shape(distinct)[0], tf.int64)
+        pairs, _ = tf.unique(tokens.value_rowids() * n + tf.cast(index, tf.int64))  # (utterance, token) once each
+        counts = tf.math.bincount(tf.cast(pairs % n, tf.int32), minlength=tf.cast(n, tf.int32))
+        df.update(dict(zip(distinct.numpy().tolist(), counts.numpy().tolist())))
     return df, len(texts)
 
 

@@ -170,13 +170,18 @@ def train_intent_model(
     has_val = len(val) > 0
     if has_val:
         x_val, y_val = _Features(vectorizer, val[c.UTTERANCE].tolist()), tf.constant(_labels_index(val[c.INTENT], labels))
-    optimizer = LazyAdam(learning_rate=schedule.learning_rate)
+    # cosine decay over the planned steps: late epochs refine instead of overfitting
+    rate = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, decay_steps=max(1, schedule.max_steps), alpha=0.0)
+    optimizer = LazyAdam(learning_rate=rate)
+    scaled = keras.mixed_precision.global_policy().name == "mixed_float16"
+    if scaled:  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     smoothing = config.label_smoothing
     n_labels = len(labels)
 
-    def head_loss(y, p):
+    def head_loss(y, log_p):
         target = tf.one_hot(y, n_labels) * (1.0 - smoothing) + smoothing / n_labels
-        return -tf.reduce_mean(tf.reduce_sum(target * tf.math.log(p + 1e-7), axis=-1))
+        return -tf.reduce_mean(tf.reduce_sum(target * log_p, axis=-1))
 
     index_spec = [tf.TensorSpec([None], tf.int32)]  # one trace for every batch size
 
@@ -186,7 +191,8 @@ def train_intent_model(
         with tf.GradientTape() as tape:
             heads = model(inputs, training=True)
             loss = tf.add_n([head_loss(y, p) for p in heads.values()])
-        grads = tape.gradient(loss, model.trainable_variables)
+            scaled_loss = optimizer.scale_loss(loss) if scaled else loss
+        grads = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         return loss
 

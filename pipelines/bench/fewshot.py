@@ -122,13 +122,16 @@ def run(context: BenchContext) -> dict:
                 scored.append(_score_bot(context, bots[name], measure_latency=first))
                 first = False
             per_run[f"clinc150-{shots}shot-seed{seed}"] = {
-                system: {k: float(np.mean([s[system][k] for s in scored])) for k in FIGURES} for system in (LSTM, BASELINE)
+                system: {k: float(np.mean([s[system][k] for s in scored])) for k in FIGURES if k in scored[0][system]}
+                for system in (LSTM, BASELINE)
             }
             if shots == SHOTS[0] and seed == seeds[0]:
                 latency = {system: {k: v for k, v in scored[0][system].items() if k.startswith(("latency_", "batch64_"))} for system in (LSTM, BASELINE)}
             log.info("fewshot: hwu64, %d shots, seed %d", shots, seed)
             hwu = _score_bot(context, hwu_bot(context.data_dir, shots, seed), measure_latency=False)
-            per_run[f"hwu64-{shots}shot-seed{seed}"] = {system: {k: float(hwu[system][k]) for k in FIGURES} for system in (LSTM, BASELINE)}
+            per_run[f"hwu64-{shots}shot-seed{seed}"] = {
+                system: {k: float(hwu[system][k]) for k in FIGURES if k in hwu[system]} for system in (LSTM, BASELINE)
+            }
 
     groups: dict[str, dict[str, dict]] = {}
     systems: dict[str, dict] = {LSTM: dict(latency[LSTM]), BASELINE: dict(latency[BASELINE])}
@@ -136,7 +139,10 @@ def run(context: BenchContext) -> dict:
         for shots in SHOTS:
             key = f"{source}-{shots}shot"
             runs = [per_run[f"{key}-seed{seed}"] for seed in seeds]
-            groups[key] = {system: {fig: _spread([r[system][fig] for r in runs]) for fig in FIGURES} for system in (LSTM, BASELINE)}
+            groups[key] = {
+                system: {fig: _spread([r[system][fig] for r in runs]) for fig in FIGURES if fig in runs[0][system]}
+                for system in (LSTM, BASELINE)
+            }
             for system in (LSTM, BASELINE):
                 systems[system][f"{key}_accuracy"] = groups[key][system]["accuracy"]["mean"]
                 systems[system][f"{key}_accuracy_std"] = groups[key][system]["accuracy"]["std"]

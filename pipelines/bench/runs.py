@@ -69,7 +69,7 @@ def write_long_bot_file(data_dir: str, path: str) -> int:
             for k, domain in enumerate(names):
                 own = set(domains[domain])
                 pool = [u for u, i in data[source] if i in own]
-                for _ in range(total // LONG_INTENTS + (1 if k < total % LONG_INTENTS else 0)):
+                for _ in range(total // len(names) + (1 if k < total % len(names) else 0)):
                     text = ". ".join(pool[j] for j in rng.choice(len(pool), SENTENCES_PER_UTTERANCE, replace=False))
                     out.write(json.dumps({"text": text, "intent": domain, "split": split}) + "\n")
                     rows += 1
