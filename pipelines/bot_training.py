@@ -3,21 +3,29 @@
 
 The infra check runs only for a blessed candidate, and deploy only when both verdicts bless it.
 
+Caching: the steps that read or write state outside their input artifacts never cache
+(``UNCACHED_TASKS``: ingest reads the data behind ``data_uri``, register, gate, infra check and
+deploy read or write the model store and the cluster). Every other step is keyed by its input
+artifacts, so new data always reaches training while a retried run reuses what it can.
+
 Parameters: the run's own (bot, data, model store, gate thresholds, deploy settings) plus one
 per ``TrainConfig`` field, named, typed and defaulted from the dataclass itself, so a new
 hyperparameter reaches the pipeline, the dashboard and ``botyard run --param`` by being added
 to ``TrainConfig`` alone. The train and featurize steps get them as one ``train_config`` dict.
 
-``build_bot_training(gpu)`` makes the pipeline for a cluster's GPU settings (compiled into
-the YAML); ``bot_training`` is the default (one NVIDIA GPU for the train step).
+``build_bot_training(gpu, images=, storage=)`` makes the pipeline for a cluster: GPU, images,
+storage secret and every task's CPU/memory are compiled into the YAML (``task_settings``).
+With a GPU requested, the train step fails when TensorFlow sees none, unless the run sets
+``allow_cpu_training``. ``bot_training`` is the kfp.local pipeline (no GPU request).
 """
 
 from __future__ import annotations
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from botyard.components.base.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
-from botyard.components.deploy.cluster import ClusterDeployConfig
+from botyard.components.base.images import ImageConfig
+from botyard.components.deploy.config import ClusterDeployConfig
 from botyard.components.deploy.component import deploy
 from botyard.components.evaluate.component import evaluate
 from botyard.components.featurize.component import featurize
@@ -30,8 +38,10 @@ from botyard.components.split.component import split
 from botyard.components.train.component import train
 from botyard.components.validate.component import validate
 from botyard.pipelines.signatures import config_parameters, parameter, pipeline_function
+from botyard.pipelines.task_settings import ClusterSettings, StorageAccess, configure
 
 PIPELINE_NAME = "bot-training"
+UNCACHED_TASKS = ("ingest", "register", "gate", "infra-check", "deploy")  # see the module docstring
 TRAIN_PARAMETERS = tuple(name for name, _, _ in TrainConfig.parameter_fields())
 
 
@@ -50,51 +60,53 @@ def run_parameters() -> list:
         parameter("min_accuracy", float, gate_defaults.min_accuracy),
         parameter("max_accuracy_drop", float, gate_defaults.max_accuracy_drop),
         parameter("max_intent_recall_drop", float, gate_defaults.max_intent_recall_drop),
+        parameter("allow_cpu_training", bool, False),
         parameter("deploy_target", str, "local"),
-        parameter("namespace", str, cluster_defaults.namespace),
+        parameter("namespace", str, cluster_defaults.namespace),  # "": the namespace the run executes in
         parameter("serving_mode", str, cluster_defaults.mode),
+        parameter("deployment_mode", str, cluster_defaults.deployment_mode),
         parameter("canary_traffic_percent", int, 0),
         parameter("ready_timeout_s", int, int(cluster_defaults.ready_timeout_s)),
+        parameter("predictor_service_account", str, cluster_defaults.service_account),
     ]
 
 
-def request_gpu(task: dsl.PipelineTask, gpu: GpuConfig) -> dsl.PipelineTask:
-    """Ask for an accelerator and GPU nodes for ``task``; a no-op when GPUs are switched off."""
-    if not gpu.enabled:
-        return task
-    task.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
-    for key, value in gpu.node_selector.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for toleration in gpu.tolerations:
-        kubernetes.add_toleration(task, **toleration)
-    return task
-
-
-def _steps(args: dict, gpu: GpuConfig):
+def _steps(args: dict, settings: ClusterSettings):
     """The pipeline's tasks, from its arguments (one channel per parameter)."""
     train_config = {name: args[name] for name in TRAIN_PARAMETERS}
     data_uri, bot_id, models_root = args["data_uri"], args["bot_id"], args["models_root"]
     ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
+    # reads the data behind data_uri, which changes while the URI stays: never reuse an old
+    # result (a cache key of the URI would register yesterday's model again); each later
+    # step is keyed by its input artifacts, so a fresh ingest output reruns them
+    ingested.set_caching_options(False)
+    configure(ingested, settings)
     checked = validate(
         dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"],
         on_label_conflict=args["on_label_conflict"],
     ).set_display_name("Validate training data")
+    configure(checked, settings)
     parts = split(
         dataset=checked.outputs["validated"], val_fraction=args["val_fraction"], test_fraction=args["test_fraction"],
         seed=args["split_seed"],
     ).set_display_name("Split train / val / test")
+    configure(parts, settings)
     featurized = featurize(train_data=parts.outputs["train_data"], train_config=train_config)
     featurized.set_display_name("Featurize: vocabularies from the training split")
+    configure(featurized, settings)
     trained = train(
         train_data=parts.outputs["train_data"],
         val_data=parts.outputs["val_data"],
         featurizer=featurized.outputs["featurizer"],
         train_config=train_config,
+        gpu_requested=settings.gpu.enabled,
+        allow_cpu_training=args["allow_cpu_training"],
     ).set_display_name("Train BiLSTM intent model")
-    request_gpu(trained, gpu)
+    configure(trained, settings)
     evaluated = evaluate(
         model=trained.outputs["model"], val_data=parts.outputs["val_data"], test_data=parts.outputs["test_data"]
     ).set_display_name("Evaluate on test split")
+    configure(evaluated, settings)
     registered = register(
         model=trained.outputs["model"],
         evaluation=evaluated.outputs["evaluation"],
@@ -103,6 +115,7 @@ def _steps(args: dict, gpu: GpuConfig):
         data_hash=ingested.outputs["data_hash"],
     ).set_display_name("Register model version")
     registered.set_caching_options(False)  # writes to the model store: never skip it
+    configure(registered, settings)
     verdict = gate(
         evaluation=evaluated.outputs["evaluation"],
         test_data=parts.outputs["test_data"],
@@ -114,35 +127,46 @@ def _steps(args: dict, gpu: GpuConfig):
         max_intent_recall_drop=args["max_intent_recall_drop"],
     ).set_display_name("Promotion gate: candidate vs live")
     verdict.set_caching_options(False)  # the live version it compares with changes
+    configure(verdict, settings)
     with dsl.If(verdict.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition)
         infra = infra_check(
             test_data=parts.outputs["test_data"], bot_id=bot_id, models_root=models_root,
             version=registered.outputs["version"],
         ).set_display_name("Infra check: load and query in a predictor")
         infra.set_caching_options(False)
+        configure(infra, settings)
         with dsl.If(infra.outputs["Output"] == True, name="infra-ok"):  # noqa: E712
-            deploy(
+            deployed = deploy(
                 blessing=verdict.outputs["blessing"],
                 infra_result=infra.outputs["result"],
+                test_data=parts.outputs["test_data"],
                 bot_id=bot_id,
                 models_root=models_root,
                 version=registered.outputs["version"],
                 target=args["deploy_target"],
                 namespace=args["namespace"],
                 serving_mode=args["serving_mode"],
+                deployment_mode=args["deployment_mode"],
                 canary_traffic_percent=args["canary_traffic_percent"],
                 ready_timeout_s=args["ready_timeout_s"],
+                predictor_service_account=args["predictor_service_account"],
+                predictor_image=settings.images.predictor,
+                storage_access=settings.storage.to_dict(),
             ).set_display_name("Deploy model version").set_caching_options(False)
+            configure(deployed, settings)
     return registered.outputs["version_uri"]
 
 
-def build_bot_training(gpu: GpuConfig | None = None):
-    gpu = gpu or GpuConfig()
+def build_bot_training(gpu: GpuConfig | None = None, *, images: ImageConfig | None = None, storage: StorageAccess | None = None):
+    """The pipeline for a cluster's GPU, image and storage settings (``task_settings``)."""
+    settings = ClusterSettings.of(gpu, images, storage)
     params = run_parameters() + config_parameters(TrainConfig)
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description="Train, evaluate and register one bot's intent model; deploy it when it beats the live version.",
-    )(pipeline_function(lambda args: _steps(args, gpu), "bot_training", params, str))
+    )(pipeline_function(lambda args: _steps(args, settings), "bot_training", params, str))
 
 
-bot_training = build_bot_training()
+# for kfp.local (`botyard run`), which has no GPU to ask for; `botyard compile` and
+# `botyard submit` build the cluster's pipeline with build_bot_training(GpuConfig(), ...)
+bot_training = build_bot_training(GpuConfig(enabled=False))

@@ -41,12 +41,14 @@ from dataclasses import dataclass
 from kfp import dsl
 
 from botyard.components.base.config import GpuConfig
+from botyard.components.base.images import ImageConfig
 from botyard.components.base.errors import BotyardError, ConfigError
 from botyard.components.fleet.component import check_bot_data, record_outcome, summarise_fleet
 from botyard.components.fleet.core import DEFAULT_PARALLELISM
 from botyard.pipelines.bot_training import build_bot_training
 from botyard.pipelines.local_run import local_session
 from botyard.pipelines.signatures import parameter, pipeline_function
+from botyard.pipelines.task_settings import ClusterSettings, StorageAccess, configure
 
 PIPELINE_NAME = "fleet-training"
 MAX_PARALLELISM = 256
@@ -68,25 +70,34 @@ def shared_inputs(bot_training) -> list[inspect.Parameter]:
     return params
 
 
-def build_fleet_training(gpu: "GpuConfig | None" = None, parallelism: int = DEFAULT_PARALLELISM):
-    """The fleet pipeline for a cluster's GPU settings and a number of bots trained at once."""
-    gpu = gpu or GpuConfig()
+def build_fleet_training(
+    gpu: "GpuConfig | None" = None,
+    parallelism: int = DEFAULT_PARALLELISM,
+    *,
+    images: ImageConfig | None = None,
+    storage: StorageAccess | None = None,
+):
+    """The fleet pipeline for a cluster's GPU, image and storage settings and a number of bots trained at once."""
+    settings = ClusterSettings.of(gpu, images, storage)
     if isinstance(parallelism, bool) or not isinstance(parallelism, int) or not 1 <= parallelism <= MAX_PARALLELISM:
         raise ConfigError(f"parallelism = {parallelism!r} is out of range; allowed: 1 to {MAX_PARALLELISM}")
-    bot_training = build_bot_training(gpu)
+    bot_training = build_bot_training(settings.gpu, images=settings.images, storage=settings.storage)
     shared = shared_inputs(bot_training)
 
     def fleet_bot(args: dict):
         data_check = check_bot_data(bot_id=args["bot_id"], data_uri=args["data_uri"], min_examples_per_intent=args["min_examples_per_intent"],
                                     on_label_conflict=args["on_label_conflict"])
         data_check.set_display_name("Check bot data").set_caching_options(False)  # the data behind a URI may change
+        configure(data_check, settings)
         with dsl.If(data_check.outputs["ok"] == True, name="data-ok"):  # noqa: E712 (a KFP condition, not Python)
             trained = bot_training(**args).set_display_name("Train bot")
             succeeded = record_outcome(outcome=data_check.outputs["outcome"], version_uri=trained.output)
             succeeded.set_display_name("Record model version").set_caching_options(False)
+            configure(succeeded, settings)
         with dsl.Else(name="data-invalid"):
             rejected = record_outcome(outcome=data_check.outputs["outcome"])
             rejected.set_display_name("Record data problem").set_caching_options(False)
+            configure(rejected, settings)
         return dsl.OneOf(succeeded.output, rejected.output)
 
     # inside the loop every input is passed explicitly: no defaults on the sub-pipeline
@@ -101,6 +112,7 @@ def build_fleet_training(gpu: "GpuConfig | None" = None, parallelism: int = DEFA
             per_bot = fleet_bot_pipeline(bot_id=bot.bot_id, data_uri=bot.data_uri, **args).set_display_name("Bot")
         summary = summarise_fleet(bots=bots, outcomes=dsl.Collected(per_bot.output))
         summary.set_display_name("Summarise fleet").set_caching_options(False).ignore_upstream_failure()
+        configure(summary, settings)
 
     return dsl.pipeline(
         name=PIPELINE_NAME,
@@ -109,7 +121,7 @@ def build_fleet_training(gpu: "GpuConfig | None" = None, parallelism: int = DEFA
     )(pipeline_function(fleet, "fleet_training", [parameter("bots", list)] + shared))
 
 
-fleet_training = build_fleet_training()
+fleet_training = build_fleet_training(GpuConfig(enabled=False))  # for kfp.local, like bot_training
 
 
 # --- running it on this machine ---------------------------------------------------------------

@@ -22,12 +22,14 @@ from datetime import datetime, timezone
 from importlib import resources
 
 from botyard.components.base import contracts as c
+from botyard.components.base import storage
 from botyard.components.base.config import ValidationConfig
 from botyard.components.base.errors import BotyardError
 from botyard.components.base.model_store import ModelStore, check_bot_id
 from botyard.components.base.training_data import TrainingData, load_training_data
 
 SAMPLE_BOT_ID = "sample-bot"
+EXECUTOR_OUTPUT_FILE = "executor_output.json"  # what kfp.local writes in each task's folder
 
 
 def sample_bot_data() -> str:
@@ -53,7 +55,7 @@ class LocalRun:
 
     @property
     def confusion_matrix_csv(self) -> str:
-        return os.path.join(self.version_uri, c.EVALUATION_DIR, c.CONFUSION_MATRIX_FILE)
+        return storage.join(self.version_uri, c.EVALUATION_DIR, c.CONFUSION_MATRIX_FILE)
 
     @property
     def confusion_matrix_artifact(self) -> str | None:
@@ -67,6 +69,32 @@ class LocalRun:
             return None
         with open(path, encoding="utf-8") as f:
             return json.load(f)
+
+    def task_outputs(self) -> dict[str, dict]:
+        """Every task's outputs as kfp.local recorded them, in the order the tasks finished.
+
+        ``{task: {"parameters": {name: value}, "artifacts": {name: {"uri": ..., "metadata": {...}}}}}``,
+        read from ``<run_dir>/<task>/executor_output.json`` (a Metrics artifact's figures are its
+        metadata). Empty when the run left no folder.
+        """
+        if not self.run_dir or not os.path.isdir(self.run_dir):
+            return {}
+        recorded = []
+        for task in os.listdir(self.run_dir):
+            path = os.path.join(self.run_dir, task, EXECUTOR_OUTPUT_FILE)
+            if os.path.isfile(path):
+                recorded.append((os.path.getmtime(path), task, path))
+        outputs = {}
+        for _, task, path in sorted(recorded):
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            artifacts = {
+                name: {"uri": entry["artifacts"][0].get("uri"), "metadata": entry["artifacts"][0].get("metadata") or {}}
+                for name, entry in (doc.get("artifacts") or {}).items()
+                if entry.get("artifacts")
+            }
+            outputs[task] = {"parameters": doc.get("parameterValues") or {}, "artifacts": artifacts}
+        return outputs
 
     @property
     def blessing(self) -> dict | None:
@@ -187,10 +215,15 @@ def run_bot_training_locally(
     check_bot_id(bot_id)
     data_uri = data_uri or sample_bot_data()
     parameters = dict(parameters or {})
+    if parameters.get("deploy_target") == "cluster":  # the cluster's pods must reach both
+        from botyard.components.deploy.config import check_cluster_locations
+
+        check_cluster_locations(data_uri=data_uri, models_root=models_root)
     checked = preflight(data_uri, parameters)
     for line in checked.report.conflict_summary():  # warn / drop: the user sees what was kept or dropped
         console.write(f"botyard: {line}\n")
-    models_root = os.path.abspath(models_root)
+    models_root = storage.absolute(models_root)  # s3:// and gs:// stay as they are
+    storage.exists(storage.check_uri(models_root))  # a bad scheme, no credentials, no endpoint: fail now, not in register
     with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), bot_id, console) as session:
         task = bot_training(bot_id=bot_id, data_uri=data_uri, models_root=models_root, **parameters)
     version_uri = task.output

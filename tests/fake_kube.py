@@ -23,6 +23,12 @@ say what the controller has made of the newest generation:
                new revision created but not ready; traffic stays where it was
 
 ``PATCH`` does not touch ``status`` (the CRD has a status subresource), as on a cluster.
+
+The object's ``serving.kserve.io/deploymentMode`` annotation picks what the status looks like:
+``Serverless`` (the default) has Knative revisions, a traffic split per ``canaryTrafficPercent``
+and tagged revision URLs; ``RawDeployment`` has none of these (a Deployment rolls its pods), as
+KServe reports. ``serve_at(name, url)`` makes every URL in ``name``'s status point at ``url``
+(a real predictor on loopback, for smoke checks).
 """
 
 from __future__ import annotations
@@ -195,6 +201,7 @@ class FakeKube:
         self._state: dict[tuple[str, str], dict] = {}  # controller bookkeeping per object
         self._lock = threading.RLock()
         self._rv = itertools.count(1000)
+        self._urls: dict[str, str] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -233,6 +240,11 @@ class FakeKube:
         with self._lock:
             key = self._key(name, namespace)
             self._reconcile(key, "ready" if ready else "failed", message)
+
+    def serve_at(self, name: str, url: str) -> None:
+        """Report ``url`` as ``name``'s address (status.url, status.address.url, traffic urls)."""
+        with self._lock:
+            self._urls[name] = url
 
     def fail_next(self, method: str, code: int, reason: str, message: str, name: str | None = None) -> None:
         """Answer the next ``method`` request (on ``name``, if given) with an error ``Status``."""
@@ -298,14 +310,26 @@ class FakeKube:
         obj = self.objects[key]
         state = self._state[key]
         ns, name = key
+        mode = ((obj.get("metadata") or {}).get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Serverless")
+        override = self._urls.get(name)
         status = obj.setdefault("status", {})
         pred = status.setdefault("components", {}).setdefault("predictor", {})
         status["observedGeneration"] = obj["metadata"]["generation"]
-        status["url"] = f"http://{name}.{ns}.{DOMAIN}"
-        status["address"] = {"url": f"http://{name}.{ns}.svc.cluster.local"}
-        status["deploymentMode"] = "Serverless"
+        status["deploymentMode"] = mode
+        if mode == "RawDeployment":
+            status["url"] = override or f"http://{name}-{ns}.{DOMAIN}"
+            status["address"] = {"url": override or f"http://{name}-predictor.{ns}.svc.cluster.local"}
+            pred["url"] = override or f"http://{name}-predictor-{ns}.{DOMAIN}"
+            ready = outcome != "failed"
+            status["conditions"] = [
+                {"type": t, "status": "True" if ready else "False", **({} if ready else {"reason": "MinimumReplicasUnavailable", "message": message})}
+                for t in ("PredictorReady", "Ready")
+            ]
+            return
+        status["url"] = override or f"http://{name}.{ns}.{DOMAIN}"
+        status["address"] = {"url": override or f"http://{name}.{ns}.svc.cluster.local"}
         pred["latestCreatedRevision"] = state["latest"]
-        pred["url"] = f"http://{name}-predictor.{ns}.{DOMAIN}"
+        pred["url"] = override or f"http://{name}-predictor.{ns}.{DOMAIN}"
         if outcome == "failed":
             status["conditions"] = [
                 {"type": "PredictorReady", "status": "False", "reason": "RevisionFailed", "message": message},
@@ -319,11 +343,11 @@ class FakeKube:
             if pct is None or rolled_out is None or rolled_out == latest:
                 if rolled_out != latest:
                     state["previous_rolled_out"], state["rolled_out"] = rolled_out, latest
-                traffic = [self._traffic(name, ns, latest, 100, True, "latest")]
+                traffic = [self._traffic(name, ns, latest, 100, True, "latest", override)]
             else:
-                traffic = [self._traffic(name, ns, rolled_out, 100 - pct, False, "prev")]
+                traffic = [self._traffic(name, ns, rolled_out, 100 - pct, False, "prev", override)]
                 if pct:
-                    traffic.append(self._traffic(name, ns, latest, pct, True, "latest"))
+                    traffic.append(self._traffic(name, ns, latest, pct, True, "latest", override))
             pred["latestRolledoutRevision"] = state["rolled_out"]
             if state["previous_rolled_out"]:
                 pred["previousRolledoutRevision"] = state["previous_rolled_out"]
@@ -333,13 +357,13 @@ class FakeKube:
             ]
 
     @staticmethod
-    def _traffic(name: str, ns: str, revision: str, percent: int, latest: bool, tag: str) -> dict:
+    def _traffic(name: str, ns: str, revision: str, percent: int, latest: bool, tag: str, override: str | None = None) -> dict:
         return {
             "revisionName": revision,
             "percent": percent,
             "latestRevision": latest,
             "tag": tag,
-            "url": f"http://{tag}-{name}-predictor.{ns}.{DOMAIN}",
+            "url": override or f"http://{tag}-{name}-predictor.{ns}.{DOMAIN}",
         }
 
     def _on_get(self, key: tuple[str, str]) -> None:

@@ -55,7 +55,13 @@ def data_dir(tmp_path):
 
 
 def test_bench_writes_and_merges_results(data_dir, tmp_path, monkeypatch):
+    import tempfile
+
     out = tmp_path / "bench"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # what anything writes to the system temp folder lands here
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(harness.DATA_ENV, str(data_dir))
     args = ["bench", "--quick", "--in-process", "--output-dir", str(out), "--latency-calls", "20"]
     assert main(args + ["--suite", "clinc150-full", "--suite", "clinc150-bots", "--max-bots", "1"]) == 0
@@ -87,6 +93,10 @@ def test_bench_writes_and_merges_results(data_dir, tmp_path, monkeypatch):
     for text in ("## clinc150-full", "## clinc150-bots", "## hwu64", "BiLSTM (botyard)", "TF-IDF + LogReg",
                  "In-scope accuracy (threshold applied)", "Batch-1 latency p50 (ms)", "| food |", "Targets:"):
         assert text in report, text
+    # every file the suites wrote (theirs and their libraries' scratch files) stayed under --output-dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "data", "tmp"]
+    assert list(scratch.iterdir()) == []
+    assert {p.name for p in out.iterdir()} == {harness.RESULTS_JSON, harness.RESULTS_MD}
 
 
 def test_new_quality_suites_report_both_systems_and_their_targets(data_dir, tmp_path, monkeypatch):
@@ -193,3 +203,35 @@ def test_config_overrides():
     assert config.epochs == 3 and config.lstm_units == harness.QUICK_TRAIN_CONFIG["lstm_units"]
     with pytest.raises(ConfigError, match="unknown field"):
         harness.train_config_with({"nope": 1})
+
+
+def test_data_dir_defaults_to_shared_data_beside_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(harness.DATA_ENV, raising=False)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert harness.resolve_data_dir().resolve() == (tmp_path / "shared" / "data").resolve()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataValidationError, match=r"bench data folder \.\./shared/data does not exist"):
+        harness.resolve_data_dir()
+
+
+def test_percentile_is_the_nearest_rank():
+    from botyard.pipelines.bench.stats import percentile
+
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert [percentile(values, q) for q in (0.0, 0.5, 0.99, 1.0)] == [1.0, 3.0, 5.0, 5.0]
+    with pytest.raises(ValueError, match="percentile of no values"):
+        percentile([], 0.5)
+
+
+def tiny_suite(output_dir: str) -> dict:
+    return {"description": "a suite without data", "figure": 1.0}
+
+
+def test_suites_without_data_need_no_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(harness.DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data here
+    monkeypatch.setitem(harness.SUITES, "tiny", harness.Suite("tiny", "test_bench:tiny_suite", "no data", takes_context=False))
+    assert main(["bench", "--in-process", "--suite", "tiny", "--output-dir", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / harness.RESULTS_JSON).read_text())["suites"]["tiny"]["figure"] == 1.0

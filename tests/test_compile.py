@@ -46,11 +46,16 @@ def test_train_task_requests_a_gpu_and_gpu_nodes(compiled):
     # only the train step asks for a GPU
     others = [name for name, ex in spec["deploymentSpec"]["executors"].items() if "accelerator" in ex["container"].get("resources", {})]
     assert others == ["exec-train"] and set(platform) == {"exec-train"}
+    # ...and is told so: it fails rather than train on the CPU, unless the run allows it
+    train = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert train["gpu_requested"] == {"runtimeValue": {"constant": True}}
+    assert train["allow_cpu_training"] == {"componentInputParameter": "allow_cpu_training"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["allow_cpu_training"]["defaultValue"] is False
 
 
 def test_cpu_cluster_yaml_has_no_gpu_settings(compiled):
     spec, platform = _load(compiled[1])
-    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert platform == {}
 
 
@@ -79,7 +84,6 @@ def test_steps_read_well_in_the_dashboard(compiled):
     assert deploy["taskInfo"]["name"] == "Deploy model version"
     assert tasks["register"]["cachingOptions"] == {}  # caching off: it writes the model store
     for executor in spec["deploymentSpec"]["executors"].values():
-        assert executor["container"]["image"].startswith("ghcr.io/botyard/botyard:")
         assert "pip install" not in " ".join(executor["container"]["command"])  # image already has kfp
 
 
@@ -89,3 +93,146 @@ def test_pipeline_defaults_are_train_config_defaults():
         if f.name in ("mixed_precision",):
             continue
         assert inputs[f.name].default == getattr(TrainConfig(), f.name), f.name
+
+
+def container_tasks(spec: dict) -> dict[str, dict]:
+    """Every task that runs a container, in every DAG of a compiled pipeline, by task name."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    found = {}
+    for dag in dags:
+        for name, task in dag["tasks"].items():
+            if "executorLabel" in spec["components"][task["componentRef"]["name"]]:
+                found[name] = task
+    return found
+
+
+FLEET_UNCACHED = ("check-bot-data", "record-outcome", "record-outcome-2", "summarise-fleet")
+
+
+@pytest.mark.parametrize("which", ["bot_training", "fleet_training"])
+def test_steps_reading_outside_state_never_cache(tmp_path, which):
+    """Fresh data on every retrain: ingest (the data behind data_uri) and the steps that read or
+    write the model store or the cluster run every time; the others are keyed by their inputs."""
+    from botyard.pipelines.bot_training import UNCACHED_TASKS
+
+    path = {p.rsplit("/", 1)[-1]: p for p in compile_all(str(tmp_path))}[f"{which}.yaml"]
+    spec, _ = _load(path)
+    tasks = container_tasks(spec)
+    uncached = set(UNCACHED_TASKS) | (set(FLEET_UNCACHED) if which == "fleet_training" else set())
+    assert set(uncached) <= set(tasks)
+    assert {name for name, task in tasks.items() if task["cachingOptions"].get("enableCache") is not True} == uncached
+    assert tasks["ingest"]["cachingOptions"] == {}
+    assert {"validate", "split", "featurize", "train", "evaluate"} <= set(tasks) - uncached
+
+
+# --- images, resources and storage credentials: compile-time settings ---------------------------
+def compile_cli(tmp_path, *flags) -> dict[str, tuple[dict, dict]]:
+    """``botyard compile`` into tmp_path; each YAML's (spec, kubernetes platform executors), by file name."""
+    from botyard.pipelines.cli import main
+
+    assert main(["compile", "--output-dir", str(tmp_path), *flags]) == 0
+    return {name: _load(tmp_path / f"{name}.yaml") for name in ("bot_training", "fleet_training")}
+
+
+def images_by_executor(spec: dict) -> dict[str, str]:
+    return {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+
+
+def test_every_image_comes_from_the_registry_and_tag(tmp_path):
+    compiled = compile_cli(tmp_path, "--registry", "registry.example.com:5000/ml", "--tag", "1.2.3")
+    steps, trainer = "registry.example.com:5000/ml/botyard:1.2.3", "registry.example.com:5000/ml/botyard-trainer:1.2.3"
+    bot = images_by_executor(compiled["bot_training"][0])
+    assert bot == {name: trainer if name == "exec-train" else steps for name in bot}
+    assert set(bot) == {f"exec-{t}" for t in ("ingest", "validate", "split", "featurize", "train", "evaluate", "register",
+                                               "gate", "infra-check", "deploy")}
+    fleet = images_by_executor(compiled["fleet_training"][0])
+    assert fleet == {name: trainer if name == "exec-train" else steps for name in fleet}
+    assert {"exec-check-bot-data", "exec-summarise-fleet", "exec-record-outcome"} <= set(fleet)
+
+
+def test_cpu_only_cluster_trains_in_the_cpu_image_and_defaults_follow_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOTYARD_IMAGE_REGISTRY", "mirror.example.com")
+    monkeypatch.delenv("BOTYARD_IMAGE_TAG", raising=False)
+    from botyard.components.base.images import botyard_version
+
+    images = images_by_executor(compile_cli(tmp_path, "--no-gpu")["bot_training"][0])
+    assert set(images.values()) == {f"mirror.example.com/botyard:{botyard_version()}"}
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--tag", "latest"], "ImageConfig.tag = 'latest' is refused: pin a version"),
+    (["--registry", "Registry.Example.com"], "ImageConfig.registry = 'Registry.Example.com' is not a registry"),
+    (["--storage-secret-key", "accesskey=AWS_ACCESS_KEY_ID"], "--storage-secret-key needs --storage-secret NAME"),
+    (["--storage-secret", "Bad_Name"], "StorageAccess.secret = 'Bad_Name' is not a Kubernetes Secret name"),
+    (["--storage-secret", "s3", "--storage-endpoint", "minio:9000"], "StorageAccess.endpoint_url = 'minio:9000' is not an http(s) URL"),
+])
+def test_compile_refuses_bad_settings(tmp_path, capsys, flags, message):
+    from botyard.pipelines.cli import main
+
+    assert main(["compile", "--output-dir", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_task_has_cpu_and_memory_requests_and_limits(compiled):
+    from botyard.pipelines.task_settings import DEFAULT_RESOURCES, TASK_RESOURCES
+
+    for path in compiled:
+        spec, _ = _load(path)
+        for name, ex in spec["deploymentSpec"]["executors"].items():
+            resources = ex["container"]["resources"]
+            expected = TASK_RESOURCES.get(name.removeprefix("exec-"), DEFAULT_RESOURCES)
+            assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"],
+                    resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == expected, name
+    train = _load(compiled[0])[0]["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert (train["resourceCpuLimit"], train["resourceMemoryLimit"]) == ("4", "16Gi")
+
+
+def test_storage_secret_and_endpoint_reach_exactly_the_tasks_that_touch_storage(tmp_path):
+    compiled = compile_cli(tmp_path, "--storage-secret", "mlpipeline-minio-artifact",
+                           "--storage-secret-key", "accesskey=AWS_ACCESS_KEY_ID",
+                           "--storage-secret-key", "secretkey=AWS_SECRET_ACCESS_KEY",
+                           "--storage-endpoint", "http://minio-service.kubeflow:9000")
+    expected_secret = [{
+        "keyToEnv": [{"envVar": "AWS_ACCESS_KEY_ID", "secretKey": "accesskey"},
+                     {"envVar": "AWS_SECRET_ACCESS_KEY", "secretKey": "secretkey"}],
+        "optional": False,
+        "secretName": "mlpipeline-minio-artifact",
+        "secretNameParameter": {"runtimeValue": {"constant": "mlpipeline-minio-artifact"}},
+    }]
+    storage = {"bot_training": {"ingest", "register", "gate", "infra-check", "deploy"},
+               "fleet_training": {"ingest", "register", "gate", "infra-check", "deploy", "check-bot-data"}}
+    for name, (spec, platform) in compiled.items():
+        with_secret = {e.removeprefix("exec-") for e, cfg in platform.items() if cfg.get("secretAsEnv")}
+        assert with_secret == storage[name], name
+        for e in with_secret:
+            assert platform[f"exec-{e}"]["secretAsEnv"] == expected_secret
+        with_endpoint = {e.removeprefix("exec-") for e, ex in spec["deploymentSpec"]["executors"].items()
+                         if {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"} in ex["container"].get("env", [])}
+        assert with_endpoint == storage[name], name
+
+
+def test_default_storage_secret_keys_keep_their_names(tmp_path):
+    _, platform = compile_cli(tmp_path, "--no-gpu", "--storage-secret", "s3-credentials")["bot_training"]
+    assert platform["exec-ingest"]["secretAsEnv"][0]["keyToEnv"] == [
+        {"envVar": "AWS_ACCESS_KEY_ID", "secretKey": "AWS_ACCESS_KEY_ID"},
+        {"envVar": "AWS_SECRET_ACCESS_KEY", "secretKey": "AWS_SECRET_ACCESS_KEY"},
+    ]
+    assert "exec-train" not in platform and "exec-split" not in platform
+
+
+def test_deploy_gets_a_test_utterance_the_predictor_image_and_the_run_namespace_by_default(tmp_path):
+    compiled = compile_cli(tmp_path, "--registry", "registry.example.com/ml", "--tag", "2.0.0",
+                           "--storage-secret", "s3-credentials", "--storage-endpoint", "http://minio:9000")
+    spec, _ = compiled["bot_training"]
+    deploy = spec["components"]["comp-condition-2"]["dag"]["tasks"]["deploy"]["inputs"]
+    assert deploy["artifacts"]["test_data"] == {
+        "componentInputArtifact": "pipelinechannel--split-test_data"}  # the smoke check's utterance
+    params = deploy["parameters"]
+    assert params["predictor_image"] == {"runtimeValue": {"constant": "registry.example.com/ml/botyard-predictor:2.0.0"}}
+    assert params["storage_access"] == {"runtimeValue": {"constant": {
+        "secret": "s3-credentials", "keys": {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
+        "endpoint_url": "http://minio:9000"}}}
+    defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert (defaults["namespace"], defaults["deployment_mode"], defaults["predictor_service_account"]) == (
+        "", "RawDeployment", "botyard-predictor")

@@ -1,7 +1,9 @@
 """Cluster mode of the deploy step against an in-process fake Kubernetes API (``fake_kube``).
 
 Every test asserts the exact requests sent: methods, paths, content types and bodies.
-Polling runs on a fake clock, so timeouts cost no wall time.
+Polling runs on a fake clock, so timeouts cost no wall time. Per-bot mode runs in both of
+KServe's deployment modes (Serverless: Knative revisions and canaries; RawDeployment: a
+Deployment, no canary); shared mode creates its one service and never writes to it again.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import pytest
 from fake_kube import FakeKube, by_generation, manual, never_ready, ready_after, running_fake_kube
 from kubernetes.client.exceptions import ApiException
 
-from botyard.components.deploy import cluster
-from botyard.components.deploy.cluster import (
-    ClusterDeployConfig,
-    ClusterDeployer,
-    DeployResult,
+from botyard.components.deploy import config as deploy_config
+from botyard.components.deploy import inference_service, kube_api
+from botyard.components.deploy.config import ClusterDeployConfig, DeployResult, check_cluster_locations, run_namespace
+from botyard.components.deploy.inference_service import (
     build_inference_service,
     build_shared_inference_service,
     inference_service_name,
 )
+from botyard.components.deploy.rollout import ClusterDeployer
+from botyard.components.deploy.smoke import SmokeCheck
 from botyard.components.base.errors import ConfigError, DeployError
 
 NS = "botyard"
@@ -32,6 +35,12 @@ ROOT = "gs://models"
 V1, V2 = "20261101T000000Z-aaaaaaaa", "20261102T000000Z-bbbbbbbb"
 URI1, URI2 = f"{ROOT}/bot-a/{V1}", f"{ROOT}/bot-a/{V2}"
 MERGE = "application/merge-patch+json"
+SERVERLESS = {"deployment_mode": "Serverless"}
+IMAGE = "registry.example.com/botyard-predictor:1.0"
+SECURITY_CONTEXT = {
+    "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def assert_valid_isvc(body: dict) -> None:
@@ -65,12 +74,13 @@ def clock():
 
 
 def deployer(kube, clock, **config) -> ClusterDeployer:
-    config = {"ready_timeout_s": 20, "poll_interval_s": 5, **config}
+    """Serverless (canary-capable) unless the test says otherwise."""
+    config = {"namespace": NS, "ready_timeout_s": 20, "poll_interval_s": 5, **SERVERLESS, **config}
     return ClusterDeployer(ClusterDeployConfig(**config), api_client=kube[1], clock=clock, sleep=clock.sleep)
 
 
-def existing(server: FakeKube, uri: str = URI1, bot: str = "bot-a", **kw) -> dict:
-    return server.put(build_inference_service(bot, uri, NS), **kw)
+def existing(server: FakeKube, uri: str = URI1, bot: str = "bot-a", mode: str = "Serverless", **kw) -> dict:
+    return server.put(build_inference_service(bot, uri, NS, deployment_mode=mode), **kw)
 
 
 def rollout_patch(uri: str, version: str | None, canary: int | None) -> dict:
@@ -83,8 +93,8 @@ def rollout_patch(uri: str, version: str | None, canary: int | None) -> dict:
 # --- manifests ----------------------------------------------------------------------------------
 def test_build_inference_service_is_exact_and_valid():
     body = build_inference_service(
-        "bot-a", URI1, NS, service_account="models-reader", canary_traffic_percent=10,
-        resources={"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "bot-a", URI1, NS, deployment_mode="Serverless", service_account="models-reader", canary_traffic_percent=10,
+        resources={"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
     )
     assert body == {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -95,25 +105,74 @@ def test_build_inference_service_is_exact_and_valid():
             "labels": {"app.kubernetes.io/managed-by": "botyard", "botyard.dev/bot-id": "bot-a"},
             "annotations": {
                 "serving.kserve.io/deploymentMode": "Serverless",
+                "serving.kserve.io/enable-prometheus-scraping": "true",
                 "serving.kserve.io/enable-tag-routing": "true",
                 "botyard.dev/model-version": V1,
             },
         },
         "spec": {
             "predictor": {
+                "serviceAccountName": "models-reader",
+                "minReplicas": 1,
+                "maxReplicas": 3,
+                "canaryTrafficPercent": 10,
                 "model": {
-                    "modelFormat": {"name": "botyard-intent"},
+                    "modelFormat": {"name": "botyard-intent", "version": "1"},
                     "runtime": "botyard-predictor",
                     "storageUri": URI1,
-                    "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+                    "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                    "securityContext": SECURITY_CONTEXT,
                 },
-                "serviceAccountName": "models-reader",
-                "canaryTrafficPercent": 10,
             }
         },
     }
     assert_valid_isvc(body)
-    assert_valid_isvc(build_shared_inference_service(ROOT, NS, bot_versions={"bot-a": V1}))
+
+
+def test_raw_deployment_inference_service_has_no_knative_settings_and_default_resources():
+    body = build_inference_service("bot-a", URI1, NS)
+    assert body["metadata"]["annotations"] == {
+        "serving.kserve.io/deploymentMode": "RawDeployment",
+        "serving.kserve.io/enable-prometheus-scraping": "true",
+        "botyard.dev/model-version": V1,
+    }
+    predictor = body["spec"]["predictor"]
+    assert predictor["serviceAccountName"] == "botyard-predictor"
+    assert predictor["model"]["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    assert "canaryTrafficPercent" not in predictor
+    assert "serviceAccountName" not in build_inference_service("bot-a", URI1, NS, service_account="")["spec"]["predictor"]
+    assert_valid_isvc(body)
+    assert k8s_schemas.container_problems(body) == []
+
+
+def test_shared_inference_service_reads_the_store_live_with_secrets_by_reference():
+    body = build_shared_inference_service(ROOT, NS, IMAGE, storage_secret="s3-credentials",
+                                          endpoint_url="http://minio.kubeflow:9000")
+    assert body["metadata"] == {
+        "name": "botyard-shared", "namespace": NS,
+        "labels": {"app.kubernetes.io/managed-by": "botyard", "botyard.dev/mode": "shared"},
+        "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment", "serving.kserve.io/enable-prometheus-scraping": "true"},
+    }
+    predictor = body["spec"]["predictor"]
+    assert "model" not in predictor  # no storage initializer: no copy of the store at pod start
+    [container] = predictor["containers"]
+    assert container["image"] == IMAGE
+    assert container["args"] == [
+        "serve", "--models-root", ROOT, "--host", "0.0.0.0", "--port", "8080",
+        "--memory-budget", "3GiB", "--preload-most-requested", "20", "--keep-alive-timeout", "65",
+    ]  # fmt: skip
+    assert container["env"] == [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "TMPDIR", "value": "/tmp"},
+        {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "AWS_ACCESS_KEY_ID"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}}},
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio.kubeflow:9000"},
+    ]
+    assert container["securityContext"] == SECURITY_CONTEXT
+    assert inference_service.shared_models_root(body) == ROOT
+    assert_valid_isvc(body)
+    assert k8s_schemas.container_problems(body) == []
 
 
 def test_schema_check_catches_a_misplaced_field():
@@ -136,7 +195,7 @@ def test_inference_service_names_satisfy_kserve():
     assert inference_service_name("7eleven") == "bot-7eleven"  # KServe names start with a letter
     long_id = "a" * 63
     name = inference_service_name(long_id)
-    assert len(name) == cluster.MAX_ISVC_NAME == 47
+    assert len(name) == inference_service.MAX_ISVC_NAME == 47
     assert name.startswith("a" * 38 + "-") and name != inference_service_name("a" * 62)
 
 
@@ -158,6 +217,64 @@ def test_config_rejects_out_of_range_values(field, value, message):
     assert f"ClusterDeployConfig.{message}" in str(info.value)
 
 
+def test_a_canary_needs_serverless_and_per_bot_mode():
+    with pytest.raises(ConfigError) as info:
+        ClusterDeployConfig(canary_traffic_percent=10)  # RawDeployment, the default
+    assert str(info.value) == (
+        "a canary (10% of the traffic) needs KServe's Serverless deployment mode (Knative splits the traffic); "
+        "RawDeployment has no traffic split: deploy without a canary (canary_traffic_percent 0) or use "
+        "deployment_mode Serverless on a cluster with Knative"
+    )
+    with pytest.raises(ConfigError, match="^a canary needs per-bot mode: the shared predictor"):
+        ClusterDeployConfig(canary_traffic_percent=10, mode="shared", **SERVERLESS)
+    with pytest.raises(ConfigError, match="deployment mode 'Knative' is not known; allowed: RawDeployment, Serverless"):
+        ClusterDeployConfig(deployment_mode="Knative")
+    assert ClusterDeployConfig(canary_traffic_percent=10, **SERVERLESS).canary_traffic_percent == 10
+
+
+# --- where: the run's own namespace -----------------------------------------------------------
+def test_namespace_defaults_to_the_pods_own(kube, clock, tmp_path, monkeypatch):
+    server, api_client = kube
+    (tmp_path / "namespace").write_text("kubeflow-user-example-com\n")
+    monkeypatch.setattr(deploy_config, "SERVICE_ACCOUNT_NAMESPACE_FILE", str(tmp_path / "namespace"))
+    d = ClusterDeployer(ClusterDeployConfig(ready_timeout_s=20), api_client=api_client, clock=clock, sleep=clock.sleep)
+    assert d.config.namespace == "kubeflow-user-example-com"
+    d.deploy("bot-a", V1, URI1)
+    assert server.requests[1].path == "/apis/serving.kserve.io/v1beta1/namespaces/kubeflow-user-example-com/inferenceservices"
+    assert server.requests[1].body["metadata"]["namespace"] == "kubeflow-user-example-com"
+
+
+def test_no_namespace_outside_a_pod_names_what_to_pass(tmp_path, monkeypatch):
+    missing = str(tmp_path / "nope")
+    monkeypatch.setattr(deploy_config, "SERVICE_ACCOUNT_NAMESPACE_FILE", missing)
+    with pytest.raises(ConfigError) as info:
+        ClusterDeployer(ClusterDeployConfig())
+    assert str(info.value) == (
+        f"no namespace given and none to default to: {missing} does not exist (not running in a pod); "
+        "pass the namespace of the InferenceServices (pipeline parameter namespace, or --namespace)"
+    )
+    (tmp_path / "bad").write_text("Not A Namespace")
+    with pytest.raises(ConfigError, match="holds 'Not A Namespace', which is not a namespace"):
+        run_namespace(str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize(("name", "value"), [("models_root", "models"), ("data_uri", "bots/a/nlu.yml"), ("data_uri", "./nlu.yml")])
+def test_cluster_runs_refuse_relative_locations(name, value):
+    with pytest.raises(ConfigError) as info:
+        check_cluster_locations(**{name: value})
+    example = "models" if name == "models_root" else "bots/<bot_id>/nlu.yml"
+    assert str(info.value) == (
+        f"{name} {value!r} is a relative path: on a cluster it names a path inside one pod, which no other step and "
+        f"no predictor can see; pass an object store URI every pod can reach, e.g. s3://BUCKET/{example} (MinIO: "
+        f"s3:// with AWS_ENDPOINT_URL) or gs://BUCKET/{example}, or an absolute path mounted in every pod"
+    )
+
+
+def test_cluster_runs_accept_uris_and_absolute_paths():
+    check_cluster_locations(models_root="s3://bots/models", data_uri="gs://b/x/nlu.yml")
+    check_cluster_locations(models_root="/mnt/models", data_uri="file:///data/nlu.yml")
+
+
 # --- per-bot mode -------------------------------------------------------------------------------
 def test_create_when_missing(kube, clock):
     server, _ = kube
@@ -166,7 +283,7 @@ def test_create_when_missing(kube, clock):
     assert server.calls() == [("GET", "bot-a"), ("POST", None), ("GET", "bot-a")]
     post = server.requests[1]
     assert (post.path, post.content_type) == (BASE, "application/json")
-    assert post.body == build_inference_service("bot-a", URI1, NS)
+    assert post.body == build_inference_service("bot-a", URI1, NS, deployment_mode="Serverless")
     assert_valid_isvc(post.body)
     assert result == DeployResult(
         "bot-a", V1, "created", "http://bot-a.botyard.example.com",
@@ -218,7 +335,7 @@ def test_rerun_is_idempotent(kube, clock):
 
 def test_leftover_canary_share_is_cleared(kube, clock):
     server, _ = kube
-    body = build_inference_service("bot-a", URI2, NS, canary_traffic_percent=10)
+    body = build_inference_service("bot-a", URI2, NS, deployment_mode="Serverless", canary_traffic_percent=10)
     server.put(body)
     result = deployer(kube, clock).deploy("bot-a", V2, URI2)
     assert result.action == "updated"
@@ -237,14 +354,15 @@ def test_update_that_never_gets_ready_fails_without_touching_it_again(kube, cloc
         f"InferenceService 'bot-a' in namespace 'botyard' (bot 'bot-a', version {V2}) was not Ready within 20s; "
         "last status: Ready=False; generation 2, observed 2; RevisionFailed: Back-off restarting failed container; "
         "latest created revision bot-a-predictor-00002, ready bot-a-predictor-00001; "
-        "the previous revision keeps serving, fix the model and deploy again or roll back"
+        "the previous version keeps serving, fix the model and deploy again or roll back"
     )
 
 
 def test_update_with_failed_smoke_check_restores_previous_version(kube, clock):
     server, _ = kube
     existing(server)
-    with pytest.raises(DeployError, match=f"smoke check against http://bot-a.botyard.example.com failed; rolled back to {V1}$"):
+    # the cluster-local address: what a pipeline pod can reach
+    with pytest.raises(DeployError, match=f"smoke check against http://bot-a.botyard.svc.cluster.local failed; rolled back to {V1}$"):
         deployer(kube, clock).deploy("bot-a", V2, URI2, smoke_check=lambda url: False)
     assert [r.body for r in server.writes()] == [rollout_patch(URI2, V2, None), rollout_patch(URI1, V1, None)]
 
@@ -371,65 +489,171 @@ def test_version_must_match_storage_uri(kube, clock):
         deployer(kube, clock).deploy("bot-a", V2, URI1)
 
 
-# --- shared mode --------------------------------------------------------------------------------
-def test_shared_mode_creates_then_annotates(kube, clock):
+# --- per-bot, RawDeployment -------------------------------------------------------------------
+def test_raw_deployment_create_then_roll_over(kube, clock):
     server, _ = kube
-    d = deployer(kube, clock, mode="shared")
+    d = deployer(kube, clock, deployment_mode="RawDeployment")
+    created = d.deploy("bot-a", V1, URI1)
+    assert server.requests[1].body == build_inference_service("bot-a", URI1, NS)
+    assert created == DeployResult("bot-a", V1, "created", "http://bot-a-botyard.example.com",
+                                   ["created InferenceService 'bot-a' in namespace 'botyard'"])
+    server.requests.clear()
+    checked = []
+    updated = d.deploy("bot-a", V2, URI2, smoke_check=lambda url: checked.append(url) or True)
+    assert [r.body for r in server.writes()] == [rollout_patch(URI2, V2, None)]
+    assert checked == ["http://bot-a-predictor.botyard.svc.cluster.local"]  # KServe's raw address
+    assert updated.action == "updated" and updated.reasons[-1] == "smoke check passed"
+    obj = server.get("bot-a")
+    assert obj["status"]["deploymentMode"] == "RawDeployment" and "traffic" not in obj["status"]["components"]["predictor"]
+
+
+def test_raw_deployment_failed_smoke_check_restores_the_previous_version(kube, clock):
+    server, _ = kube
+    existing(server, mode="RawDeployment")
+    with pytest.raises(DeployError) as info:
+        deployer(kube, clock, deployment_mode="RawDeployment").deploy("bot-a", V2, URI2, smoke_check=lambda url: False)
+    assert [r.body for r in server.writes()] == [rollout_patch(URI2, V2, None), rollout_patch(URI1, V1, None)]
+    assert str(info.value) == (
+        f"rollout of bot 'bot-a' version {V2} to InferenceService 'bot-a' in namespace 'botyard' failed: smoke check "
+        f"against http://bot-a-predictor.botyard.svc.cluster.local failed; rolled back to {V1}"
+    )
+
+
+# --- shared mode --------------------------------------------------------------------------------
+def shared(kube, clock, **config) -> ClusterDeployer:
+    return deployer(kube, clock, mode="shared", deployment_mode="RawDeployment", predictor_image=IMAGE, **config)
+
+
+def test_shared_mode_creates_the_service_once_and_never_writes_to_it_again(kube, clock):
+    server, _ = kube
+    d = shared(kube, clock)
     created = d.deploy("bot-a", V1, URI1)
 
     assert server.calls() == [("GET", "botyard-shared"), ("POST", None), ("GET", "botyard-shared")]
     post = server.requests[1].body
+    assert post == build_shared_inference_service(ROOT, NS, IMAGE)
     assert_valid_isvc(post)
-    assert post == build_shared_inference_service(ROOT, NS, bot_versions={"bot-a": V1})
-    assert post["spec"]["predictor"]["model"]["storageUri"] == ROOT
-    assert post["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "botyard", "botyard.dev/mode": "shared"}
-    assert post["metadata"]["annotations"]["botyard.dev/version.bot-a"] == V1
-    assert (created.action, created.url) == ("created", "http://botyard-shared.botyard.example.com")
+    assert (created.action, created.url) == ("created", "http://botyard-shared-botyard.example.com")
 
     server.requests.clear()
-    b_uri = f"{ROOT}/bot-b/{V2}"
-    updated = d.deploy("bot-b", V2, b_uri)
-    assert server.calls() == [("GET", "botyard-shared"), ("PATCH", "botyard-shared"), ("GET", "botyard-shared")]
-    patch = server.requests[1]
-    assert (patch.content_type, patch.body) == (MERGE, {"metadata": {"annotations": {"botyard.dev/version.bot-b": V2}}})
+    checked = []
+    updated = d.deploy("bot-b", V2, f"{ROOT}/bot-b/{V2}", smoke_check=lambda url: checked.append(url) or True)
+    # the predictor follows bot-b's CURRENT pointer: nothing on the service changes, no pod restarts
+    assert server.calls() == [("GET", "botyard-shared")] and server.writes() == []
+    assert checked == ["http://botyard-shared-predictor.botyard.svc.cluster.local"]
     assert updated.action == "updated"
-    assert server.get("botyard-shared")["metadata"]["generation"] == 1  # annotations are no spec change
-
-    server.requests.clear()
-    assert d.deploy("bot-b", V2, b_uri).action == "unchanged"
-    assert server.calls() == [("GET", "botyard-shared")]
+    assert updated.reasons == [f"'botyard-shared' serves {ROOT}; bot 'bot-b' follows its CURRENT pointer ({V2})",
+                               "smoke check passed"]
+    assert server.get("botyard-shared")["metadata"]["generation"] == 1
 
 
 def test_shared_mode_survives_a_create_race(kube, clock):
     server, _ = kube
-    other = build_shared_inference_service(ROOT, NS, bot_versions={"bot-b": V2})
-    server.before_next("POST", lambda: server.put(other))  # another bot's deploy wins the race
-    result = deployer(kube, clock, mode="shared").deploy("bot-a", V1, URI1)
-
-    assert server.calls() == [
-        ("GET", "botyard-shared"),
-        ("POST", None),  # 409 AlreadyExists
-        ("GET", "botyard-shared"),
-        ("PATCH", "botyard-shared"),
-        ("GET", "botyard-shared"),
-    ]
+    server.before_next("POST", lambda: server.put(build_shared_inference_service(ROOT, NS, IMAGE)))
+    result = shared(kube, clock).deploy("bot-a", V1, URI1)
+    assert server.calls() == [("GET", "botyard-shared"), ("POST", None), ("GET", "botyard-shared")]  # 409, then read
     assert result.action == "updated"
-    annotations = server.get("botyard-shared")["metadata"]["annotations"]
-    assert (annotations["botyard.dev/version.bot-a"], annotations["botyard.dev/version.bot-b"]) == (V1, V2)
 
 
 def test_shared_mode_refuses_another_models_root(kube, clock):
     server, _ = kube
-    server.put(build_shared_inference_service("s3://elsewhere", NS))
+    server.put(build_shared_inference_service("s3://elsewhere", NS, IMAGE))
     with pytest.raises(DeployError, match=r"serves models from s3://elsewhere, but bot 'bot-a' version .* is under gs://models"):
-        deployer(kube, clock, mode="shared").deploy("bot-a", V1, URI1)
+        shared(kube, clock).deploy("bot-a", V1, URI1)
     assert server.writes() == []
 
 
-def test_shared_mode_rejects_bot_ids_too_long_for_an_annotation():
-    with pytest.raises(ConfigError, match="too long for shared mode"):
-        cluster.bot_version_annotation("b" * 56)
-    assert cluster.bot_version_annotation("b" * 55) == "botyard.dev/version." + "b" * 55
+def test_shared_mode_failed_smoke_check_fails_the_deploy(kube, clock):
+    server, _ = kube
+    server.put(build_shared_inference_service(ROOT, NS, IMAGE))
+    with pytest.raises(DeployError) as info:
+        shared(kube, clock).deploy("bot-a", V1, URI1, smoke_check=lambda url: False)
+    assert str(info.value) == (
+        f"bot 'bot-a' version {V1} on shared InferenceService 'botyard-shared' in namespace 'botyard': smoke check "
+        "against http://botyard-shared-predictor.botyard.svc.cluster.local failed"
+    )
+
+
+# --- the RBAC verbs deploy needs ------------------------------------------------------------------
+HTTP_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+def test_every_request_deploy_and_rollback_send_needs_only_the_declared_verbs(kube, clock):
+    """Create, update, canary, rollback, shared: the verbs of all requests are exactly kube_api.VERBS
+    (and manifests/base/rbac.yaml grants exactly those: tests/test_manifests.py)."""
+    server, _ = kube
+    d = deployer(kube, clock)
+    d.deploy("bot-a", V1, URI1)
+    d.deploy("bot-a", V2, URI2)
+    deployer(kube, clock, canary_traffic_percent=10).deploy("bot-a", V1, URI1, smoke_check=lambda url: True)
+    d.rollback("bot-a", URI2, V2)
+    shared(kube, clock).deploy("bot-b", V1, f"{ROOT}/bot-b/{V1}")
+    assert {HTTP_VERBS[r.method] for r in server.requests} == set(kube_api.VERBS) == {"get", "create", "patch"}
+
+
+# --- the smoke check against a server that answers -------------------------------------------------
+@pytest.fixture
+def answering_server():
+    """A loopback HTTP server answering V1 predictions with the versions in ``answers`` (then the last)."""
+    import http.server
+    import threading
+
+    state = {"answers": [V1], "requests": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state["requests"].append((self.path, body))
+            version = state["answers"].pop(0) if len(state["answers"]) > 1 else state["answers"][0]
+            if version is None:
+                data, code = b'{"error": "Model with name bot-a is not ready."}', 503
+            else:
+                data, code = json.dumps({"predictions": [{"intent": "greet", "model_version": version}]}).encode(), 200
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_smoke_check_waits_until_the_new_version_answers(answering_server, clock):
+    url, state = answering_server
+    state["answers"] = [None, V1, V2]  # not ready, the old version, then the new one
+    check = SmokeCheck("hello there", "bot-a", V2, timeout_s=20, interval_s=2, clock=clock, sleep=clock.sleep)
+    assert check(url) is True
+    assert state["requests"] == [("/v1/models/bot-a:predict", {"instances": ["hello there"]})] * 3
+    assert check.answers[1:] == [f"version {V1} answered, not {V2}", f"version {V2} answered"]
+    assert check.answers[0].startswith(f"HTTP 503 from {url}/v1/models/bot-a:predict: ")
+    assert clock.sleeps == [2, 2]
+
+
+def test_smoke_check_times_out_naming_the_last_answer(answering_server, clock):
+    url, state = answering_server
+    check = SmokeCheck("hello there", "bot-a", V2, timeout_s=5, interval_s=2, clock=clock, sleep=clock.sleep)
+    with pytest.raises(DeployError) as info:
+        check(url)
+    assert str(info.value) == (
+        f"'hello there' sent to model 'bot-a' for 5s: never answered by version {V2}; last: version {V1} answered, not {V2}"
+    )
+    assert clock.sleeps == [2, 2, 1]
+
+
+def test_smoke_check_reports_an_unreachable_service(clock):
+    server = FakeKube().start()
+    url = server.host
+    server.stop()
+    check = SmokeCheck("hi", "bot-a", V1, timeout_s=1, interval_s=1, clock=clock, sleep=clock.sleep)
+    with pytest.raises(DeployError, match=rf"last: {url}/v1/models/bot-a:predict unreachable \("):
+        check(url)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -469,7 +693,7 @@ def test_unreachable_api_becomes_deploy_error(clock):
     from kubernetes import client
 
     api = client.ApiClient(client.Configuration(host=host))
-    d = ClusterDeployer(ClusterDeployConfig(), api_client=api, clock=clock, sleep=clock.sleep)
+    d = ClusterDeployer(ClusterDeployConfig(namespace=NS), api_client=api, clock=clock, sleep=clock.sleep)
     with pytest.raises(DeployError, match=rf"^cannot read InferenceService 'bot-a' .*: the Kubernetes API at {host} is unreachable"):
         d.deploy("bot-a", V1, URI1)
 
@@ -477,7 +701,7 @@ def test_unreachable_api_becomes_deploy_error(clock):
 def test_missing_kubeconfig_becomes_deploy_error(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
-    d = ClusterDeployer(ClusterDeployConfig())  # no cluster access needed to construct it
+    d = ClusterDeployer(ClusterDeployConfig(namespace=NS))  # no cluster access needed to construct it
     with pytest.raises(DeployError) as info:
         d.deploy("bot-a", V1, URI1)
     assert str(info.value).startswith(
@@ -515,3 +739,13 @@ def test_fake_kube_json_patch_and_delete(kube):
     status, obj = call("GET")
     assert (status, obj["kind"], obj["reason"], obj["code"]) == (404, "Status", "NotFound", 404)
     assert obj["message"] == 'inferenceservices.serving.kserve.io "bot-a" not found'
+
+
+def test_botyard_run_for_a_cluster_refuses_the_local_models_folder_before_any_step(capsys, tmp_path):
+    from botyard.pipelines.cli import main
+
+    assert main(["run", "--param", "deploy_target=cluster", "--pipeline-root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "models_root 'models' is a relative path: on a cluster it names a path inside one pod" in err
+    assert "s3://BUCKET/models" in err
+    assert not (tmp_path / "runs").exists()  # no step ran

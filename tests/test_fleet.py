@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from botyard.components.base import contracts as c
+from botyard.components.base.model_store import ModelStore
 from botyard.components.base.config import GpuConfig
 from botyard.components.base.errors import ConfigError
 from botyard.components.fleet import core
@@ -73,7 +74,7 @@ def test_parallelism_and_gpu_settings_are_compile_time(tmp_path):
     spec, platform = _docs(path)
     (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
     assert loop["iteratorPolicy"]["parallelismLimit"] == 7
-    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"] and platform == {}
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"] and platform == {}
     for bad in (0, 257, True, "4"):
         with pytest.raises(ConfigError, match="parallelism = .* is out of range; allowed: 1 to 256"):
             build_fleet_training(parallelism=bad)
@@ -174,7 +175,7 @@ def test_one_broken_bot_does_not_stop_the_others(tmp_path):
     root, out = fleet_run["root"], fleet_run["out"]
     assert fleet_run["code"] == 1, out  # one bot failed
     for bot in ("alpha", "gamma"):
-        (version,) = [v for v in os.listdir(root / "models" / bot) if not v.startswith((".", c.CURRENT_POINTER))]
+        (version,) = ModelStore(str(root / "models")).versions(bot)
         meta = json.load(open(root / "models" / bot / version / c.METADATA_FILE))
         assert meta[c.BOT_ID] == bot and 0.0 <= meta[c.METRICS]["accuracy"] <= 1.0
     assert not (root / "models" / "broken").exists()

@@ -126,10 +126,10 @@ def test_cluster_deploy_and_rollback_move_the_inference_service_and_the_pointer(
     """deploy_version / rollback with target=cluster against the fake Kubernetes API."""
     from fake_kube import running_fake_kube
 
-    from botyard.components.deploy.cluster import ClusterDeployConfig
+    from botyard.components.deploy.config import ClusterDeployConfig
 
     models, (v1, v2), _, _ = store
-    config = ClusterDeployConfig(ready_timeout_s=5, poll_interval_s=0.01)
+    config = ClusterDeployConfig(namespace="botyard", ready_timeout_s=5, poll_interval_s=0.01)
     with running_fake_kube() as (server, api_client):
         first = deploy_version(models.root, "bot-a", v1, "cluster", config, api_client)
         second = deploy_version(models.root, "bot-a", v2, "cluster", config, api_client)

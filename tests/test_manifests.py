@@ -1,9 +1,12 @@
-"""The Kubernetes manifests (manifests/), the image definition (containers/) and the validator they are checked with.
+"""The Kubernetes manifests (manifests/) and the validator they are checked with.
 
-Every document under manifests/ and every object ``kustomize build`` renders for the base and
-each overlay is validated: KServe resources against the CRDs in ../shared/crds/kserve/,
-built-in kinds with kubernetes-validate (see tests/k8s_schemas.py). Rendering needs kustomize
-or kubectl; where neither is installed the tests fail and name the install step
+Every document under manifests/ and every object ``kustomize build`` renders for the cluster
+part, the base and each overlay is validated: KServe resources against the CRDs in
+../shared/crds/kserve/, built-in kinds with kubernetes-validate (see tests/k8s_schemas.py).
+The example InferenceServices are compared with what the deploy step builds in code, so the
+two designs (per-bot, shared) and the labels deploy requires cannot drift from the manifests;
+the Role is compared with the verbs the deploy code uses. Rendering needs kustomize or
+kubectl; where neither is installed the tests fail and name the install step
 (k8s_schemas.KUSTOMIZE_INSTALL).
 """
 
@@ -18,21 +21,25 @@ import pytest
 
 import k8s_schemas
 from botyard.components.base import model_store
+from botyard.components.deploy import inference_service as isvc
+from botyard.components.deploy import kube_api
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
-NAMESPACE = "botyard"
+NAMESPACE = "kubeflow-user-example-com"  # the profile namespace of a stock Kubeflow's example user
 KSERVE_GROUP = "serving.kserve.io"
-IMAGE_REPOSITORY = "ghcr.io/botyard/botyard"
-MODELS_BUCKET = "gs://botyard-models"
+IMAGE_REPOSITORY = "ghcr.io/botyard/botyard-predictor"
+MODELS_BUCKET = "s3://botyard-models"
 RUNTIME = "botyard-predictor"
 MODEL_FORMAT = "botyard-intent"
-PIPELINE_ACCOUNT = "botyard-pipeline"
+RUN_ACCOUNT = "default-editor"  # what KFP runs in a profile namespace execute as
 PREDICTOR_ACCOUNT = "botyard-predictor"
-DEPLOYER_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+STORAGE_SECRET = "botyard-storage"
+MINIO = "http://minio-service.kubeflow:9000"
 
-BASE_KINDS = Counter({"ServiceAccount": 2, "Role": 1, "RoleBinding": 1, "ServingRuntime": 1})
+BASE_KINDS = Counter({"ServiceAccount": 1, "Role": 1, "RoleBinding": 1})
 BUILDS = {
+    "cluster": Counter({"ClusterServingRuntime": 1}),
     "base": BASE_KINDS,
     "overlays/per-bot": BASE_KINDS + Counter({"InferenceService": 1}),
     "overlays/shared": BASE_KINDS + Counter({"InferenceService": 1}),
@@ -65,7 +72,7 @@ def kustomize_missing() -> str | None:
 
 @pytest.fixture(scope="module")
 def built() -> dict[str, list[dict]]:
-    """``kustomize build`` of the base and each overlay; fails (never skips) without a binary."""
+    """``kustomize build`` of the cluster part, the base and each overlay; fails (never skips) without a binary."""
     missing = kustomize_missing()
     if missing:
         pytest.fail(missing, pytrace=False)
@@ -91,7 +98,7 @@ def test_kustomize_is_installed():
         pytest.fail(missing, pytrace=False)
 
 
-def test_manifest_tree_has_base_and_overlays():
+def test_manifest_tree_has_cluster_base_and_overlays():
     for name in BUILDS:
         assert (MANIFESTS / name / "kustomization.yaml").is_file(), name
     assert RESOURCE_DOCS, "no resource documents under manifests/"
@@ -115,10 +122,11 @@ def test_source_document_is_valid(doc, request):
 def test_build_renders_expected_kinds_in_namespace(name, built):
     objs = built[name]
     assert Counter(o["kind"] for o in objs) == BUILDS[name]
-    expected_namespace = None if name == "base" else NAMESPACE
+    expected_namespace = NAMESPACE if name.startswith("overlays/") else None
     assert {o["metadata"].get("namespace") for o in objs} == {expected_namespace}
-    for subject in only(objs, "RoleBinding")["subjects"]:
-        assert subject.get("namespace") == expected_namespace
+    for binding in (o for o in objs if o["kind"] == "RoleBinding"):
+        for subject in binding["subjects"]:
+            assert subject.get("namespace") == expected_namespace
 
 
 @pytest.mark.parametrize("name", BUILDS)
@@ -128,14 +136,17 @@ def test_built_objects_are_valid(name, built, request):
 
 # --- security -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", BUILDS)
-def test_every_container_is_non_root_unprivileged_with_resources(name, built):
+def test_every_container_is_non_root_unprivileged_read_only_with_resources(name, built):
     objs = built[name]
     containers = [c for o in objs for c in k8s_schemas.iter_containers(o)]
+    if name == "base":
+        assert containers == []  # accounts and RBAC only
+        return
     assert containers, "no containers found: iter_containers does not know these kinds"
     assert [p for o in objs for p in k8s_schemas.container_problems(o)] == []
     for where, container, pod_sc in containers:
         sc = container["securityContext"]
-        assert sc.get("runAsUser", pod_sc.get("runAsUser")) == 1000, where  # the image's user
+        assert sc.get("runAsUser", pod_sc.get("runAsUser")) == 10001, where  # the images' user
 
 
 def test_container_problems_reports_root_and_missing_resources():
@@ -158,28 +169,40 @@ def test_container_problems_reports_root_and_missing_resources():
     ]
 
 
-def test_deployer_role_grants_only_inferenceservice_verbs(built):
+def test_no_secret_value_is_in_the_repository():
+    """Secrets only by reference: no Secret object, no literal credential in any manifest."""
+    for path in MANIFEST_FILES:
+        for doc in k8s_schemas.load_yaml_documents(path):
+            assert doc.get("kind") != "Secret", path
+        text = path.read_text(encoding="utf-8")
+        for pattern in (r"AKIA[0-9A-Z]{16}", r"(?i)(password|secret_access_key)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{8,}"):
+            assert not re.search(pattern, text), (path, pattern)
+
+
+def test_deployer_role_grants_exactly_the_verbs_the_deploy_code_uses(built):
     role = only(built["base"], "Role")
     assert role["metadata"]["name"] == "botyard-deployer"
     assert role["rules"] == [
-        {"apiGroups": [KSERVE_GROUP], "resources": ["inferenceservices"], "verbs": DEPLOYER_VERBS}
+        {"apiGroups": [isvc.GROUP], "resources": [isvc.PLURAL], "verbs": list(kube_api.VERBS)}
     ]
 
 
-def test_rolebinding_gives_the_deployer_role_to_the_pipeline_account_only(built):
+def test_rolebinding_gives_the_deployer_role_to_the_account_runs_execute_as(built):
     objs = built["overlays/per-bot"]
     binding = only(objs, "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "botyard-deployer"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_ACCOUNT, "namespace": NAMESPACE}]
-    accounts = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ServiceAccount"}
-    assert set(accounts) == {PIPELINE_ACCOUNT, PREDICTOR_ACCOUNT}
-    assert accounts[PREDICTOR_ACCOUNT]["automountServiceAccountToken"] is False
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RUN_ACCOUNT, "namespace": NAMESPACE}]
+    [account] = [o for o in objs if o["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == PREDICTOR_ACCOUNT == isvc.DEFAULT_SERVICE_ACCOUNT
+    assert account["automountServiceAccountToken"] is False
+    assert account["secrets"] == [{"name": STORAGE_SECRET}]  # by reference; created in the namespace, never in Git
 
 
 # --- what each object promises ------------------------------------------------------------
-def test_serving_runtime_serves_botyard_models_from_mnt_models(built):
-    runtime = only(built["base"], "ServingRuntime")
-    assert runtime["metadata"]["name"] == RUNTIME
+def test_cluster_serving_runtime_serves_botyard_models_from_mnt_models_in_every_namespace(built):
+    runtime = only(built["cluster"], "ClusterServingRuntime")  # cluster-scoped: every profile namespace
+    assert runtime["metadata"]["name"] == RUNTIME == isvc.DEFAULT_RUNTIME
+    assert "namespace" not in runtime["metadata"]
     assert runtime["spec"]["supportedModelFormats"] == [{"name": MODEL_FORMAT, "version": "1", "autoSelect": True}]
     assert runtime["spec"]["protocolVersions"] == ["v1", "v2"]
     [container] = runtime["spec"]["containers"]
@@ -187,55 +210,48 @@ def test_serving_runtime_serves_botyard_models_from_mnt_models(built):
     assert container["image"] == f"{IMAGE_REPOSITORY}:{project_version()}"
     # one version folder at /mnt/models, served under the InferenceService name KServe substitutes
     assert container["args"] == ["serve", "--models-root", "/mnt/models", "--model-name", "{{.Name}}", "--host", "0.0.0.0", "--port", "8080"]
+    assert container["securityContext"] == isvc.SECURITY_CONTEXT
+    assert container["resources"] == isvc.PER_BOT_RESOURCES
     assert runtime["metadata"]["annotations"]["prometheus.kserve.io/path"] == "/metrics"
 
 
-def test_per_bot_inference_service_points_at_one_model_version(built):
+def test_per_bot_overlay_is_exactly_what_deploy_builds(built):
     objs = built["overlays/per-bot"]
-    isvc = only(objs, "InferenceService")
-    bot_id = isvc["metadata"]["name"]
+    example = only(objs, "InferenceService")
+    bot_id = example["metadata"]["name"]
     assert model_store.check_bot_id(bot_id) == "sample-bot"
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
-    predictor = isvc["spec"]["predictor"]
-    assert "canaryTrafficPercent" not in predictor
-    assert predictor["serviceAccountName"] == PREDICTOR_ACCOUNT
-    model = predictor["model"]
-    assert model["modelFormat"]["name"] == MODEL_FORMAT
-    assert model["runtime"] == only(objs, "ServingRuntime")["metadata"]["name"]
-    match = re.fullmatch(rf"{re.escape(MODELS_BUCKET)}/([^/]+)/([^/]+)", model["storageUri"])
-    assert match, model["storageUri"]
-    assert match.group(1) == bot_id
+    uri = example["spec"]["predictor"]["model"]["storageUri"]
+    match = re.fullmatch(rf"{re.escape(MODELS_BUCKET)}/([^/]+)/([^/]+)", uri)
+    assert match and match.group(1) == bot_id, uri
     assert model_store._VERSION_PATTERN.match(match.group(2)), f"{match.group(2)} is not a model version id"
+    assert example == isvc.build_inference_service(bot_id, uri, NAMESPACE)
+    assert example["metadata"]["labels"] == isvc.labels_for(bot_id) == {**isvc.LABELS, isvc.LABEL_BOT_ID: bot_id}
+    assert example["spec"]["predictor"]["model"]["runtime"] == only(built["cluster"], "ClusterServingRuntime")["metadata"]["name"]
+    assert example["spec"]["predictor"]["serviceAccountName"] == PREDICTOR_ACCOUNT
 
 
-def test_shared_inference_service_reads_the_whole_store(built):
-    isvc = only(built["overlays/shared"], "InferenceService")
-    assert isvc["metadata"]["name"] == "botyard-shared"
-    predictor = isvc["spec"]["predictor"]
-    assert "model" not in predictor  # no storage initializer: the server reads the store itself
-    assert predictor["serviceAccountName"] == PREDICTOR_ACCOUNT
-    [container] = predictor["containers"]
-    assert container["image"] == f"{IMAGE_REPOSITORY}:{project_version()}"
-    assert container["args"] == ["serve", "--models-root", MODELS_BUCKET, "--host", "0.0.0.0", "--port", "8080"]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+def test_shared_overlay_is_exactly_what_deploy_builds(built):
+    """One design for shared mode: the predictor reads the store live (no storage initializer,
+    no copy at pod start). The overlay's args and resources are the predictor's; when they
+    change, inference_service.SHARED_SERVE_ARGS / SHARED_RESOURCES change with them."""
+    example = only(built["overlays/shared"], "InferenceService")
+    expected = isvc.build_shared_inference_service(
+        MODELS_BUCKET, NAMESPACE, f"{IMAGE_REPOSITORY}:{project_version()}", storage_secret=STORAGE_SECRET,
+        endpoint_url=MINIO,
+    )
+    assert example == expected
+    assert example["metadata"]["labels"] == isvc.labels_for(shared=True) == {**isvc.LABELS, isvc.LABEL_MODE: "shared"}
+    assert "model" not in example["spec"]["predictor"]
+    assert isvc.shared_models_root(example) == MODELS_BUCKET
 
 
-# --- the image ------------------------------------------------------------------------------
-def test_dockerfile_is_pinned_non_root_and_installs_the_project():
-    text = (REPO / "containers" / "botyard" / "Dockerfile").read_text(encoding="utf-8")
-    [base] = re.findall(r"^FROM\s+(\S+)", text, re.M)
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", base), base
-    assert re.findall(r"^USER\s+(\S+)", text, re.M)[-1].split(":")[0] == "1000"
-    assert "pip install --no-cache-dir ." in text
-    for source in ("pyproject.toml", "components/", "pipelines/"):
-        assert re.search(rf"^COPY\s.*{re.escape(source)}", text, re.M), source
-    assert re.search(r'^ENTRYPOINT\s+\["botyard"\]', text, re.M)
+def test_shared_overlay_args_parse_with_the_real_serve_command(built):
+    from botyard.pipelines.cli import build_parser
 
-
-def test_dockerignore_keeps_local_state_out_of_the_build_context():
-    entries = set((REPO / ".dockerignore").read_text(encoding="utf-8").split())
-    assert {".venv", ".git", "bench", "runs", "models", "tests", "notebooks"} <= entries
+    [container] = only(built["overlays/shared"], "InferenceService")["spec"]["predictor"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert (args.models_root, args.host, args.port) == (MODELS_BUCKET, "0.0.0.0", 8080)
+    assert (args.memory_budget, args.preload_most_requested, args.keep_alive_timeout) == (3 * 2**30, 20, 65.0)
 
 
 # --- the validator can fail -------------------------------------------------------------------

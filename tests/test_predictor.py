@@ -5,7 +5,8 @@ talk V1/V2 HTTP to it.
 Store served (built once per session; training two tiny models takes ~20 s)::
 
     alpha       CURRENT -> model A (greet / weather / bye), oos_threshold 0.0
-    beta        two versions of model B (order / hours), no CURRENT -> latest; oos_threshold 0.99
+    beta        two versions of model B (order / hours), CURRENT -> the older one; oos_threshold 0.99
+    unblessed   one version of model A, never promoted: not served (404, no live version)
     broken      CURRENT -> a version whose saved_model.pb is garbage
     dangling    CURRENT -> a version that does not exist
     mislabeled  CURRENT -> model A with 4 labels in metadata (fails its warm-up check)
@@ -22,49 +23,22 @@ import time
 import pytest
 
 from botyard.components.base import contracts as c
-from botyard.components.base.config import TrainConfig
 from botyard.components.base.errors import ConfigError
 from botyard.components.base.model_store import ModelStore
-from botyard.components.base.table import data_hash, make_table
+
+from predictor_models import train_tiny_models
 
 pytestmark = pytest.mark.slow
 
 TOP_K = 2
 MAX_BATCH = 8
 MAX_CHARS = 50
-INTENTS_A = {
-    "greet": ["hello", "hi there", "good morning", "hey", "hello friend", "hi bot"],
-    "weather": ["what is the weather", "will it rain today", "is it sunny", "weather forecast please", "how hot is it", "is it cold outside"],
-    "bye": ["goodbye", "see you later", "bye bye", "talk to you soon", "farewell", "see ya"],
-}
-INTENTS_B = {
-    "order": ["i want a coffee", "order a latte", "get me an espresso", "one cappuccino please", "i'd like tea", "a mocha please"],
-    "hours": ["when do you open", "what are your hours", "are you open now", "closing time", "open on sunday", "opening hours"],
-}
-
-
-def _train(intents: dict[str, list[str]], out_dir: str) -> dict:
-    from botyard.pipelines.in_process import train_model
-
-    table = make_table({"utterance": u, "intent": i} for i, us in intents.items() for u in us)
-    config = TrainConfig(epochs=2, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ngrams=200, ngram_units=8)
-    result = train_model(table, table, config, out_dir)
-    return {
-        c.DATA_HASH: data_hash(table), c.LABELS: result.labels, c.OOS_THRESHOLD: 0.0,
-        c.HYPERPARAMETERS: config.to_dict(), c.METRICS: {},
-    }  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     """Two tiny trained models: ``{"A": (saved_model_dir, metadata), "B": (...)}``."""
-    out = tmp_path_factory.mktemp("trained")
-    trained = {}
-    for name, intents in (("A", INTENTS_A), ("B", INTENTS_B)):
-        model_dir = str(out / name)
-        os.makedirs(model_dir)
-        trained[name] = (os.path.join(model_dir, c.SAVED_MODEL_DIR), _train(intents, model_dir))
-    return trained
+    return train_tiny_models(tmp_path_factory.mktemp("trained"))
 
 
 @pytest.fixture(scope="session")
@@ -72,8 +46,9 @@ def store(models, tmp_path_factory) -> ModelStore:
     store = ModelStore(str(tmp_path_factory.mktemp("models")))
     (a_dir, a_meta), (b_dir, b_meta) = models["A"], models["B"]
     store.promote("alpha", store.register("alpha", a_dir, a_meta))
+    store.promote("beta", store.register("beta", b_dir, {**b_meta, c.OOS_THRESHOLD: 0.99}))
     store.register("beta", b_dir, {**b_meta, c.OOS_THRESHOLD: 0.99})
-    store.register("beta", b_dir, {**b_meta, c.OOS_THRESHOLD: 0.99})
+    store.register("unblessed", a_dir, a_meta)
     broken = store.register("broken", a_dir, a_meta)
     with open(os.path.join(store.saved_model_dir("broken", broken), "saved_model.pb"), "wb") as f:
         f.write(b"this is not a SavedModel")
@@ -119,11 +94,11 @@ def test_v1_predictions_for_two_bots_from_one_process(predictor, store, models):
 
     status, body = predictor.predict("beta", ["a latte please"])
     assert status == 200, body
-    # beta has no CURRENT: its latest version answers; its threshold 0.99 flags the answer out of scope
+    # beta's promoted version answers, not its newer unpromoted one; its threshold 0.99 flags the answer out of scope
     (prediction,) = body["predictions"]
-    _check_prediction(prediction, ["hours", "order"], 0.99, store.latest("beta"))
+    _check_prediction(prediction, ["hours", "order"], 0.99, store.current("beta"))
     assert prediction["out_of_scope"] is True
-    assert store.current("beta") is None and store.latest("beta") != store.versions("beta")[0]
+    assert store.current("beta") == store.versions("beta")[0] != store.latest("beta")
 
 
 def test_v2_infer_for_two_bots(predictor, store):
@@ -131,7 +106,7 @@ def test_v2_infer_for_two_bots(predictor, store):
     assert status == 200, body
     assert body["id"] == "req-1"
     assert body["model_name"] == "beta"
-    assert body["model_version"] == store.latest("beta")
+    assert body["model_version"] == store.current("beta")
     outputs = {o["name"]: o for o in body["outputs"]}
     assert {name: (o["datatype"], o["shape"]) for name, o in outputs.items()} == {
         "intent": ("BYTES", [2]), "confidence": ("FP32", [2]), "out_of_scope": ("BOOL", [2]), "ranking": ("BYTES", [2]),
@@ -173,6 +148,7 @@ def test_v2_requested_outputs_subset(predictor):
 def test_health_readiness_and_metadata(predictor, store):
     assert predictor.request("GET", "/v2/health/live") == (200, {"live": True})
     assert predictor.request("GET", "/v2/health/ready") == (200, {"ready": True})
+    assert predictor.predict("alpha", ["hello"])[0] == 200  # loaded by its first request
     assert predictor.request("GET", "/v2/models/alpha/ready") == (200, {"name": "alpha", "ready": True})
     assert predictor.request("GET", "/v1/models/alpha") == (200, {"name": "alpha", "ready": True})
     status, meta = predictor.request("GET", "/v2/models/alpha")
@@ -227,6 +203,27 @@ def test_bad_request_gets_exact_4xx_and_message(predictor, path, body, headers, 
     assert message in got["error"]
 
 
+# --- unblessed is never served ---------------------------------------------------------------------
+NO_LIVE = (
+    "bot 'unblessed' has no live version: it has 1 model version but none was promoted (a version goes live "
+    "only once the promotion gate blessed it and deploy promoted it)"
+)
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/v1/models/unblessed:predict", {"instances": ["hello"]}),
+        ("POST", "/v2/models/unblessed/infer", _v2(["hello"])),
+        ("GET", "/v2/models/unblessed/ready", None),
+        ("GET", "/v1/models/unblessed", None),
+        ("GET", "/v2/models/unblessed", None),
+    ],
+)
+def test_bot_never_promoted_answers_404_no_live_version(predictor, method, path, body):
+    assert predictor.request(method, path, body) == (404, {"error": NO_LIVE})
+
+
 # --- failures to load ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "bot, reason",
@@ -253,6 +250,8 @@ def test_waiting_for_a_bot_that_failed_to_load_fails_fast(predictor):
     from botyard.components.base.errors import DeployError
     from botyard.components.base.predictor_client import PredictorProcess
 
+    for bot in ("alpha", "beta", "broken"):  # bots load on their first request (start_predictor preloads waited-for bots)
+        predictor.predict(bot, ["hello"])
     waiter = PredictorProcess(predictor.process, predictor.host, predictor.port, predictor.log_path)
     waiter.wait_ready(10, ["alpha", "beta"])
     started = time.monotonic()
@@ -317,9 +316,11 @@ def test_new_bot_is_picked_up_without_restart(predictor, store, models):
     a_dir, a_meta = models["A"]
     assert predictor.predict("late", ["hello"])[0] == 404
     store.promote("late", store.register("late", a_dir, a_meta))
-    _wait_for(lambda: predictor.ready("late"), 60, "bot 'late' to be ready")
+    # listed at the next poll, loaded by its first request
+    _wait_for(lambda: predictor.predict("late", ["hello"])[0] != 404, 60, "bot 'late' to be listed")
     status, body = predictor.predict("late", ["hello"])
     assert status == 200 and body["predictions"][0]["model_version"] == store.current("late")
+    assert predictor.ready("late")
 
 
 # --- metrics ----------------------------------------------------------------------------------------
@@ -328,6 +329,7 @@ def test_metrics_count_requests_per_bot(predictor, store):
 
     assert predictor.predict("alpha", ["hello"])[0] == 200
     assert predictor.predict("alpha", [])[0] == 400
+    assert predictor.predict("broken", ["hello"])[0] == 503
     status, text = predictor.request("GET", "/metrics")
     assert status == 200
     samples = {
@@ -360,7 +362,7 @@ def test_rank_flags_low_confidence_and_oos_intent():
 
 
 def test_serve_command_line_and_config():
-    from botyard.components.predictor.server import ServeConfig, config_from_args
+    from botyard.components.predictor.config import ServeConfig, config_from_args
     from botyard.pipelines.commands import COMMAND_MODULES, serve
 
     assert "serve" in COMMAND_MODULES
@@ -390,3 +392,20 @@ def test_one_model_version_folder_serves_under_the_inference_service_name(store)
         status, body = single.predict("bot-alpha-isvc", ["hello there"])
         assert status == 200 and body["predictions"][0]["model_version"] == version
         assert single.predict("alpha", ["hello"])[0] == 404
+
+
+def test_the_predictors_session_runtime_answers_as_the_eager_load(store):
+    """The predictor loads versions with ``runtime="session"`` (a pruned graph in a Session);
+    evaluate and the gate use ``tf.saved_model.load``: same probabilities, unseen words included."""
+    import numpy as np
+
+    from botyard.components.base.model_io import SESSION, load_version
+
+    utterances = ["hello there", "will it rain tomorrow", "zzqx unseen wörds ☕", "", "bye " * 40]
+    version = store.current("alpha")
+    eager = load_version(store, "alpha", version)
+    session = load_version(store, "alpha", version, runtime=SESSION)
+    np.testing.assert_array_equal(session.probabilities(utterances), eager.probabilities(utterances))
+    np.testing.assert_array_equal(session.probabilities_of(utterances * 60), eager.probabilities_of(utterances * 60))
+    with pytest.raises(ValueError, match="runtime must be 'eager' or 'session', not 'graph'"):
+        load_version(store, "alpha", version, runtime="graph")

@@ -1,4 +1,4 @@
-"""Submitting to Kubeflow Pipelines, against a local fake of the KFP v2 REST API (``tests/fake_kfp.py``).
+"""Submitting to Kubeflow Pipelines, against a local fake of the KFP v2 REST API (``botyard.pipelines.bench.kfp_stub``).
 
 Real ``kfp.Client`` 2.17 calls go over HTTP to the fake, which records every request, so the
 tests assert exactly what a KFP API server would receive: uploads, version reuse, experiment,
@@ -19,19 +19,20 @@ import yaml
 
 from botyard.components.base import contracts as c
 from botyard.components.base.config import GpuConfig
-from botyard.components.base.errors import BotyardError, ConfigError, DataValidationError
-from botyard.pipelines import submit
+from botyard.components.base.errors import BotyardError, ConfigError, DataValidationError, SubmitError
+from botyard.pipelines.bench.kfp_stub import FakeKfp
+from botyard.pipelines.kfp import client as kfp_client
+from botyard.pipelines.kfp import cron, pipeline_versions, runs, schedules
 from botyard.pipelines.cli import main
 
 from conftest import REPO, tiny_rows
-from fake_kfp import FakeKfp
 
 
 @pytest.fixture
 def kfp():
     with FakeKfp() as fake:
         yield fake
-    submit._CLIENTS.clear()  # a later fake may get the same port
+    kfp_client.clear_connections()  # a later fake may get the same port
     assert not fake.crashes, fake.crashes  # the fake itself never failed
 
 
@@ -65,9 +66,9 @@ def _hash(uri: str) -> str:
 
 
 def test_first_submit_uploads_the_pipeline_and_starts_a_labelled_run(kfp, data, models_root):
-    run = submit.submit_bot_run("alpha", data, host=kfp.url, trigger="event", models_root=models_root, parameters={"epochs": 3})
+    run = runs.submit_bot_run("alpha", data, host=kfp.url, trigger="event", models_root=models_root, parameters={"epochs": 3})
 
-    yaml_text, version_name = submit.compiled_pipeline()
+    yaml_text, version_name = pipeline_versions.compiled_pipeline()
     assert version_name == f"0.1.0-{hashlib.sha256(yaml_text.encode()).hexdigest()[:12]}"
     (upload,) = kfp.calls("POST", "/pipelines/upload")
     assert upload.query["name"] == "bot-training"
@@ -97,8 +98,8 @@ def test_first_submit_uploads_the_pipeline_and_starts_a_labelled_run(kfp, data, 
 
 
 def test_resubmitting_the_same_code_reuses_its_version_and_experiment(kfp, data, models_root):
-    first = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
-    second = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    first = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    second = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
     assert len(kfp.calls("POST", "/pipelines/upload")) == 1
     assert len(kfp.calls("POST", "/pipelines/upload_version")) == 1
     assert len(kfp.calls("POST", "/experiments")) == 1 and len(kfp.calls("POST", "/runs")) == 2
@@ -109,24 +110,24 @@ def test_resubmitting_the_same_code_reuses_its_version_and_experiment(kfp, data,
 
 
 def test_changed_pipeline_gets_a_new_version_of_the_same_pipeline(kfp, data, models_root):
-    gpu_run = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
-    cpu_run = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root, gpu=GpuConfig(enabled=False))
+    gpu_run = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    cpu_run = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root, gpu=GpuConfig(enabled=False))
     assert cpu_run.pipeline_version != gpu_run.pipeline_version and cpu_run.pipeline_uploaded
     assert len(kfp.calls("POST", "/pipelines/upload")) == 1 and len(kfp.calls("POST", "/pipelines/upload_version")) == 2
 
 
 def test_an_upload_race_takes_the_version_the_other_submitter_uploaded(kfp, data, models_root, monkeypatch):
-    first = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
-    real_find, misses = submit._find_version, []
+    first = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    real_find, misses = pipeline_versions.find_version, []
 
-    def find_once_late(client, pipeline_id, name):  # the other submitter's upload lands after our lookup
+    def find_once_late(connection, pipeline_id, name):  # the other submitter's upload lands after our lookup
         if not misses:
             misses.append(name)
             return None
-        return real_find(client, pipeline_id, name)
+        return real_find(connection, pipeline_id, name)
 
-    monkeypatch.setattr(submit, "_find_version", find_once_late)
-    second = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    monkeypatch.setattr(pipeline_versions, "find_version", find_once_late)
+    second = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
     assert len(kfp.calls("POST", "/pipelines/upload_version")) == 2  # the second one got 409
     assert not second.pipeline_uploaded and second.pipeline_version == first.pipeline_version
     assert kfp.runs[second.run_id]["pipeline_version_reference"] == kfp.runs[first.run_id]["pipeline_version_reference"]
@@ -135,7 +136,7 @@ def test_an_upload_race_takes_the_version_the_other_submitter_uploaded(kfp, data
 def test_bad_data_is_refused_before_anything_is_sent(kfp, tmp_path, models_root):
     bad = _csv(tmp_path / "bad.csv", tiny_rows(intents=("greet",), per_intent=3))
     with pytest.raises(DataValidationError, match="found 1 intent"):
-        submit.submit_bot_run("alpha", bad, host=kfp.url, models_root=models_root)
+        runs.submit_bot_run("alpha", bad, host=kfp.url, models_root=models_root)
     assert kfp.requests == []
 
 
@@ -153,7 +154,7 @@ def test_bad_data_is_refused_before_anything_is_sent(kfp, tmp_path, models_root)
 def test_bad_arguments_raise_config_errors(kfp, data, models_root, kwargs, message):
     args = {"bot_id": "alpha", "data_uri": data, "host": kfp.url, "models_root": models_root, **kwargs}
     with pytest.raises(ConfigError) as err:
-        submit.submit_bot_run(**args)
+        runs.submit_bot_run(**args)
     assert message in str(err.value)
     assert not kfp.calls("POST", "/runs")
 
@@ -171,12 +172,12 @@ def test_without_a_host_the_run_is_local(monkeypatch, tmp_path, data):
         return local_run.LocalRun(bot_id, "v1", "/m/alpha/v1", {c.DATA_HASH: "ab" * 32}, str(run_dir), "log", 1.0)
 
     monkeypatch.setattr(local_run, "run_bot_training_locally", fake_local)
-    run = submit.submit_bot_run("alpha", data, models_root="m", parameters={"epochs": 2}, pipeline_root=str(tmp_path / "runs"))
+    run = runs.submit_bot_run("alpha", data, models_root="m", parameters={"epochs": 2}, pipeline_root=str(tmp_path / "runs"))
     assert (run.host, run.run_id, run.url, run.data_hash) == ("local", run_dir.name, str(run_dir), "ab" * 32)
     assert seen == {"bot_id": "alpha", "models_root": "m", "parameters": {"epochs": 2}} and run.local.version == "v1"
-    assert submit.get_run_state(run.run_id, pipeline_root=str(tmp_path / "runs")) == "succeeded"
-    with pytest.raises(submit.SubmitError, match="no local run 'nope'"):
-        submit.get_run_state("nope", pipeline_root=str(tmp_path / "runs"))
+    assert runs.get_run_state(run.run_id, pipeline_root=str(tmp_path / "runs")) == "succeeded"
+    with pytest.raises(SubmitError, match="no local run 'nope'"):
+        runs.get_run_state("nope", pipeline_root=str(tmp_path / "runs"))
 
 
 # --- following runs ------------------------------------------------------------------------------
@@ -189,9 +190,9 @@ def test_without_a_host_the_run_is_local(monkeypatch, tmp_path, data):
      ("RUNTIME_STATE_UNSPECIFIED", "unknown")],
 )
 def test_run_state_is_normalised(kfp, data, models_root, kfp_state, state):
-    run = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    run = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
     kfp.set_run(run.run_id, kfp_state, finished=kfp_state in ("SUCCEEDED", "FAILED"))
-    assert submit.get_run_state(run.run_id, host=kfp.url) == state
+    assert runs.get_run_state(run.run_id, host=kfp.url) == state
 
 
 def _register_version(models_root: str, bot_id: str, version: str, digest: str, accuracy: float) -> None:
@@ -201,62 +202,63 @@ def _register_version(models_root: str, bot_id: str, version: str, digest: str, 
             c.OOS_THRESHOLD: 0.5, c.HYPERPARAMETERS: {}, c.METRICS: {"accuracy": accuracy, "macro_f1": 0.8, "test_size": 10}}
     with open(os.path.join(folder, c.METADATA_FILE), "w") as f:
         json.dump(meta, f)
+    open(os.path.join(folder, c.PUBLISHED_MARKER), "w").close()  # the store lists published versions only
 
 
 def test_list_runs_shows_state_duration_labels_and_metrics(kfp, data, tmp_path, models_root):
     beta = _csv(tmp_path / "beta.csv", tiny_rows(intents=("greet", "bye")))
-    done = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)  # created 00:00:0x
-    broken = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root, trigger="schedule")
-    running = submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root, trigger="event")
-    other = submit.submit_bot_run("beta", beta, host=kfp.url, models_root=models_root)
+    done = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)  # created 00:00:0x
+    broken = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root, trigger="schedule")
+    running = runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root, trigger="event")
+    other = runs.submit_bot_run("beta", beta, host=kfp.url, models_root=models_root)
     kfp.set_run(done.run_id, "SUCCEEDED", seconds=90)
     kfp.set_run(broken.run_id, "FAILED", error="train: OOMKilled", seconds=30)
     kfp.set_run(running.run_id, "RUNNING", finished=False)
     _register_version(models_root, "alpha", "20261101T000100Z-" + done.data_hash[:8], done.data_hash, 0.91)
 
-    runs = submit.list_runs(kfp.url, bot_id="alpha", limit=10)
-    assert [r.run_id for r in runs] == [running.run_id, broken.run_id, done.run_id]  # newest first, beta left out
-    assert (runs[0].state, runs[0].trigger, runs[0].duration_s, runs[0].finished_at) == ("running", "event", None, None)
-    assert (runs[1].state, runs[1].error, runs[1].duration_s, runs[1].metrics) == ("failed", "train: OOMKilled", 30.0, {})
-    ok = runs[2]
+    found = runs.list_runs(kfp.url, bot_id="alpha", limit=10)
+    assert [r.run_id for r in found] == [running.run_id, broken.run_id, done.run_id]  # newest first, beta left out
+    assert (found[0].state, found[0].trigger, found[0].duration_s, found[0].finished_at) == ("running", "event", None, None)
+    assert (found[1].state, found[1].error, found[1].duration_s, found[1].metrics) == ("failed", "train: OOMKilled", 30.0, {})
+    ok = found[2]
     assert (ok.state, ok.bot_id, ok.trigger, ok.data_hash, ok.duration_s) == ("succeeded", "alpha", "manual", done.data_hash, 90.0)
     assert ok.metrics == {"accuracy": 0.91, "macro_f1": 0.8, "test_size": 10}
     assert ok.model_version == "20261101T000100Z-" + done.data_hash[:8]
     assert ok.url.endswith(f"/#/runs/details/{done.run_id}")
 
-    everyone = submit.list_runs(kfp.url, limit=2, with_metrics=False)
+    everyone = runs.list_runs(kfp.url, limit=2, with_metrics=False)
     assert [r.run_id for r in everyone] == [other.run_id, running.run_id]
     assert kfp.calls("GET", "/runs")[-1].query["page_size"] == "2"
-    assert submit.list_runs(kfp.url, bot_id="nobody") == []
+    assert runs.list_runs(kfp.url, bot_id="nobody") == []
 
 
 # --- schedules -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "cron, expected",
+    "expression, expected",
     [("0 3 * * *", "0 0 3 * * *"), ("*/15 * * * *", "0 */15 * * * *"), ("30 0 3 * * MON-FRI", "30 0 3 * * MON-FRI"),
      ("  0  3 1,15 * * ", "0 0 3 1,15 * *"), ("@daily", "0 0 0 * * *"), ("0 9-17/2 * JAN *", "0 0 9-17/2 * JAN *")],
 )
-def test_cron_is_normalised_to_kfps_six_fields(cron, expected):
-    assert submit.normalize_cron(cron) == expected
+def test_cron_is_normalised_to_kfps_six_fields(expression, expected):
+    assert cron.normalize_cron(expression) == expected
 
 
 @pytest.mark.parametrize(
-    "cron, message",
+    "expression, message",
     [("0 3 * *", "has 4 field(s); use 5"), ("0 0 3 * * * 2026", "has 7 field(s)"), ("", "has 0 field(s)"),
      ("0 25 * * *", "hour field '25' is out of range (25)"), ("61 * * * *", "minute field '61' is out of range"),
      ("0 3 * * x", "day of week field 'x' is not a number"), ("*/0 * * * *", "minute field '*/0' has an invalid step"),
      ("0 3 0 * *", "day of month field '0' is out of range"), ("0 3 * 13 *", "month field '13' is out of range")],
 )
-def test_bad_cron_names_the_field(cron, message):
+def test_bad_cron_names_the_field(expression, message):
     with pytest.raises(ConfigError) as err:
-        submit.normalize_cron(cron)
+        cron.normalize_cron(expression)
     assert message in str(err.value)
 
 
 def test_schedule_creates_a_recurring_run_with_one_run_at_a_time(kfp, data, models_root):
-    schedule = submit.schedule_bot("alpha", data, "0 3 * * *", kfp.url, models_root=models_root, parameters={"epochs": 5})
+    schedule = schedules.schedule_bot("alpha", data, "0 3 * * *", kfp.url, models_root=models_root, parameters={"epochs": 5})
     (created,) = kfp.calls("POST", "/recurringruns")
     body = created.body
     assert body["display_name"] == "bot-alpha-schedule"
@@ -269,27 +271,27 @@ def test_schedule_creates_a_recurring_run_with_one_run_at_a_time(kfp, data, mode
         "bot-alpha-schedule", "0 0 3 * * *", True, 1, True)
 
     with pytest.raises(ConfigError, match="bot 'alpha' already has a schedule"):
-        submit.schedule_bot("alpha", data, "0 4 * * *", kfp.url, models_root=models_root)
+        schedules.schedule_bot("alpha", data, "0 4 * * *", kfp.url, models_root=models_root)
     assert len(kfp.calls("POST", "/recurringruns")) == 1
 
 
 def test_pause_resume_and_delete_a_schedule(kfp, data, tmp_path, models_root):
-    alpha = submit.schedule_bot("alpha", data, "@hourly", kfp.url, models_root=models_root)
-    beta = submit.schedule_bot("beta", _csv(tmp_path / "b.csv", tiny_rows()), "0 1 * * 0", kfp.url, models_root=models_root)
-    assert {s.bot_id for s in submit.list_schedules(kfp.url)} == {"alpha", "beta"}
+    alpha = schedules.schedule_bot("alpha", data, "@hourly", kfp.url, models_root=models_root)
+    beta = schedules.schedule_bot("beta", _csv(tmp_path / "b.csv", tiny_rows()), "0 1 * * 0", kfp.url, models_root=models_root)
+    assert {s.bot_id for s in schedules.list_schedules(kfp.url)} == {"alpha", "beta"}
 
-    assert submit.pause_schedule("alpha", kfp.url).enabled is False
+    assert schedules.pause_schedule("alpha", kfp.url).enabled is False
     assert kfp.calls("POST", f"/recurringruns/{alpha.schedule_id}:disable")
-    assert [s.enabled for s in submit.list_schedules(kfp.url, bot_id="alpha")] == [False]
-    submit.resume_schedule("alpha", kfp.url)
+    assert [s.enabled for s in schedules.list_schedules(kfp.url, bot_id="alpha")] == [False]
+    schedules.resume_schedule("alpha", kfp.url)
     assert kfp.calls("POST", f"/recurringruns/{alpha.schedule_id}:enable")
-    assert submit.list_schedules(kfp.url, bot_id="alpha")[0].enabled
+    assert schedules.list_schedules(kfp.url, bot_id="alpha")[0].enabled
 
-    submit.delete_schedule("alpha", kfp.url)
+    schedules.delete_schedule("alpha", kfp.url)
     assert kfp.calls("DELETE", f"/recurringruns/{alpha.schedule_id}")
-    assert [s.schedule_id for s in submit.list_schedules(kfp.url)] == [beta.schedule_id]
-    with pytest.raises(submit.SubmitError, match="bot 'alpha' has no schedule"):
-        submit.pause_schedule("alpha", kfp.url)
+    assert [s.schedule_id for s in schedules.list_schedules(kfp.url)] == [beta.schedule_id]
+    with pytest.raises(SubmitError, match="bot 'alpha' has no schedule"):
+        schedules.pause_schedule("alpha", kfp.url)
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -297,29 +299,29 @@ def test_pause_resume_and_delete_a_schedule(kfp, data, tmp_path, models_root):
 
 def test_server_errors_become_submit_errors_with_the_servers_message(kfp, data, models_root):
     kfp.fail("POST", r"/runs$", 500, "database is locked", times=1)
-    with pytest.raises(submit.SubmitError) as err:
-        submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    with pytest.raises(SubmitError) as err:
+        runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
     assert str(err.value).startswith(f"KFP at {kfp.url}: starting a run of bot 'alpha' failed: HTTP 500: database is locked")
     assert "kubectl logs -n kubeflow deploy/ml-pipeline" in str(err.value) and err.value.status == 500
     assert isinstance(err.value, BotyardError) and err.value.exit_code == 5
     assert err.value.__cause__ is not None  # raised from the kfp_server_api exception
 
     kfp.fail("GET", r"/experiments$", 403, "user is not authorized", times=1)
-    with pytest.raises(submit.SubmitError, match=r"creating experiment 'bot-alpha' failed: HTTP 403: user is not authorized \(not authorised"):
-        submit.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
+    with pytest.raises(SubmitError, match=r"creating experiment 'bot-alpha' failed: HTTP 403: user is not authorized \(not authorised"):
+        runs.submit_bot_run("alpha", data, host=kfp.url, models_root=models_root)
 
-    with pytest.raises(submit.SubmitError, match="no run with id 'missing' \\(HTTP 404\\)"):
-        submit.get_run_state("missing", host=kfp.url)
+    with pytest.raises(SubmitError, match="no run with id 'missing' \\(HTTP 404\\)"):
+        runs.get_run_state("missing", host=kfp.url)
 
 
 def test_a_wrong_or_dead_host_fails_fast_with_a_clear_message(kfp, data, models_root):
     kfp.fail("GET", "/healthz", 404, "page not found")
-    with pytest.raises(submit.SubmitError, match=r"health check /apis/v2beta1/healthz answered HTTP 404; is .* the KFP API or UI endpoint"):
-        submit.list_runs(kfp.url)
+    with pytest.raises(SubmitError, match=r"health check /apis/v2beta1/healthz answered HTTP 404; is .* the KFP API or UI endpoint"):
+        runs.list_runs(kfp.url)
     host = kfp.url
     kfp.stop()
-    with pytest.raises(submit.SubmitError, match=f"cannot reach KFP at {host} .*Connection refused"):
-        submit.submit_bot_run("alpha", data, host=host, models_root=models_root)
+    with pytest.raises(SubmitError, match=f"cannot reach KFP at {host} .*Connection refused"):
+        runs.submit_bot_run("alpha", data, host=host, models_root=models_root)
 
 
 # --- the command line ----------------------------------------------------------------------------

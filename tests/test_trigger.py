@@ -35,19 +35,24 @@ import pytest
 
 import postgres
 from botyard.components.base.errors import ConfigError
+from botyard.components.base.net import free_port
 from botyard.pipelines.trigger import (
+    READ_TOKEN_ENV,
     SECRET_ENV,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     TriggerConfig,
 )
-from botyard.pipelines.trigger.auth import load_secret, sign
-from botyard.pipelines.trigger.dispatcher import Dispatcher, kfp_backend
+from botyard.pipelines.trigger.auth import load_secret, sign, signed_headers
+from botyard.pipelines.trigger.backends import kfp_backend
+from botyard.pipelines.trigger.dispatcher import Dispatcher
 from botyard.pipelines.trigger.event_store import Store, recent_runs
-from botyard.components.base.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 SECRET = b"test-webhook-secret-0123456789abcdef"
+READ_TOKEN = "test-read-token-0123456789abcdef"
+READ_HEADERS = {"Authorization": f"Bearer {READ_TOKEN}"}
 SUBMIT_LOG_ENV = "BOTYARD_TEST_SUBMIT_LOG"
 RUNS_DONE_ENV = "BOTYARD_TEST_RUNS_DONE"
 T0 = 1_800_000_000.0
@@ -137,19 +142,24 @@ class FakeBackend:
 
 def config_for(db_url: str, **overrides) -> TriggerConfig:
     values = dict(secret=SECRET, db_url=db_url, quiet_period=5.0, max_wait=600.0, max_concurrent_runs=4,
-                  poll_interval=0.05, run_poll_interval=1.0, lease_seconds=10.0, replica_id="replica-a")
+                  poll_interval=0.05, run_poll_interval=1.0, lease_seconds=10.0, replica_id="replica-a",
+                  dev=True, allow_local_data=True, read_token=READ_TOKEN.encode())
     return TriggerConfig(**{**values, **overrides})
 
 
-def signed(payload: dict | bytes, secret: bytes = SECRET) -> tuple[bytes, dict]:
+def signed(payload: dict | bytes, secret: bytes = SECRET, now: float | None = None) -> tuple[bytes, dict]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return body, {SIGNATURE_HEADER: sign(body, secret), "Content-Type": "application/json"}
+    return body, {**signed_headers(body, secret, now), "Content-Type": "application/json"}
+
+
+def rows_for(utterances: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Valid training rows: each utterance five ways, alternately greet and bye (two intents, five each)."""
+    return [(f"{u} {k}", "greet" if i % 2 == 0 else "bye") for i, u in enumerate(utterances) for k in range(5)]
 
 
 def write_data(tmp_path: Path, name: str, utterances: tuple[str, ...] = ("hello", "bye")) -> str:
     path = tmp_path / name
-    path.write_text("text,intent\n" + "".join(f"{u},{'greet' if i % 2 == 0 else 'bye'}\n"
-                                               for i, u in enumerate(utterances)))
+    path.write_text("text,intent\n" + "".join(f"{text},{intent}\n" for text, intent in rows_for(utterances)))
     return str(path)
 
 
@@ -184,30 +194,42 @@ class Harness:
         self.store: Store = self.app.state.store
 
     def post(self, payload: dict, secret: bytes = SECRET):
-        body, headers = signed(payload, secret)
+        body, headers = signed(payload, secret, now=self.clock())
         return self.client.post("/events", content=body, headers=headers)
 
     def tick(self, advance: float = 0.0) -> None:
+        """Advance the fake clock and run a dispatcher pass, waiting for its data checks (in the sandbox)."""
         self.clock.advance(advance)
-        self.app.state.dispatcher.tick()
+        self.app.state.dispatcher.settle()
 
     def runs(self, bot_id: str) -> list[dict]:
         return self.client.get(f"/bots/{bot_id}/runs").json()["runs"]
 
 
+@pytest.fixture(scope="session")
+def data_checker():
+    """One sandbox (worker processes) for the in-process tests: each fresh worker pays a Python start."""
+    from botyard.pipelines.trigger.sandbox import DataChecker
+
+    checker = DataChecker(workers=2)
+    yield checker
+    checker.close()
+
+
 @pytest.fixture
-def make_harness():
+def make_harness(data_checker):
     from fastapi.testclient import TestClient
 
     from botyard.pipelines.trigger.app import create_app
 
     clients = []
 
-    def _make(db_url: str, backend: FakeBackend | None = None, **overrides) -> Harness:
+    def _make(db_url: str, backend: FakeBackend | None = None, own_sandbox: bool = False, **overrides) -> Harness:
+        """``own_sandbox``: the app's own data checker (from its config: local prefixes, limits), not the shared one."""
         clock, backend = FakeClock(), backend or FakeBackend()
         app = create_app(config_for(db_url, **overrides), backend.submit, backend.run_state, clock=clock,
-                         start_dispatcher=False)
-        client = TestClient(app)
+                         start_dispatcher=False, hash_data=None if own_sandbox else data_checker.fingerprint)
+        client = TestClient(app, headers=READ_HEADERS)
         client.__enter__()
         clients.append(client)
         return Harness(client, clock, backend)
@@ -228,11 +250,13 @@ def test_signed_event_is_accepted_unsigned_and_forged_are_401_recorded_and_never
     assert accepted.json()["event"]["state"] == "received"
     unsigned = h.client.post("/events", content=json.dumps(forged).encode())
     assert unsigned.status_code == 401
-    assert unsigned.json() == {"error": f"missing {SIGNATURE_HEADER} header: sign the body with HMAC-SHA256 (sha256=<hex>)"}
+    assert unsigned.json() == {"error": f"missing {SIGNATURE_HEADER} header: sign '<timestamp>.<body>' with HMAC-SHA256 "
+                                        f"(sha256=<hex>) and send the timestamp in {TIMESTAMP_HEADER}"}
     wrong_key = h.post(forged, secret=b"not-the-secret-0123456789")
     assert wrong_key.status_code == 401
-    assert wrong_key.json()["error"] == f"{SIGNATURE_HEADER} does not match the body: wrong secret or a modified body"
-    body, headers = signed(good)
+    assert wrong_key.json()["error"] == (f"{SIGNATURE_HEADER} does not match: wrong secret, a modified body or timestamp, "
+                                         "or the body signed without '<timestamp>.'")
+    body, headers = signed(good, now=h.clock())
     tampered = h.client.post("/events", content=body.replace(b"good.csv", b"evil.csv"), headers=headers)
     assert tampered.status_code == 401
     malformed = h.client.post("/events", content=body, headers={SIGNATURE_HEADER: "md5=abc"})
@@ -269,8 +293,15 @@ def test_secret_comes_from_a_file_or_the_environment_and_must_be_long_enough(tmp
         (["--quiet-period", "-1"], SECRET.decode(), "TriggerConfig.quiet_period = -1.0 is out of range"),
         (["--submitter", "nomodule:fn", "--run-state", "nomodule:fn"], SECRET.decode(), "--submitter 'nomodule:fn': cannot import it"),
         (["--db-url", "mysql://x/y"], SECRET.decode(), "unsupported database 'mysql'"),
+        (["--no-dev"], SECRET.decode(), "the trigger service reads only data under the locations it is given: pass --allowed-data-prefix"),
+        (["--allowed-data-prefix", "gs://bots"], SECRET.decode(), "--allowed-data-prefix 'gs://bots' must end with '/'"),
+        (["--allowed-data-prefix", "/srv/bots/"], SECRET.decode(), "is a local folder: local data needs --allow-local-data as well"),
+        (["--allowed-data-prefix", "http://example.com/"], SECRET.decode(), "scheme 'http' is not one the trigger reads"),
+        (["--no-dev", "--allowed-data-prefix", "s3://bots/"], SECRET.decode(), "give --kfp-host URL (the Kubeflow Pipelines API the runs go to)"),
+        (["--read-token-file", "{tmp}/short"], SECRET.decode(), "the read token must be at least 16 bytes"),
     ],
-    ids=["no-secret", "short-secret", "missing-secret-file", "bad-quiet-period", "bad-submitter", "bad-db"],
+    ids=["no-secret", "short-secret", "missing-secret-file", "bad-quiet-period", "bad-submitter", "bad-db", "no-prefix",
+         "prefix-without-slash", "local-prefix", "http-prefix", "no-kfp-host", "short-read-token"],
 )
 def test_trigger_server_refuses_to_start_with_exit_code_2(tmp_path, capsys, monkeypatch, argv_extra, env_secret, message):
     from botyard.pipelines.cli import main
@@ -278,8 +309,11 @@ def test_trigger_server_refuses_to_start_with_exit_code_2(tmp_path, capsys, monk
     monkeypatch.delenv(SECRET_ENV, raising=False)
     if env_secret is not None:
         monkeypatch.setenv(SECRET_ENV, env_secret)
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    (tmp_path / "short").write_text("tiny")
     db = tmp_path / "events.db"
-    argv = ["trigger-server", "--port", "1", "--db-url", f"sqlite:///{db}", *argv_extra]
+    dev = [] if "--no-dev" in argv_extra else ["--dev"]
+    argv = ["trigger-server", "--port", "1", "--db-url", f"sqlite:///{db}", *dev, *[a for a in argv_extra if a != "--no-dev"]]
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     assert message in capsys.readouterr().err
     assert not db.exists()  # refused before opening the store or binding a port
@@ -305,8 +339,8 @@ def test_trigger_server_refuses_to_start_with_exit_code_2(tmp_path, capsys, monk
          "bad-trigger", "event-id-not-string", "uri-not-allowed", "oversized"],
 )
 def test_bad_input_gets_a_4xx_json_error_and_is_recorded(sqlite_url, make_harness, body, status, message):
-    h = make_harness(sqlite_url, allowed_data_prefixes=("/data/",))
-    response = h.client.post("/events", content=body, headers=signed(body)[1])
+    h = make_harness(sqlite_url, allowed_data_prefixes=("/data/",), dev=False)
+    response = h.client.post("/events", content=body, headers=signed(body, now=h.clock())[1])
     assert response.status_code == status
     assert message in response.json()["error"]
     [event] = h.client.get("/events").json()["events"]
@@ -358,7 +392,7 @@ def test_a_database_outage_is_a_503_to_retry_not_a_500(sqlite_url, make_harness,
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(h.store, "accept_event", down)
-    response = h.post({"bot_id": "beanbot", "data_uri": "x.csv"})
+    response = h.post({"bot_id": "beanbot", "data_uri": "/data/x.csv"})
     assert (response.status_code, response.json()) == (503, {"error": "the event store is unavailable; retry later"})
 
 
@@ -370,7 +404,7 @@ def test_a_repeated_event_id_returns_the_existing_record_and_stores_nothing(tmp_
     again = h.post(event)
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json() == {"duplicate": True, "event": first.json()["event"]}
-    conflict = h.post({**event, "data_uri": "other.csv"})
+    conflict = h.post({**event, "data_uri": "/data/other.csv"})
     assert conflict.status_code == 409
     assert "event_id 'cms-42' was already used for another event" in conflict.json()["error"]
     h.tick(advance=10)
@@ -412,7 +446,8 @@ def test_unchanged_data_is_skipped_with_the_reason_changed_data_runs(tmp_path, d
     h = make_harness(db_url, quiet_period=1.0)
     first = write_data(tmp_path, "a.csv", ("hello", "bye"))
     same_rows_reordered = tmp_path / "b.csv"
-    same_rows_reordered.write_text("text,intent\nbye,bye\nhello,greet\n")  # the data hash ignores row order
+    rows = list(reversed(rows_for(("hello", "bye"))))  # the data hash ignores row order
+    same_rows_reordered.write_text("text,intent\n" + "".join(f"{t},{i}\n" for t, i in rows))
     h.post({"bot_id": "beanbot", "data_uri": first})
     h.tick(advance=2)
     h.backend.finish("run-1")
@@ -458,9 +493,13 @@ def test_an_unreadable_data_file_is_a_failed_decision_not_a_crash(tmp_path, db_u
     h.tick(advance=2)
     assert h.backend.submitted == []
     [a], [b] = h.runs("bot-a"), h.runs("bot-b")
-    assert a["state"] == "failed" and a["reason"].startswith(f"cannot read the training data {missing}: ")
-    assert "No such file" in a["reason"] or "not found" in a["reason"].lower()
-    assert b["state"] == "failed" and "missing column(s) ['text', 'intent']" in b["reason"]
+    assert (a["state"], a["reason"]) == ("failed", f"cannot use the training data at {missing}: there is no file at that URI")
+    assert b["state"] == "failed"
+    assert b["reason"] == (
+        f"cannot use the training data at {bad}: it is not valid training data: it would fail the pipeline's ingest "
+        "step (details are not shown here, they quote the file: run `botyard run --data URI` where the file is readable)"
+    )
+    assert "utterance" not in json.dumps(h.client.get("/events").json())  # the file's header is never shown
     assert h.client.get("/healthz").status_code == 200
     h.post({"bot_id": "bot-a", "data_uri": write_data(tmp_path, "fixed.csv")})  # the bot is free again
     h.tick(advance=2)
@@ -522,7 +561,8 @@ def test_data_the_submitter_refuses_fails_at_once_and_canceled_runs_count_as_fai
     h.tick(advance=2)
     run = h.runs("beanbot")[0]
     assert (run["state"], run["attempts"]) == ("failed", 1)
-    assert run["reason"] == f"submit refused: DataValidationError: {uri}: intent 'bye' has only 1 training example, minimum is 5"
+    assert run["reason"] == ("submit refused: DataValidationError: the training data would fail the pipeline's validate "
+                             "step (details are not shown here, they quote the file)")  # never the intents it names
 
     h.app.state.dispatcher.submitter = h.backend.submit
     h.post({"bot_id": "beanbot", "data_uri": uri})
@@ -535,18 +575,18 @@ def test_data_the_submitter_refuses_fails_at_once_and_canceled_runs_count_as_fai
     assert (h.runs("beanbot")[0]["state"], h.runs("beanbot")[0]["reason"]) == ("failed", "run run-1 ended canceled")
 
 
-def test_a_dead_replicas_claims_are_taken_over_after_the_lease_without_a_second_run(tmp_path, db_url):
+def test_a_dead_replicas_claims_are_taken_over_after_the_lease_without_a_second_run(tmp_path, db_url, data_checker):
     """Replica A submits bot-a's run and claims bot-b's batch, then dies; B takes both over."""
     cfg_a = config_for(db_url, quiet_period=1.0, lease_seconds=10.0, replica_id="replica-a")
     cfg_b = config_for(db_url, quiet_period=1.0, lease_seconds=10.0, replica_id="replica-b")
     store_a, store_b = Store(db_url), Store(db_url)
     try:
         clock, backend = FakeClock(), FakeBackend()
-        a = Dispatcher(store_a, cfg_a, backend.submit, backend.run_state, clock=clock)
-        b = Dispatcher(store_b, cfg_b, backend.submit, backend.run_state, clock=clock)
+        a = Dispatcher(store_a, cfg_a, backend.submit, backend.run_state, clock=clock, hash_data=data_checker.fingerprint)
+        b = Dispatcher(store_b, cfg_b, backend.submit, backend.run_state, clock=clock, hash_data=data_checker.fingerprint)
         store_a.accept_event(bot_id="bot-a", data_uri=write_data(tmp_path, "a.csv"), trigger="event", event_id=None, now=clock())
         clock.advance(2)
-        a.tick()
+        a.settle()
         store_a.accept_event(bot_id="bot-b", data_uri=write_data(tmp_path, "b.csv", ("hey", "ciao")), trigger="event",
                              event_id=None, now=clock())
         clock.advance(2)
@@ -555,24 +595,25 @@ def test_a_dead_replicas_claims_are_taken_over_after_the_lease_without_a_second_
         assert [s["bot_id"] for s in backend.submitted] == ["bot-a"]
 
         clock.advance(5)
-        b.tick()  # the leases have not run out: B leaves A's batches alone
+        b.settle()  # the leases have not run out: B leaves A's batches alone
         assert len(backend.submitted) == 1
         assert {r["owner"] for r in store_b.bot_runs()} == {"replica-a"}
         clock.advance(10)
-        b.tick()
+        b.settle()
         assert [s["bot_id"] for s in backend.submitted] == ["bot-a", "bot-b"]  # bot-a is not submitted again
         assert {r["owner"] for r in store_b.bot_runs()} == {"replica-b"}
         backend.finish("run-1")
-        b.tick(), clock.advance(2), b.tick()
+        b.settle(), clock.advance(2), b.settle()
         assert [(r["bot_id"], r["state"]) for r in store_b.bot_runs()] == [("bot-b", "submitted"), ("bot-a", "succeeded")]
         assert claimed["batch_id"] == store_b.bot_runs("bot-b")[0]["batch_id"]
         # A comes back (it was only paused): every write it tries is fenced off
         assert not store_a.finish(claimed["batch_id"], "replica-a", "failed", now=clock())
         assert not store_a.mark_submitted(claimed["batch_id"], "replica-a", run_id="x", data_hash="y", now=clock(),
                                           next_poll_at=clock())
-        a.tick()
+        a.settle()
         assert len(backend.submitted) == 2
     finally:
+        a.close(), b.close()
         store_a.close()
         store_b.close()
 
@@ -591,22 +632,22 @@ def test_recent_runs_reads_the_decisions_for_botyard_status(tmp_path, db_url, ma
         recent_runs(f"sqlite:///{tmp_path / 'nothing-here.db'}")
 
 
-def test_the_default_back_end_adapts_pipelines_submit(monkeypatch):
+def test_the_default_back_end_adapts_the_kfp_runs_module(monkeypatch):
     import types
 
-    import botyard.pipelines as pipelines
+    from botyard.pipelines.kfp import client, runs
 
     calls = []
-    fake = types.ModuleType("botyard.pipelines.submit")
-    fake.submit_bot_run = lambda bot_id, data_uri, host=None, trigger="event": (
-        calls.append((bot_id, data_uri, host, trigger)) or types.SimpleNamespace(run_id="kfp-run-1"))
-    fake.get_run_state = lambda run_id, host=None: calls.append((run_id, host)) or "running"
-    monkeypatch.setitem(sys.modules, "botyard.pipelines.submit", fake)
-    monkeypatch.setattr(pipelines, "submit", fake, raising=False)
-    submitter, run_state = kfp_backend("http://kfp:8888")
+    monkeypatch.setattr(client, "connect", lambda target: calls.append(("connect", target.host, target.namespace)))
+    monkeypatch.setattr(runs, "submit_bot_run", lambda bot_id, data_uri, host=None, trigger="event", service_account=None, data_hash=None: (
+        calls.append((bot_id, data_uri, host.host, trigger, service_account, data_hash)) or types.SimpleNamespace(run_id="kfp-run-1")))
+    monkeypatch.setattr(runs, "get_run_state", lambda run_id, host=None: calls.append((run_id, host.host)) or "running")
+    submitter, run_state = kfp_backend("http://kfp:8888", namespace="team-a", service_account="trainer")
     assert submitter("beanbot", "gs://b/nlu.yml", "abc", "cms") == "kfp-run-1"
     assert run_state("kfp-run-1") == "running"
-    assert calls == [("beanbot", "gs://b/nlu.yml", "http://kfp:8888", "cms"), ("kfp-run-1", "http://kfp:8888")]
+    # the data hash the sandbox computed labels the run: nothing is read in the server's process
+    assert calls == [("connect", "http://kfp:8888", "team-a"), ("beanbot", "gs://b/nlu.yml", "http://kfp:8888", "cms", "trainer", "abc"),
+                     ("kfp-run-1", "http://kfp:8888")]
 
 
 # --- two replicas on one PostgreSQL database ------------------------------------------------------------
@@ -644,14 +685,15 @@ def test_racing_claims_batch_every_event_exactly_once(db_url):
             store.close()
 
 
-def test_two_replicas_on_postgresql_never_process_an_event_twice(tmp_path, postgres_server):
+def test_two_replicas_on_postgresql_never_process_an_event_twice(tmp_path, postgres_server, data_checker):
     db_url = postgres_server.create_database()
     backend = FakeBackend(succeed_after_polls=2, submit_delay=0.01)
     common = dict(quiet_period=0.05, max_concurrent_runs=3, poll_interval=0.02, run_poll_interval=0.03,
                   lease_seconds=5.0)
     stores = [Store(db_url) for _ in range(2)]
     dispatchers = [
-        Dispatcher(store, config_for(db_url, replica_id=f"replica-{i}", **common), backend.submit, backend.run_state)
+        Dispatcher(store, config_for(db_url, replica_id=f"replica-{i}", **common), backend.submit, backend.run_state,
+                   hash_data=data_checker.fingerprint)
         for i, store in enumerate(stores)
     ]
     bots = [f"bot-{i}" for i in range(6)]
@@ -702,13 +744,15 @@ class ServerProcess:
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]),
             SECRET_ENV: SECRET.decode(),
+            READ_TOKEN_ENV: READ_TOKEN,
             SUBMIT_LOG_ENV: str(tmp_path / "submitted.jsonl"),
             RUNS_DONE_ENV: str(tmp_path / "runs-done"),
         }
         argv = [
             sys.executable, "-m", "botyard.pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(self.port),
             "--db-url", db_url, "--replica-id", name, "--submitter", "test_trigger:recording_submit",
-            "--run-state", "test_trigger:recording_run_state", *args,
+            "--run-state", "test_trigger:recording_run_state", "--allow-local-data",
+            "--allowed-data-prefix", f"{tmp_path}/", *args,
         ]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -717,7 +761,7 @@ class ServerProcess:
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers={**READ_HEADERS, **(headers or {})})
             response = conn.getresponse()
             return response.status, json.loads(response.read() or b"null")
         finally:
@@ -785,7 +829,7 @@ def test_after_kill_9_and_restarts_every_accepted_event_runs_exactly_once(tmp_pa
         assert first.request("POST", "/events", *sent[-1])[0] == 202
     forged = json.dumps({"bot_id": "bot-0", "data_uri": str(tmp_path / "evil.csv")}).encode()
     assert first.request("POST", "/events", forged)[0] == 401
-    assert first.request("POST", "/events", forged, {SIGNATURE_HEADER: sign(forged, b"guessed-secret-0123456789")})[0] == 401
+    assert first.request("POST", "/events", forged, signed(forged, b"guessed-secret-0123456789")[1])[0] == 401
     first.kill9()
     assert submissions() == []
 
@@ -836,3 +880,19 @@ def test_two_server_processes_on_postgresql_submit_each_batch_once(tmp_path, pos
     assert sorted(s["run_id"] for s in submitted) == sorted(b["run_id"] for b in batches)  # each batch once
     assert len({s["data_uri"] for s in submitted}) == len(submitted)
     assert {b["owner"] for b in batches} <= {"replica-0", "replica-1"}
+
+
+def test_dev_mode_without_kfp_trains_in_botyard_run_subprocesses(tmp_path):
+    from botyard.pipelines.trigger.backends import local_backend
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,intent\nhello,greet\n")
+    submitter, run_state = local_backend(str(tmp_path / "models"), str(tmp_path / "runs"))
+    started = time.monotonic()
+    run_id = submitter("beanbot", str(bad), "0" * 64, "event")
+    assert run_id.startswith("local-beanbot-") and time.monotonic() - started < 5  # returns at once
+    assert run_state(run_id) == "running"
+    _wait_until(lambda: run_state(run_id) != "running", 120, "the botyard run subprocess to end")
+    log = (tmp_path / "runs" / f"{run_id}.log").read_text()
+    assert "training data is invalid" in log and "Traceback" not in log
+    assert run_state("local-someone-else") == "failed"  # not started by this process

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRIGGER = REPO / "manifests" / "trigger"
 NAMESPACE = "botyard"
 NAME = "botyard-trigger"
-IMAGE_REPOSITORY = "ghcr.io/botyard/botyard"
+IMAGE_REPOSITORY = "ghcr.io/botyard/botyard-trigger"
 KINDS = Counter({"ServiceAccount": 1, "Deployment": 1, "Service": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1})
 SOURCE_DOCS = [
     pytest.param(doc, id=f"{path.name}#{i}")
@@ -87,7 +87,7 @@ def test_no_rbac_and_no_secret_values_in_the_manifests(built):
 
 def test_container_is_non_root_unprivileged_with_resources(built, pod, container):
     assert k8s_schemas.container_problems(only(built, "Deployment")) == []
-    assert container["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["runAsUser"] == 10001  # the images' user: a high UID (checkov CKV_K8S_40)
     assert pod["serviceAccountName"] == NAME and pod["automountServiceAccountToken"] is False
 
 
@@ -149,3 +149,21 @@ def test_network_policy_admits_only_labelled_senders_and_the_needed_egress(built
     assert all(next(iter(peer.values())) == {"matchLabels": {"botyard.io/trigger-client": "true"}} for peer in ingress["from"])
     egress_ports = sorted(p["port"] for rule in policy["egress"] for p in rule["ports"])
     assert egress_ports == [53, 53, 443, 5432, 8888]  # DNS, object storage, PostgreSQL, KFP API
+
+
+def test_audit_token_and_data_limits_fit_the_container(pod, container, monkeypatch):
+    args = parsed_args(container, monkeypatch)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["read-token"]["readOnly"] is True
+    assert args.read_token_file == f"{mounts['read-token']['mountPath']}/token"
+    assert volumes["read-token"]["secret"] == {
+        "secretName": "botyard-trigger-read", "defaultMode": 0o440, "items": [{"key": "token", "path": "token"}]
+    }
+    assert args.dev is False and args.allow_local_data is False  # object-store data under the prefix only
+    assert args.namespace and args.kfp_host.startswith("http://ml-pipeline.kubeflow")
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") or limit.endswith("Mi")
+    limit_mb = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    server_bound_mb = 400  # the trigger replica's stated bound (tests/test_trigger_security.py measures it)
+    assert server_bound_mb + args.parse_workers * args.parse_memory_mb <= limit_mb

@@ -10,6 +10,7 @@ from botyard.components.base.config import ValidationConfig
 from botyard.components.base.errors import ConfigError, DataValidationError
 from botyard.components.base.data_formats import read_training_data
 from botyard.components.base.data_checks import validate_table
+from botyard.components.base.training_data import load_training_data
 
 from conftest import SAMPLE_BOT
 
@@ -201,3 +202,67 @@ def test_conflict_policy_is_checked_and_read_from_run_parameters():
     config = ValidationConfig.from_run_parameters({"on_label_conflict": "drop", "min_examples_per_intent": "3", "epochs": 4})
     assert (config.on_label_conflict, config.min_examples_per_intent) == ("drop", 3)
     assert ValidationConfig.from_run_parameters(None) == ValidationConfig()
+
+
+# --- field types: a JSON Lines value of the wrong type fails here, not in train ----------------
+
+
+def _jsonl(rows):
+    return "\n".join(json.dumps(r) for r in rows) + "\n"
+
+
+GOOD_JSONL = [{"text": t, "intent": i} for t, i in GOOD]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"text": "gamma 1", "intent": 7}, "'intent' is a number, not a string, in row 11; write it as a JSON string, e.g. \"intent\": \"greet\""),
+        ({"text": "gamma 1", "intent": 7.5}, "'intent' is a number, not a string, in row 11"),
+        ({"text": "gamma 1", "intent": True}, "'intent' is a boolean, not a string, in row 11"),
+        ({"text": "gamma 1", "intent": ["alpha"]}, "'intent' is a list, not a string, in row 11"),
+        ({"text": 12, "intent": "alpha"}, "'text' is a number, not a string, in row 11; write it as a JSON string, e.g. \"text\": \"hi there\""),
+        ({"text": {"en": "hi"}, "intent": "alpha"}, "'text' is an object, not a string, in row 11"),
+        ({"text": "gamma 1", "intent": "alpha", "split": 1}, "'split' is a number, not a string, in row 11; write it as a JSON string, e.g. \"split\": \"train\""),
+        ({"text": None, "intent": "alpha"}, "missing 'text' in row 11"),
+        ({"text": "gamma 1", "intent": None}, "missing 'intent' in row 11"),
+    ],
+)
+def test_non_string_fields_fail_validation_naming_the_row(write, bad, message):
+    assert message in _error(write("bot.jsonl", _jsonl(GOOD_JSONL + [bad])))
+
+
+def test_numeric_intents_never_pass_validation(write):
+    """Numbers as intents used to pass validation (and the model trained on them failed in train)."""
+    rows = [{"text": f"utterance {n}", "intent": n % 2} for n in range(20)]
+    path = write("bot.jsonl", _jsonl(rows))
+    report = _validate(path)
+    assert not report.ok and report.intent_counts == {}
+    assert report.errors[0] == "'intent' is a number, not a string, in rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 10 more; write it as a JSON string, e.g. \"intent\": \"greet\""
+    with pytest.raises(DataValidationError):
+        load_training_data(path)
+
+
+def test_rows_of_the_wrong_type_do_not_hide_the_good_ones(write):
+    report = _validate(write("bot.jsonl", _jsonl(GOOD_JSONL + [{"text": 1, "intent": "alpha"}, {"text": "x", "intent": 2}])))
+    assert report.intent_counts == {"alpha": 5, "beta": 5}
+    assert report.errors == [
+        "'intent' is a number, not a string, in row 12; write it as a JSON string, e.g. \"intent\": \"greet\"",
+        "'text' is a number, not a string, in row 11; write it as a JSON string, e.g. \"text\": \"hi there\"",
+    ]
+
+
+def test_entity_names_must_be_strings(write):
+    rows = GOOD_JSONL + [{"text": "fly to rome", "intent": "alpha", "entities": [{"start": 7, "end": 11, "value": "rome", "entity": 5}]}]
+    assert "row 11: entity {'start': 7, 'end': 11, 'value': 'rome', 'entity': 5} needs integer 'start', 'end' and an 'entity' name" in _error(write("bot.jsonl", _jsonl(rows)))
+
+
+def test_entities_without_integer_spans_are_reported_not_crashed_on(tmp_path, write):
+    """The ingest step hashes the table before validate runs, so unvalidated spans must not crash it."""
+    from botyard.components.ingest.core import ingest
+
+    rows = GOOD_JSONL + [{"text": "fly to rome", "intent": "alpha", "entities": [{"entity": "city"}, {"start": "7", "end": None, "entity": "city"}, {"start": 1, "end": 2, "entity": "x", "value": "l"}]}]
+    path = write("bot.jsonl", _jsonl(rows))
+    result = ingest(path, str(tmp_path / "table.jsonl"))
+    assert result.rows == 11 and len(result.data_hash) == 64
+    assert "row 11: entity {'entity': 'city'} needs integer 'start', 'end' and an 'entity' name" in _error(path)

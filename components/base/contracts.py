@@ -1,11 +1,15 @@
 """The contracts botyard's steps, predictor and outside tools share; nothing here is repeated as a literal elsewhere.
 
-Model store layout (``models_root`` is a local folder or any URI ``tf.io.gfile`` opens)::
+Model store layout (``models_root`` is a local or mounted folder, ``s3://bucket/prefix`` or
+``gs://bucket/prefix``; see ``botyard.components.base.model_store`` for how a version is published)::
 
     <models_root>/<bot_id>/<version>/saved_model/      SavedModel, signature ``serving_default``
     <models_root>/<bot_id>/<version>/metadata.json     see ``METADATA_KEYS``
     <models_root>/<bot_id>/<version>/evaluation/       evaluation report files
+    <models_root>/<bot_id>/<version>/PUBLISHED         written last: the manifest (every file, size, SHA-256)
+    <models_root>/<bot_id>/verdicts/<version>.json     the promotion gate's verdict on that version
     <models_root>/<bot_id>/CURRENT                     the promoted (live) version id
+    <models_root>/<bot_id>/.staging/                   uploads in progress (or left by a crash)
 
 The ``serving_default`` signature takes ``tf.string [None]`` (raw utterances) and returns
 ``probabilities``: ``float32 [None, len(labels)]`` in ``metadata["labels"]`` order.
@@ -34,6 +38,9 @@ SAVED_MODEL_DIR = "saved_model"
 METADATA_FILE = "metadata.json"
 EVALUATION_DIR = "evaluation"
 CURRENT_POINTER = "CURRENT"
+PUBLISHED_MARKER = "PUBLISHED"  # a version without it is incomplete: never listed, loaded or promoted
+STAGING_DIR = ".staging"  # under a bot's folder: versions being uploaded
+VERDICTS_DIR = "verdicts"  # under a bot's folder: <version>.json, the gate's verdict (versions stay immutable)
 SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"  # the embedded featurizer: utterances -> its features
 SIGNATURE_INPUT = "utterances"
@@ -42,6 +49,7 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 # --- the predictor's wire contract ------------------------------------------------------------
 LOAD_FAILED = "failed to load"  # in the 503 message of a bot whose live version failed to load
+NO_LIVE_VERSION = "has no live version"  # in the 404 message of a bot with versions but none promoted
 
 # keys of metadata.json
 BOT_ID = "bot_id"
@@ -53,6 +61,13 @@ OOS_THRESHOLD = "oos_threshold"
 HYPERPARAMETERS = "hyperparameters"
 METRICS = "metrics"
 METADATA_KEYS = (BOT_ID, VERSION, CREATED_AT, DATA_HASH, LABELS, OOS_THRESHOLD, HYPERPARAMETERS, METRICS)
+CODE_VERSION = "code_version"  # added by the store on register: botyard, TensorFlow, Python versions, git commit
+# keys of a version's manifest (PUBLISHED) and of its gate verdict (verdicts/<version>.json)
+MANIFEST_FILES = "files"  # {relative path: {"size": bytes, "sha256": hex}}
+PUBLISHED_AT = "published_at"
+VERDICT_BLESSED = "blessed"
+VERDICT_REASONS = "reasons"
+JUDGED_AT = "judged_at"
 
 # --- files inside the steps' artifact folders (read and written by ``base.artifacts``) ----------
 FEATURIZER_FILE = "featurizer.json"  # featurize: settings, vocabularies, idf weights

@@ -12,15 +12,18 @@ lists what was dropped; ``ValidationReport.kept`` applies it to the table.
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from botyard.components.base import contracts as c
 from botyard.components.base.config import ValidationConfig
-from botyard.components.base.errors import DataValidationError
+from botyard.components.base.errors import ConfigError, DataValidationError
 from botyard.components.base.table import intent_counts
 
 MAX_LISTED = 10  # rows named per problem before "and N more"
@@ -94,15 +97,56 @@ def normalise(utterance: str) -> str:
     return re.sub(r"\s+", " ", utterance).strip().casefold()
 
 
+_EXAMPLE = {"text": "hi there", "intent": "greet", "split": "train"}  # shown in the fix for a non-string field
+
+
+def _json_kind(value) -> str:
+    """The JSON type of a non-string value as the user who wrote the file would call it, with its article."""
+    if isinstance(value, (bool, np.bool_)):
+        return "a boolean"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _is_missing(value) -> bool:
+    # pandas stores a None among numbers as NaN; a JSON NaN never gets this far (``data_formats`` refuses it)
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _check_fields(table: pd.DataFrame, report: ValidationReport) -> pd.DataFrame:
-    """Missing text/intent and empty utterances; returns the rows usable for the other checks."""
-    missing_text = table[c.UTTERANCE].isna()
-    missing_intent = table[c.INTENT].isna() | (table[c.INTENT].astype(str).str.strip() == "")
-    empty = ~missing_text & (table[c.UTTERANCE].fillna("").astype(str).str.strip() == "")
-    for mask, what in ((missing_text, "missing 'text'"), (missing_intent, "missing 'intent'"), (empty, "empty utterance")):
-        if mask.any():
-            report.errors.append(f"{what} in {_rows(table.loc[mask, c.SOURCE_ROW].tolist())}")
-    return table[~(missing_text | missing_intent | empty)]
+    """Missing, non-string or empty text/intent/split; returns the rows usable for the other checks."""
+    missing: dict[str, list[int]] = defaultdict(list)  # field -> rows
+    wrong_type: dict[tuple[str, str], list[int]] = defaultdict(list)  # (field, JSON type) -> rows
+    empty: list[int] = []
+    usable = []
+    for utterance, intent, split, row in zip(table[c.UTTERANCE], table[c.INTENT], table[c.SPLIT], table[c.SOURCE_ROW]):
+        ok = True
+        for field, value in (("text", utterance), ("intent", intent), ("split", split)):
+            if _is_missing(value) or (field == "intent" and isinstance(value, str) and not value.strip()):
+                if field != "split":  # no split means "not given"
+                    missing[field].append(row)
+                    ok = False
+            elif not isinstance(value, str):
+                wrong_type[(field, _json_kind(value))].append(row)
+                ok = False
+        if isinstance(utterance, str) and not utterance.strip():
+            empty.append(row)
+            ok = False
+        usable.append(ok)
+    for field, rows in missing.items():
+        report.errors.append(f"missing '{field}' in {_rows(rows)}")
+    for (field, kind), rows in sorted(wrong_type.items()):
+        report.errors.append(
+            f"'{field}' is {kind}, not a string, in {_rows(rows)}; write it as a JSON string, e.g. \"{field}\": \"{_EXAMPLE[field]}\""
+        )
+    if empty:
+        report.errors.append(f"empty utterance in {_rows(empty)}")
+    return table.loc[np.array(usable, dtype=bool)]
 
 
 def _check_intents(table: pd.DataFrame, config: ValidationConfig, report: ValidationReport) -> None:
@@ -130,19 +174,28 @@ def _check_intents(table: pd.DataFrame, config: ValidationConfig, report: Valida
             )
 
 
+def _conflicts(table: pd.DataFrame) -> list[tuple[str, list[str], list[tuple[str, int]]]]:
+    """``(normalised utterance, its intents sorted, its (intent, row) pairs)`` for every utterance with several intents."""
+    by_text: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for utterance, intent, row in zip(table[c.UTTERANCE], table[c.INTENT], table[c.SOURCE_ROW]):
+        by_text[normalise(utterance)].append((intent, row))
+    found = []
+    for text, labelled in by_text.items():
+        intents = sorted({intent for intent, _ in labelled})
+        if len(intents) > 1:
+            found.append((text, intents, labelled))
+    return found
+
+
 def _check_conflicts_and_duplicates(table: pd.DataFrame, config: ValidationConfig, report: ValidationReport) -> pd.DataFrame:
     """Label conflicts (by ``config.on_label_conflict``) and exact duplicates; returns the rows kept."""
-    by_text: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
     exact: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for utterance, intent, row, split in zip(table[c.UTTERANCE], table[c.INTENT], table[c.SOURCE_ROW], table[c.SPLIT]):
-        by_text[normalise(utterance)].append((intent, row, split))
+    for utterance, intent, row in zip(table[c.UTTERANCE], table[c.INTENT], table[c.SOURCE_ROW]):
         exact[(utterance, intent)].append(row)
+    split_of = dict(zip(table[c.SOURCE_ROW], table[c.SPLIT]))
     report.on_label_conflict = config.on_label_conflict
-    for text, labelled in by_text.items():
-        intents = sorted({intent for intent, _, _ in labelled})
-        if len(intents) < 2:
-            continue
-        where = "; ".join(f"'{i}' ({_rows([r for j, r, _ in labelled if j == i])})" for i in intents)
+    for text, intents, labelled in _conflicts(table):
+        where = "; ".join(f"'{i}' ({_rows([r for j, r in labelled if j == i])})" for i in intents)
         if config.on_label_conflict == "fail":
             report.errors.append(
                 f"utterance '{text}' is labelled with different intents: {where}; keep one label "
@@ -151,8 +204,8 @@ def _check_conflicts_and_duplicates(table: pd.DataFrame, config: ValidationConfi
             continue
         line = f"'{text}': {where}"
         if config.on_label_conflict == "drop":
-            dropped = sorted(r for _, r, split in labelled if split != "test")
-            kept = sorted(r for _, r, split in labelled if split == "test")
+            dropped = sorted(r for _, r in labelled if split_of[r] != "test")
+            kept = sorted(r for _, r in labelled if split_of[r] == "test")
             report.dropped_rows.extend(dropped)
             line += f"; dropped {_rows(dropped)}" if dropped else ""
             line += f"; kept test {_rows(kept)}" if kept else ""
@@ -170,7 +223,7 @@ def _check_entities(table: pd.DataFrame, report: ValidationReport) -> None:
     for utterance, entities, row in zip(table[c.UTTERANCE], table[c.ENTITIES], table[c.SOURCE_ROW]):
         for e in entities:
             start, end, value = e.get("start"), e.get("end"), e.get("value")
-            if not isinstance(start, int) or not isinstance(end, int) or not e.get("entity"):
+            if type(start) is not int or type(end) is not int or not e.get("entity") or not isinstance(e.get("entity"), str):
                 report.errors.append(f"row {row}: entity {e} needs integer 'start', 'end' and an 'entity' name")
             elif not 0 <= start < end <= len(utterance):
                 report.errors.append(
@@ -209,3 +262,66 @@ def validate_table(table: pd.DataFrame, source: str, config: ValidationConfig | 
     _check_entities(usable, report)
     _check_splits(usable, report)
     return report
+
+
+# --- tables a person can act on (explore notebook); neither fails a run -----------------------
+
+CONFLICT_COLUMNS = ("utterance", "intents", "rows")
+NEAR_DUPLICATE_COLUMNS = ("similarity", "utterance_a", "intent_a", "row_a", "utterance_b", "intent_b", "row_b")
+NEAR_DUPLICATE_NGRAMS = (3, 5)  # character n-gram lengths compared (within word boundaries)
+NEAR_DUPLICATE_CHUNK = 512  # rows compared against all others at a time (bounds memory on large bots)
+
+
+def _usable(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows validation checks beyond the fields: a non-empty utterance and an intent."""
+    return _check_fields(table, ValidationReport(source="", intent_counts={}))
+
+
+def label_conflicts(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per utterance (case/whitespace-normalised) labelled with different intents.
+
+    The same rule as validation's conflicting-labels error: columns ``utterance`` (normalised),
+    ``intents`` (sorted) and ``rows`` (the source rows, each as ``(intent, row)``).
+    """
+    rows = [
+        {"utterance": text, "intents": intents, "rows": sorted(labelled, key=lambda pair: pair[1])}
+        for text, intents, labelled in _conflicts(_usable(table))
+    ]
+    return pd.DataFrame(rows, columns=list(CONFLICT_COLUMNS))
+
+
+def near_duplicates(table: pd.DataFrame, min_similarity: float = 0.8, limit: int | None = 200) -> pd.DataFrame:
+    """Pairs of utterances of *different* intents whose wording is nearly the same.
+
+    Similarity is the cosine of the two utterances' TF-IDF vectors of character 3-5-grams
+    (within word boundaries, case-folded): 1.0 for the same words, about 0.8 for one word
+    changed in a short sentence. Utterances that are equal once normalised are left out:
+    ``label_conflicts`` lists those. Columns ``NEAR_DUPLICATE_COLUMNS``, most similar first,
+    at most ``limit`` pairs (``None``: all); ``row_a`` / ``row_b`` are source rows.
+    """
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if not 0.0 < min_similarity <= 1.0:
+        raise ConfigError(f"min_similarity = {min_similarity!r} is out of range; allowed: above 0 to 1")
+    usable = _usable(table)
+    texts = [normalise(str(u)) for u in usable[c.UTTERANCE]]
+    intents = usable[c.INTENT].astype(str).to_numpy()
+    rows = usable[c.SOURCE_ROW].to_numpy()
+    originals = usable[c.UTTERANCE].astype(str).to_numpy()
+    found: list[tuple] = []
+    if len(set(intents)) > 1:
+        vectors = TfidfVectorizer(analyzer="char_wb", ngram_range=NEAR_DUPLICATE_NGRAMS).fit_transform(texts)
+        normalised = np.asarray(texts, dtype=object)
+        for start in range(0, len(texts), NEAR_DUPLICATE_CHUNK):
+            block = (vectors[start : start + NEAR_DUPLICATE_CHUNK] @ vectors.T).toarray()
+            for offset, similarities in enumerate(block):
+                i = start + offset
+                # each pair once (j > i), across intents, not an exact conflict
+                candidates = np.flatnonzero(similarities >= min_similarity - 1e-9)
+                for j in candidates[candidates > i]:
+                    if intents[i] != intents[j] and normalised[i] != normalised[j]:
+                        found.append((round(float(similarities[j]), 3), originals[i], intents[i], int(rows[i]),
+                                      originals[j], intents[j], int(rows[j])))
+    found.sort(key=lambda pair: (-pair[0], pair[3], pair[6]))
+    return pd.DataFrame(found[:limit] if limit is not None else found, columns=list(NEAR_DUPLICATE_COLUMNS))

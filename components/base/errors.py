@@ -10,9 +10,12 @@ exception that fits it, so callers may catch either::
      |    +-- ModelLoadError                  a model version whose files are unusable
      +-- RequestError (ValueError)            a client's bad prediction request (HTTP 4xx)
      |    +-- UnknownBotError                 a bot the predictor does not serve (404)
+     |    |    +-- NoLiveVersionError         a bot with model versions but none promoted (404)
+     |    +-- ForbiddenError                  an admin request without a valid token (403)
      |    +-- RequestTooLargeError            a batch or utterance over the predictor's limit (413)
      +-- DeployError (RuntimeError)           a deploy / rollout that did not complete
      +-- SubmitError (RuntimeError)           the KFP endpoint refused, failed or was unreachable
+     +-- StorageError (OSError)               object storage refused, unreachable or without credentials
 
 Messages say what is wrong, where (file, row, intent) and how to fix it; boundaries
 translate low-level errors with ``raise ... from exc``.
@@ -67,6 +70,16 @@ class UnknownBotError(RequestError):
     status_code = 404
 
 
+class NoLiveVersionError(UnknownBotError):
+    """A bot whose versions were never promoted: nothing of it is served (unblessed is never served)."""
+
+
+class ForbiddenError(RequestError):
+    """A request for an admin action this predictor refuses (disabled, or no valid token)."""
+
+    status_code = 403
+
+
 class RequestTooLargeError(RequestError):
     """A batch or an utterance over the predictor's configured limit; the fix is to split it."""
 
@@ -86,4 +99,14 @@ class SubmitError(BotyardError, RuntimeError):
 
     def __init__(self, message: str, *, status: int | None = None):
         self.status = status
+        super().__init__(message)
+
+
+class StorageError(BotyardError, OSError):
+    """Object storage that refused a request, could not be reached, or had no credentials; names the URI."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, uri: str | None = None):
+        self.uri = uri
         super().__init__(message)

@@ -1,18 +1,17 @@
-"""What every botyard ``@dsl.component`` shares: the image it runs in on a cluster.
+"""What every botyard ``@dsl.component`` shares: the image it runs in, with kfp already installed.
 
-The image (``containers/botyard/Dockerfile``) has botyard and kfp installed, so components
-import the cores directly and KFP skips its own ``pip install``. Set ``BOTYARD_IMAGE`` when
-compiling to use your registry's copy.
+The decorator needs an image at import time: the CPU steps image of the default
+``ImageConfig`` (``botyard.components.base.images``). The pipeline builders give every task its
+image from the compile-time ``ImageConfig`` (``task.set_container_image``), so the YAML never
+depends on this default. ``install_kfp_package=False``: every botyard image has kfp installed.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 from kfp import dsl
 
-DEFAULT_IMAGE = "ghcr.io/botyard/botyard:0.1.0"
-IMAGE = os.environ.get("BOTYARD_IMAGE", DEFAULT_IMAGE)
+from botyard.components.base.images import ImageConfig
 
-botyard_component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
+botyard_component = functools.partial(dsl.component, base_image=ImageConfig().steps, install_kfp_package=False)

@@ -3,13 +3,16 @@
 One way to load and query a model, used by evaluate (the candidate), the promotion gate (the
 live version), the predictor and the benchmarks. ``load_version`` also checks the version's
 metadata against its SavedModel and replays its warm-up requests, so a version that loads
-here is one the predictor can serve.
+here is one the predictor can serve. A version on object storage is loaded from a local copy
+(``ModelStore.local_version``: downloaded once, checked against its manifest); a version
+that is not published yet (upload running or interrupted) is never loaded.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +21,7 @@ import numpy as np
 
 from botyard.components.base import contracts as c
 from botyard.components.base.errors import ModelLoadError
-from botyard.components.base.model_store import ModelStore
+from botyard.components.base.model_store import ModelStore, read_metadata
 from botyard.components.base.warmup import DEFAULT_WARMUP_UTTERANCES, read_warmup_requests
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,121 @@ def predict_probabilities(signature, utterances: list[str]) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+EAGER, SESSION = "eager", "session"  # how ``load_version`` runs the serving signature
+
+
+class SessionSignature:
+    """The SavedModel's serving signature run by a TF1-style ``Session`` over its graph.
+
+    TensorFlow's C++ loader does the work: no Python object is built per graph node or
+    function (``tf.saved_model.load`` builds ~15,000 per version of botyard's model), so a
+    load holds Python's lock far less and is faster, and dropping the version frees it
+    without a long garbage-collection pass over the process. Before loading, the graph is cut
+    down to what ``serving_default`` needs (its output, the variables' restore and the tables'
+    init op): the other signature (``features``) and the functions only the Python object
+    graph refers to (Keras's traces, duplicated by the export) are never instantiated, and the
+    second copy of the weights the export writes is freed after the restore. The same ops run
+    on the same variables, so the outputs equal ``tf.saved_model.load``'s.
+    Grappler's rewrites are off: on these models they only delayed the first call by 0.5-1 s.
+    """
+
+    def __init__(self, saved_model_dir: str):
+        import tensorflow as tf
+        from tensorflow.core.protobuf import config_pb2
+        from tensorflow.python.saved_model import loader_impl
+        from tensorflow.python.util import deprecation
+
+        loader = loader_impl.SavedModelLoader(saved_model_dir)
+        meta_graph = loader.get_meta_graph_def_from_tags([tf.saved_model.SERVING])
+        signature = meta_graph.signature_def[c.SERVING_SIGNATURE]
+        self._input = signature.inputs[c.SIGNATURE_INPUT].name
+        self._output = signature.outputs[c.OUTPUT_PROBABILITIES].name
+        with deprecation.silence():
+            _keep_only_serving(meta_graph, self._output)  # in place: ``loader.load`` reads this proto
+        config = config_pb2.ConfigProto(
+            # Run each call in the caller's thread, one core per op: a load runs on its loader
+            # thread alone instead of occupying every core that requests to loaded bots need;
+            # a request's small ops gain nothing from more threads.
+            inter_op_parallelism_threads=-1,
+            intra_op_parallelism_threads=1,
+        )
+        config.graph_options.rewrite_options.disable_meta_optimizer = True
+        graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=graph, config=config)
+        with graph.as_default(), deprecation.silence():
+            loader.load(self._session, [tf.saved_model.SERVING])
+            self._drop_unused_variables(graph)
+
+    def _drop_unused_variables(self, graph) -> None:
+        """Free the variables the serving output never reads.
+
+        The restore fills every variable of the checkpoint, and Keras's export saves each
+        weight twice (the layers' variables and the copies the traced functions capture): only
+        one copy is used, so the other half of the model's weights is freed here.
+        """
+        import tensorflow as tf
+        from tensorflow.python.framework import graph_util
+
+        used = {node.name for node in graph_util.extract_sub_graph(graph.as_graph_def(), [self._output.split(":")[0]]).node}
+        unused = [op.outputs[0] for op in graph.get_operations() if op.type == "VarHandleOp" and op.name not in used]
+        if unused:
+            self._session.run([tf.raw_ops.DestroyResourceOp(resource=handle, ignore_lookup_error=True) for handle in unused])
+
+    def __call__(self, utterances: list[str]) -> np.ndarray:
+        return self._session.run(self._output, {self._input: utterances})
+
+    def __del__(self):
+        session = getattr(self, "_session", None)
+        if session is not None:
+            session.close()
+
+
+def _keep_only_serving(meta_graph, output: str) -> None:
+    """Cut ``meta_graph`` down to the nodes and functions that the serving output, the restore
+    of the variables and the init op need."""
+    from tensorflow.python.framework import graph_util
+
+    def op(name: str) -> str:
+        return name.split(":")[0].lstrip("^")
+
+    saver = meta_graph.saver_def
+    needed = [op(output), op(saver.restore_op_name), op(saver.filename_tensor_name), op(saver.save_tensor_name)]
+    init = meta_graph.signature_def.get(_INIT_OP_SIGNATURE)
+    if init is not None:
+        needed += [op(t.name) for t in init.outputs.values()]
+    graph_def = meta_graph.graph_def
+    kept = graph_util.extract_sub_graph(graph_def, needed)
+    library = {f.signature.name: f for f in graph_def.library.function}
+    reachable, pending = set(), [name for node in kept.node for name in _called(node)]
+    while pending:
+        name = pending.pop()
+        if name in library and name not in reachable:
+            reachable.add(name)
+            pending += [callee for node in library[name].node_def for callee in _called(node)]
+    functions = [f for f in graph_def.library.function if f.signature.name in reachable]
+    gradients = [g for g in graph_def.library.gradient if g.function_name in reachable]
+    del graph_def.node[:], graph_def.library.function[:], graph_def.library.gradient[:]
+    graph_def.node.extend(kept.node)
+    graph_def.library.function.extend(functions)
+    graph_def.library.gradient.extend(gradients)
+    for name in [k for k in meta_graph.signature_def if k not in (c.SERVING_SIGNATURE, _INIT_OP_SIGNATURE)]:
+        del meta_graph.signature_def[name]
+
+
+_INIT_OP_SIGNATURE = "__saved_model_init_op"  # where TF2 SavedModels keep the tables' init op
+
+
+def _called(node) -> list[str]:
+    """The functions a NodeDef calls (``f`` of a PartitionedCall, a while loop's body, ...)."""
+    names = []
+    for attr in node.attr.values():
+        if attr.HasField("func"):
+            names.append(attr.func.name)
+        if attr.HasField("list"):
+            names += [f.name for f in attr.list.func]
+    return names
+
+
 @dataclass(frozen=True)
 class LoadedVersion:
     """A loaded, checked and warmed-up model version; never changed after loading."""
@@ -63,6 +181,8 @@ class LoadedVersion:
 
     def probabilities(self, utterances: list[str]) -> np.ndarray:
         """One batch through the signature (the predictor's per-request call)."""
+        if isinstance(self._signature, SessionSignature):
+            return self._signature(list(utterances))
         import tensorflow as tf
 
         outputs = self._signature(**{c.SIGNATURE_INPUT: tf.constant(utterances, dtype=tf.string)})
@@ -70,6 +190,10 @@ class LoadedVersion:
 
     def probabilities_of(self, utterances: list[str]) -> np.ndarray:
         """Any number of utterances, in batches (scoring a data set)."""
+        if isinstance(self._signature, SessionSignature):
+            utterances = list(utterances)
+            chunks = [self.probabilities(utterances[i : i + PREDICT_BATCH]) for i in range(0, len(utterances), PREDICT_BATCH)]
+            return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype="float32")
         return predict_probabilities(self._signature, utterances)
 
 
@@ -83,41 +207,53 @@ def _check_metadata(path: str, meta: dict) -> tuple[tuple[str, ...], float]:
     return tuple(labels), float(threshold)
 
 
-def load_version(store: ModelStore, bot_id: str, version: str) -> LoadedVersion:
+def load_version(store: ModelStore, bot_id: str, version: str, runtime: str = EAGER) -> LoadedVersion:
     """Load one version, check it against its metadata and replay its warm-up requests.
+
+    ``runtime`` ``"session"`` runs the signature through ``SessionSignature`` (the predictor,
+    which loads and evicts many versions); ``"eager"`` through ``tf.saved_model.load``.
 
     Raises ``ModelStoreError`` (``ModelLoadError`` when files are corrupt or inconsistent).
     """
     import tensorflow as tf
 
+    if runtime not in (EAGER, SESSION):
+        raise ValueError(f"runtime must be {EAGER!r} or {SESSION!r}, not {runtime!r}")
     started = time.perf_counter()
-    meta = store.metadata(bot_id, version)
+    local_dir = store.local_version(bot_id, version)  # object storage: a checked copy in the local cache
+    meta = read_metadata(os.path.join(local_dir, c.METADATA_FILE))
     labels, threshold = _check_metadata(f"{store.version_dir(bot_id, version)}/{c.METADATA_FILE}", meta)
-    saved_model_dir = store.saved_model_dir(bot_id, version)
+    saved_model_dir = os.path.join(local_dir, c.SAVED_MODEL_DIR)
+    shown = store.saved_model_dir(bot_id, version)  # messages name the store's URI, not the cache
+    saved_model = None
     try:
-        saved_model = tf.saved_model.load(saved_model_dir)
-        signature = saved_model.signatures[c.SERVING_SIGNATURE]
+        if runtime == SESSION:
+            signature = SessionSignature(saved_model_dir)
+        else:
+            saved_model = tf.saved_model.load(saved_model_dir)
+            signature = saved_model.signatures[c.SERVING_SIGNATURE]
     except Exception as exc:  # TF raises many types (OSError, ValueError, DecodeError, ...)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelLoadError(
-            f"{saved_model_dir}: cannot load the SavedModel's '{c.SERVING_SIGNATURE}' signature "
+            f"{shown}: cannot load the SavedModel's '{c.SERVING_SIGNATURE}' signature "
             f"({type(exc).__name__}: {first_line[:300]})"
         ) from exc
-    # Only the signature is kept: it holds the handles of the variables and lookup tables it
-    # uses, and TF2 frees such resources only with their last handle. Dropping the restored
-    # object graph (Keras layers' functions) saves ~12 MB a bot.
-    del saved_model
-    gc.collect()
+    if saved_model is not None:
+        # Only the signature is kept: it holds the handles of the variables and lookup tables it
+        # uses, and TF2 frees such resources only with their last handle. Dropping the restored
+        # object graph (Keras layers' functions) saves ~12 MB a bot.
+        del saved_model
+        gc.collect()
     loaded = LoadedVersion(bot_id, version, labels, threshold, meta, 0.0, signature)
     batches = read_warmup_requests(saved_model_dir) or [list(DEFAULT_WARMUP_UTTERANCES)]
     for batch in batches:
         try:
             probs = loaded.probabilities(batch)
         except Exception as exc:
-            raise ModelLoadError(f"{saved_model_dir}: warm-up request failed ({type(exc).__name__}: {exc})") from exc
+            raise ModelLoadError(f"{shown}: warm-up request failed ({type(exc).__name__}: {exc})") from exc
         if probs.shape != (len(batch), len(labels)):
             raise ModelLoadError(
-                f"{saved_model_dir}: '{c.OUTPUT_PROBABILITIES}' has shape {list(probs.shape)} for a batch of "
+                f"{shown}: '{c.OUTPUT_PROBABILITIES}' has shape {list(probs.shape)} for a batch of "
                 f"{len(batch)}; metadata lists {len(labels)} labels, expected [{len(batch)}, {len(labels)}]"
             )
     seconds = round(time.perf_counter() - started, 3)

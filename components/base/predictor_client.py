@@ -100,7 +100,8 @@ class PredictorProcess(PredictorClient):
         return ""
 
     def wait_ready(self, timeout: float, bots: Sequence[str] = ()) -> None:
-        """Block until the server and each of ``bots`` are ready.
+        """Block until the server and each of ``bots`` are ready (loaded: start the predictor
+        with ``--preload`` for them, as ``start_predictor(wait_for_bots=...)`` does).
 
         Raises ``DeployError`` when the process exits, a bot's version failed to load, or
         ``timeout`` seconds pass.
@@ -177,6 +178,8 @@ def start_predictor(
         "--grpc-port", str(grpc_port) if grpc_port else "disabled",
         "--reload-interval", str(reload_interval), *extra_args,
     ]  # fmt: skip
+    if wait_for_bots:  # bots load on their first request; these are waited for, so load them at start
+        argv += ["--preload", *wait_for_bots]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)

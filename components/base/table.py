@@ -43,6 +43,13 @@ def read_table(uri: str) -> pd.DataFrame:
         return make_table(json.loads(line) for line in f if line.strip())
 
 
+def _span_order(entity: dict) -> tuple:
+    # ingest hashes the table before validation, so a span may lack its integer start/end yet
+    if type(entity.get("start")) is int and type(entity.get("end")) is int:
+        return (0, entity["start"], entity["end"], "")
+    return (1, 0, 0, json.dumps(entity, sort_keys=True, ensure_ascii=False, default=str))
+
+
 def data_hash(table: pd.DataFrame) -> str:
     """Content fingerprint (sha256) of the utterances, intents, spans and splits.
 
@@ -50,7 +57,7 @@ def data_hash(table: pd.DataFrame) -> str:
     """
     lines = sorted(
         json.dumps(
-            [row[c.UTTERANCE], row[c.INTENT], sorted(row[c.ENTITIES], key=lambda e: (e["start"], e["end"])), row[c.SPLIT]],
+            [row[c.UTTERANCE], row[c.INTENT], sorted(row[c.ENTITIES], key=_span_order), row[c.SPLIT]],
             ensure_ascii=False,
             sort_keys=True,
         )
@@ -63,3 +70,46 @@ def intent_counts(table: pd.DataFrame) -> dict[str, int]:
     """Examples per intent, sorted by intent name."""
     counts = table[c.INTENT].value_counts()
     return {str(k): int(counts[k]) for k in sorted(counts.index)}
+
+
+ENTITY_SUMMARY_COLUMNS = ("entity", "mentions", "utterances", "distinct_values", "example_values", "intents")
+
+
+def entity_summary(table: pd.DataFrame, examples: int = 5) -> pd.DataFrame:
+    """One row per entity type annotated in the table, most mentioned first.
+
+    ``mentions``: spans of that type; ``utterances``: rows with at least one; ``distinct_values``:
+    different span values (case-folded); ``example_values``: the ``examples`` most frequent
+    values; ``intents``: the intents whose utterances carry it, sorted. Empty (with these
+    columns) when the bot has no entity annotations.
+    """
+    from collections import Counter, defaultdict
+
+    mentions: Counter = Counter()
+    rows: dict[str, set[int]] = defaultdict(set)
+    values: dict[str, Counter] = defaultdict(Counter)
+    intents: dict[str, set[str]] = defaultdict(set)
+    for position, (entities, intent) in enumerate(zip(table[c.ENTITIES], table[c.INTENT])):
+        for span in entities or []:
+            name = span.get("entity")
+            if not name:
+                continue
+            mentions[name] += 1
+            rows[name].add(position)
+            value = span.get("value")
+            if value is not None:
+                values[name][str(value).casefold()] += 1
+            if intent is not None:
+                intents[name].add(str(intent))
+    records = [
+        {
+            "entity": name,
+            "mentions": n,
+            "utterances": len(rows[name]),
+            "distinct_values": len(values[name]),
+            "example_values": [v for v, _ in values[name].most_common(examples)],
+            "intents": sorted(intents[name]),
+        }
+        for name, n in sorted(mentions.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    return pd.DataFrame(records, columns=list(ENTITY_SUMMARY_COLUMNS))

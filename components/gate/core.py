@@ -135,11 +135,15 @@ def gate(
     models_root: str, bot_id: str, version: str, evaluation_dir: str, test_path: str, config: GateConfig,
     blessing_dir: str, report_path: str,
 ) -> Blessing:
-    """The promotion gate step: judge, then write ``blessing.json`` + marker and the Markdown report."""
+    """The promotion gate step: judge, record the verdict in the model store, then write
+    ``blessing.json`` + marker and the Markdown report."""
     from botyard.components.base.artifacts import read_evaluation, write_blessing
     from botyard.components.base.table import read_table
 
     blessing = run_gate(models_root, bot_id, version, read_evaluation(evaluation_dir), read_table(test_path), config)
+    # recorded in the store first, beside the immutable version: it outlives the run's artifacts,
+    # and rollback reads it; a crash before this line leaves no verdict and so no deploy
+    ModelStore(models_root).record_verdict(bot_id, version, blessing.to_json())
     write_blessing(blessing_dir, blessing.to_json())
     with open(report_path, "w", encoding="utf-8") as f:
         f.write(blessing.to_markdown())

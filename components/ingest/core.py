@@ -28,4 +28,6 @@ def ingest(data_uri: str, table_path: str) -> IngestResult:
     """Read ``data_uri`` and write its canonical table (JSON Lines) to ``table_path``."""
     table = read_training_data(data_uri)
     write_table(table, table_path)
-    return IngestResult(data_hash(table), len(table), int(table[c.INTENT].nunique()))
+    # distinct string intents: a non-string one (a JSON list, say) is validate's to report, not a crash here
+    intents = {i for i in table[c.INTENT] if isinstance(i, str)}
+    return IngestResult(data_hash(table), len(table), len(intents))

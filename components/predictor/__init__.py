@@ -1,17 +1,25 @@
 """botyard's model server: one KServe ``ModelServer`` serving every bot of a model store.
 
-Modules:
+Modules, one job each:
 
-* ``model``   -- ``BotModel`` (a ``kserve.Model``), one per bot, holding the loaded version
-  it answers with; ``load_version`` loads, checks and warms up one model version.
-* ``server``  -- ``ServeConfig``, ``PredictorServer`` (discovery, polling, hot swap, the
-  REST/gRPC servers), ``serve`` (blocking) and ``start_predictor`` (a subprocess, as a
-  context manager, for the infra check and tests).
-* ``errors``  -- the one place that turns request errors into HTTP statuses.
-* ``warmup``  -- TF Serving warm-up files (``assets.extra/tf_serving_warmup_requests``).
+* ``config``  -- ``ServeConfig`` and the command-line flags (``botyard serve`` and
+  ``python -m botyard.components.predictor`` share them).
+* ``reload``  -- discovery and hot reload: which bots the store holds, which promoted version
+  each serves, loading and swapping versions on the loader thread.
+* ``model``   -- ``BotModel`` (a ``kserve.Model``), one per bot: request parsing, limits,
+  the answer layout; it answers with one immutable loaded version.
+* ``errors``  -- the one place that turns request errors into HTTP (and gRPC) statuses.
+* ``metrics`` -- the Prometheus series and the per-bot request-counting middleware.
+* ``wiring``  -- KServe's data plane and REST / gRPC servers, adapted to botyard.
+* ``server``  -- ``PredictorServer`` (puts the pieces together and runs them) and ``serve``.
+* ``main``    -- the process entry point (``__main__``): flags in, exit code out.
 
-Importing this package is cheap: ``warmup`` is used by the train step, which must not pay
-for KServe. Modules that need KServe call ``import_kserve()`` first.
+Loading a version goes through ``botyard.components.base.model_io.load_version`` and the
+store through ``base.model_store.ModelStore``; the HTTP client and the subprocess harness
+are ``botyard.components.base.predictor_client``.
+
+Importing this package (and ``config``) is cheap; modules that need KServe call
+``import_kserve()`` first.
 """
 
 from __future__ import annotations

@@ -2,6 +2,6 @@
 
 import sys
 
-from botyard.components.predictor.server import main
+from botyard.components.predictor.main import main
 
 sys.exit(main(sys.argv[1:]))

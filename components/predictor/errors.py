@@ -6,6 +6,8 @@ Request errors raised by ``BotModel`` (all from ``botyard.components.base.errors
      |                                        not a list, an instance that is not a string,
      |                                        a V2 input that is not a 1-D BYTES tensor
      +-- UnknownBotError                 404  a bot this predictor does not serve
+     |    +-- NoLiveVersionError         404  a bot with versions but none promoted
+     +-- ForbiddenError                  403  a model-repository load / unload (``admin``)
      +-- RequestTooLargeError            413  a batch over ``--max-batch`` utterances, or an
                                               utterance over ``--max-utterance-chars``
 
@@ -21,7 +23,9 @@ here so the message names what is wrong:
 * ``fastapi.exceptions.RequestValidationError`` (a V2 body that is not JSON or not an
   inference request) -> 400 instead of FastAPI's 422;
 * ``kserve.errors.InvalidInput`` (e.g. a V1 body that is not JSON) -> 400, as in KServe;
-* ``kserve.errors.ServerNotReady`` -> 503 saying the first scan of the store is running.
+* ``kserve.errors.ServerNotReady`` -> 503 saying the store is being listed;
+* FastAPI's ``HTTPException`` (a body it cannot parse, e.g. not UTF-8; an unknown path) -> its
+  status, in KServe's error shape.
 
 Every error body is KServe's shape: ``{"error": "<message>"}``. Client errors are logged
 on one line (INFO; DEBUG for GET, i.e. health probes), without a traceback: they are not
@@ -43,15 +47,18 @@ from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from grpc_interceptor import exceptions as grpc_errors  # noqa: E402
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 _KSERVE_BAD_JSON = "Unrecognized request format"
+_FASTAPI_BAD_BODY = "There was an error parsing the body"
 MAX_LISTED_BOTS = 20  # an unknown-bot message names at most this many served bots
 
 
 _GRPC_ERRORS = {
     HTTPStatus.BAD_REQUEST: grpc_errors.InvalidArgument,
+    HTTPStatus.FORBIDDEN: grpc_errors.PermissionDenied,
     HTTPStatus.NOT_FOUND: grpc_errors.NotFound,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc_errors.InvalidArgument,
     HTTPStatus.SERVICE_UNAVAILABLE: grpc_errors.Unavailable,
@@ -140,6 +147,14 @@ def install_exception_handlers(
     async def server_not_ready(request: Request, exc: ServerNotReady) -> JSONResponse:
         return error(request, HTTPStatus.SERVICE_UNAVAILABLE, f"{exc} {server_not_ready_reason()}")
 
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body it cannot parse, an unknown path or method): KServe's shape
+        message = {_FASTAPI_BAD_BODY: "the request body is not valid JSON (it may not be UTF-8)"}.get(exc.detail, str(exc.detail))
+        response = error(request, exc.status_code, message)
+        response.headers.update(exc.headers or {})
+        return response
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestError, request_error)
     app.add_exception_handler(InvalidInput, invalid_input)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -29,7 +29,8 @@ A request's ``outputs`` may ask for a subset of these. Bad requests raise
 ``botyard.components.base.errors.RequestError`` subclasses; ``botyard.components.predictor.errors`` maps them to
 HTTP statuses.
 
-Hot swap: a ``BotModel`` holds one immutable ``LoadedVersion``. A new version is loaded and
+Loading is ``pool.BotPool``'s job (on the first request, or ahead of time); ``ready`` says
+whether a version is loaded. Hot swap: a ``BotModel`` holds one immutable ``LoadedVersion``. A new version is loaded and
 warmed up beside it (``load_version``) and then swapped in with one reference assignment; a
 request reads the reference once, so requests in flight finish on the version they began
 with and no request ever sees a half-loaded model.
@@ -69,7 +70,7 @@ INSTANCES = "instances"
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """Per-request limits and the ranking length; see ``server.ServeConfig`` for defaults."""
+    """Per-request limits and the ranking length; see ``config.ServeConfig`` for defaults."""
 
     max_batch: int = 64
     max_utterance_chars: int = 512
@@ -116,6 +117,16 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _check_text(value: str, where: str) -> str:
+    """``value`` if it can be encoded as UTF-8 (TensorFlow's strings); a lone surrogate cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start].encode("unicode_escape").decode()
+        raise RequestError(f"{where} is not valid Unicode text: a lone surrogate ({bad}) at character {exc.start}") from exc
+    return value
+
+
 def _is_json(headers: dict | None) -> bool:
     """A JSON media type with parameters (``application/json; charset=utf-8``), which KServe
     passes through undecoded."""
@@ -160,10 +171,18 @@ class BotModel(kserve.Model):
         self.ready = True
         return previous
 
+    def unload(self) -> LoadedVersion | None:
+        """Drop the loaded version (evicted); returns it. The next request loads the bot again."""
+        previous, self._active = self._active, None
+        self.ready = False
+        return previous
+
     def not_ready_reason(self) -> str:
         if self.load_error:
             return self.load_error
-        return f"version {self.target_version} is still loading" if self.target_version else "no version found"
+        if self.target_version:
+            return f"version {self.target_version} is loading"
+        return "not loaded: it loads on its first request"
 
     def load(self) -> bool:
         # Loading is the server's job (``load_version`` + ``swap``); KServe calls this on a
@@ -223,6 +242,7 @@ class BotModel(kserve.Model):
         for i, value in enumerate(instances):
             if not isinstance(value, str):
                 raise RequestError(f"{INSTANCES}[{i}] is {_json_type(value)}; every instance must be a string (an utterance)")
+            _check_text(value, f"{INSTANCES}[{i}]")
         return instances
 
     def _v2_utterances(self, request: InferRequest) -> list[str]:
@@ -259,7 +279,7 @@ class BotModel(kserve.Model):
                     raise RequestError(f"{where}: element {i} is not valid UTF-8") from exc
             if not isinstance(value, str):
                 raise RequestError(f"{where}: element {i} is {_json_type(value)}; every element must be a string")
-            utterances.append(value)
+            utterances.append(_check_text(value, f"{where}: element {i}"))
         return utterances
 
     def _check_batch(self, size: int, where: str) -> None:

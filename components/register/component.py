@@ -15,13 +15,16 @@ def register(
     models_root: str,
     data_hash: str,
 ) -> NamedTuple("RegisterOutputs", [("version", str), ("version_uri", str)]):
-    """Write the model as a new, immutable model version of the bot in the model store.
+    """Publish the model as a new, immutable model version of the bot in the model store.
+
+    The version is uploaded under a temporary prefix and becomes visible only once complete
+    (its PUBLISHED manifest is written last).
 
     Args:
         model: Trained model folder.
         evaluation: Evaluation folder (metrics, threshold).
         bot_id: The bot the model belongs to.
-        models_root: Root of the model store (local folder or gs://...).
+        models_root: Root of the model store (local or mounted folder, s3://... or gs://...).
         data_hash: Data version the model was trained on.
 
     Returns:

@@ -11,6 +11,8 @@ def train(
     val_data: Input[Dataset],
     featurizer: Input[Artifact],
     train_config: dict,
+    gpu_requested: bool,
+    allow_cpu_training: bool,
     model: Output[Model],
     training_metrics: Output[Metrics],
 ):
@@ -21,23 +23,28 @@ def train(
         val_data: Validation rows, for early stopping on validation loss.
         featurizer: The featurize step's featurizer; exported inside the SavedModel.
         train_config: TrainConfig values (every hyperparameter; see botyard.components.base.config).
+        gpu_requested: The pipeline was compiled to hold a GPU for this step: fail if TensorFlow sees none.
+        allow_cpu_training: Train on the CPU anyway when a requested GPU is not visible.
 
     Returns:
         model: Folder with the string-in SavedModel and training.json (labels, hyperparameters, history).
-        training_metrics: Final and per-epoch training curves.
+        training_metrics: Final and per-epoch training curves, and the device used (device, gpu = 1 or 0).
     """
     import os
 
     from botyard.components.base.config import TrainConfig
     from botyard.components.base.featurizer import load_spec
     from botyard.components.base.table import read_table
-    from botyard.components.train.core import train_intent_model
+    from botyard.components.train.core import configure_devices, train_intent_model
 
+    config = TrainConfig.from_parameters(train_config)
+    configure_devices(config, gpu_requested=gpu_requested, allow_cpu=allow_cpu_training)  # fails before any work
     os.makedirs(model.path, exist_ok=True)
     result = train_intent_model(
-        read_table(train_data.path), read_table(val_data.path), TrainConfig.from_parameters(train_config),
-        model.path, load_spec(featurizer.path),
+        read_table(train_data.path), read_table(val_data.path), config, model.path, load_spec(featurizer.path),
     )
     model.metadata.update({"labels": result.labels, "framework": "tensorflow", "device": result.device})
     for name, value in result.logged_metrics().items():
         training_metrics.log_metric(name, value)
+    training_metrics.log_metric("gpu", 1.0 if result.device == "GPU" else 0.0)
+    training_metrics.metadata["device"] = result.device

@@ -27,7 +27,7 @@ import pandas as pd
 from botyard.components.base import contracts as c
 from botyard.components.base.artifacts import write_json
 from botyard.components.base.config import TrainConfig
-from botyard.components.base.errors import DataValidationError
+from botyard.components.base.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,24 @@ class Schedule:
         return self.steps_per_epoch * self.max_epochs
 
 
-def configure_devices(config: TrainConfig) -> str:
-    """Use a GPU when one is visible (never assume one); returns ``"GPU"`` or ``"CPU"``."""
+def configure_devices(config: TrainConfig, *, gpu_requested: bool = False, allow_cpu: bool = False) -> str:
+    """Use a GPU when one is visible (never assume one); returns ``"GPU"`` or ``"CPU"``.
+
+    ``gpu_requested`` (the pipeline was compiled to hold a GPU for this step) with no GPU
+    visible raises ``ConfigError`` unless ``allow_cpu``: holding a GPU while training on the
+    CPU is a broken node or image, not something to carry on with silently.
+    """
     import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    if gpu_requested and not gpus and not allow_cpu:
+        raise ConfigError(
+            "the pipeline asked for a GPU for the train step, but TensorFlow sees none "
+            f"(TensorFlow {tf.__version__}, built with CUDA: {tf.test.is_built_with_cuda()}); run the train step "
+            "in the trainer image (CUDA and cuDNN) on a node whose GPU the NVIDIA device plugin exposes, "
+            "or set the run parameter allow_cpu_training=true to train on the CPU"
+        )
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from botyard.components.base import contracts as c
 
-C = 10.0  # inverse regularisation; TF-IDF features are L2-normalised per view
+INVERSE_REGULARISATION = 10.0  # inverse regularisation; TF-IDF features are L2-normalised per view
 MAX_ITER = 300
 
 
@@ -30,7 +30,7 @@ def train_baseline(train: pd.DataFrame):
             ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
         ]
     )
-    model = make_pipeline(features, LogisticRegression(C=C, max_iter=MAX_ITER))
+    model = make_pipeline(features, LogisticRegression(C=INVERSE_REGULARISATION, max_iter=MAX_ITER))
     model.fit(train[c.UTTERANCE].tolist(), train[c.INTENT].to_numpy())
     return model
 

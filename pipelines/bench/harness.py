@@ -18,6 +18,7 @@ only the suites it ran, so running one suite keeps the others' figures.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import importlib.util
@@ -39,12 +40,13 @@ import numpy as np
 
 from botyard.components.base.config import TrainConfig
 from botyard.components.base.errors import ConfigError, DataValidationError
+from botyard.pipelines.bench.stats import percentile
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_ENV = "BOTYARD_SHARED_DATA"  # overrides where the shared data sets are read from
-DEFAULT_OUTPUT_DIR = REPO_ROOT / "bench"  # git-ignored
+DATA_ENV = "BOTYARD_DATA_DIR"  # where the shared data sets are read from, unless --data-dir is given
+DEFAULT_DATA_DIR = Path("..") / "shared" / "data"  # relative to the current directory, never to the source tree
+DEFAULT_OUTPUT_DIR = Path("bench")  # relative to the current directory; a suite writes only under it
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 
@@ -96,6 +98,7 @@ SUITES: dict[str, Suite] = {
         Suite("run-long-bot", "botyard.pipelines.bench.runs:run_long_bot",
               "`botyard run` on a 15,000-utterance, 7-intent bot of long utterances, end to end"),
         Suite("serving", "botyard.pipelines.bench.serving:run", "Model server latency and throughput", takes_context=False),
+        Suite("serving-fleet", "botyard.pipelines.bench.serving_fleet:run", "1,000 bots in one predictor: memory budget, Zipf traffic, cold loads"),
         Suite("trigger", "botyard.pipelines.bench.trigger:run", "Event trigger service: ingest rate and 1,000 bots to submitted runs", takes_context=False),
         Suite("submit", "botyard.pipelines.bench.submit:run", "1,000 KFP run submissions against the stub KFP API", takes_context=False),
     )
@@ -119,8 +122,8 @@ class BenchContext:
 
 
 def resolve_data_dir(data_dir: str | None = None) -> Path:
-    """``data_dir``, else ``$BOTYARD_SHARED_DATA``, else ``<repo>/../shared/data``."""
-    path = Path(data_dir or os.environ.get(DATA_ENV) or REPO_ROOT.parent / "shared" / "data")
+    """``data_dir``, else ``$BOTYARD_DATA_DIR``, else ``../shared/data`` from the current directory."""
+    path = Path(data_dir or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
     if not path.is_dir():
         raise DataValidationError(
             f"bench data folder {path} does not exist; pass --data-dir or set ${DATA_ENV} to the folder "
@@ -212,8 +215,8 @@ def latency(
         predict(batch)
     elapsed = time.perf_counter() - started
     return {
-        "latency_p50_ms": float(np.percentile(times, 50) * 1000),
-        "latency_p99_ms": float(np.percentile(times, 99) * 1000),
+        "latency_p50_ms": float(percentile(times, 0.50) * 1000),
+        "latency_p99_ms": float(percentile(times, 0.99) * 1000),
         "batch64_per_s": float(batches * batch_size / elapsed),
     }
 
@@ -274,12 +277,35 @@ def resolve_suite(name: str) -> Callable:
     return getattr(module, function)
 
 
+@contextlib.contextmanager
+def _scratch_under(output_dir: str):
+    """Point the temporary folder (``tempfile``, ``$TMPDIR``) under ``output_dir`` while a suite runs.
+
+    Libraries write scratch files too (TensorFlow's autograph, kfp.local): this keeps every file
+    a suite writes under ``--output-dir``. The folder is removed afterwards.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="scratch-", dir=output_dir)
+    saved_dir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved_dir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def run_suite(name: str, context: BenchContext) -> dict:
     """Run one suite in this process; the result carries ``seconds`` and ``ran_at``."""
     fn = resolve_suite(name)
     started = time.perf_counter()
     log.info("bench: running %s", name)
-    result = fn(context) if SUITES[name].takes_context else fn(context.output_dir)
+    with _scratch_under(context.output_dir):
+        result = fn(context) if SUITES[name].takes_context else fn(context.output_dir)
     result = dict(result)
     result.setdefault("description", SUITES[name].description)
     result["seconds"] = round(time.perf_counter() - started, 1)
@@ -490,7 +516,8 @@ def bench_lstm(context: BenchContext, train, val_stop, val_threshold, test, meas
     from botyard.components.evaluate.core import evaluate
     from botyard.pipelines.in_process import train_model
 
-    work = tempfile.mkdtemp(prefix="botyard-bench-")
+    os.makedirs(context.output_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="work-", dir=context.output_dir)
     try:
         with PeakRss() as rss:
             started = time.perf_counter()
@@ -549,7 +576,7 @@ def bench_baseline(context: BenchContext, train, val_threshold, test, measure_la
     figures = _evaluation_figures(evaluation)
     for name, table in (also or {}).items():
         figures.update(_prefixed(name, evaluate(SklearnSignature(model), list(model.classes_), val_threshold, table)))
-    with tempfile.TemporaryDirectory(prefix="botyard-bench-") as work:
+    with tempfile.TemporaryDirectory(prefix="work-", dir=context.output_dir) as work:
         path = os.path.join(work, "model.pkl")
         with open(path, "wb") as f:
             pickle.dump(model, f)

@@ -88,7 +88,7 @@ def _load() -> float:
 
 def timed_run(context: BenchContext, bot_id: str, data_file: str, extra: list[str]) -> dict:
     """Run ``botyard run`` in a fresh process; its wall time, step times and the model's metrics."""
-    work = tempfile.mkdtemp(prefix=f"botyard-bench-{bot_id}-")
+    work = tempfile.mkdtemp(prefix=f"run-{bot_id}-", dir=context.output_dir)
     try:
         return _timed_run(context, bot_id, data_file, extra, work)
     finally:
@@ -145,7 +145,7 @@ def _result(description: str, protocol: list[str], figures: dict, command: str) 
 
 
 def run_clinc150(context: BenchContext) -> dict:
-    with tempfile.TemporaryDirectory(prefix="botyard-bench-data-") as folder:
+    with tempfile.TemporaryDirectory(prefix="data-", dir=context.output_dir) as folder:
         path = os.path.join(folder, "clinc150_full.jsonl")
         rows = write_clinc_file(context.data_dir, path)
         figures = timed_run(context, "clinc150", path, ["--param", "on_label_conflict=drop"])
@@ -159,7 +159,7 @@ def run_clinc150(context: BenchContext) -> dict:
 
 
 def run_long_bot(context: BenchContext) -> dict:
-    with tempfile.TemporaryDirectory(prefix="botyard-bench-data-") as folder:
+    with tempfile.TemporaryDirectory(prefix="data-", dir=context.output_dir) as folder:
         path = os.path.join(folder, "long_bot.jsonl")
         rows = write_long_bot_file(context.data_dir, path)
         figures = timed_run(context, "long-bot", path, [])

@@ -3,8 +3,9 @@
 Protocol (everything in this process, on 127.0.0.1):
 
 1. Write ``BOTS`` small training CSVs (3 intents x 6 utterances each, every file different).
-2. Start the KFP API fake of the test suite (``tests/fake_kfp.py``: a ThreadingHTTPServer that
-   answers the v2beta1 REST calls kfp.Client 2.17 makes and keeps everything in memory).
+2. Start the KFP API stub (``botyard.pipelines.bench.kfp_stub``, which the tests use too: a
+   ThreadingHTTPServer that answers the v2beta1 REST calls kfp.Client 2.17 makes and keeps
+   everything in memory).
 3. First submission (compiles bot_training, uploads the pipeline and its version, creates the
    bot's experiment) is timed on its own; it pays the one-time costs.
 4. ``BOTS`` submissions, one per bot, sequentially, as one trigger-service thread does: each
@@ -19,19 +20,15 @@ does almost nothing; a real KFP API server (database writes, Argo workflow creat
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from botyard.components.base.errors import ConfigError
+from botyard.pipelines.bench.kfp_stub import FakeKfp
+from botyard.pipelines.bench.stats import percentile
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FAKE_KFP = REPO_ROOT / "tests" / "fake_kfp.py"
 BOTS = 1000
 THREADS = 4
 INTENTS = {
@@ -39,16 +36,6 @@ INTENTS = {
     "bye": ["goodbye", "see you later", "bye now", "farewell", "catch you later", "ciao"],
     "order": ["order a pizza", "i want food", "get me a burger", "deliver dinner", "buy lunch", "order noodles"],
 }
-
-
-def _fake_kfp_class():
-    if not FAKE_KFP.exists():
-        raise ConfigError(f"the submit bench needs the KFP API fake at {FAKE_KFP} (a source checkout with tests/)")
-    spec = importlib.util.spec_from_file_location("botyard_bench_fake_kfp", FAKE_KFP)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.FakeKfp
 
 
 def _write_bots(folder: str, prefix: str, n: int) -> list[tuple[str, str]]:
@@ -66,25 +53,20 @@ def _write_bots(folder: str, prefix: str, n: int) -> list[tuple[str, str]]:
     return bots
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def run(output_dir: str) -> dict:
-    from botyard.pipelines import submit
+    from botyard.pipelines.kfp.parameters import data_fingerprint
+    from botyard.pipelines.kfp.runs import submit_bot_run
 
-    fake_kfp = _fake_kfp_class()
     output_dir = os.path.abspath(output_dir)  # data URIs sent to a cluster must be absolute
     os.makedirs(output_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir) as tmp, fake_kfp() as kfp:
+    with tempfile.TemporaryDirectory(prefix="submit-", dir=output_dir) as tmp, FakeKfp() as kfp:
         models_root = os.path.join(tmp, "models")
         sequential = _write_bots(tmp, "seq", BOTS)
         threaded = _write_bots(tmp, "par", BOTS)
         warm_bot, warm_path = _write_bots(tmp, "warm", 1)[0]
 
         started = time.perf_counter()
-        first = submit.submit_bot_run(warm_bot, warm_path, host=kfp.url, models_root=models_root, trigger="bench")
+        first = submit_bot_run(warm_bot, warm_path, host=kfp.url, models_root=models_root, trigger="bench")
         first_s = time.perf_counter() - started
         requests_before = len(kfp.requests)
 
@@ -92,7 +74,7 @@ def run(output_dir: str) -> dict:
         started = time.perf_counter()
         for bot_id, path in sequential:
             t0 = time.perf_counter()
-            run_ = submit.submit_bot_run(bot_id, path, host=kfp.url, models_root=models_root, trigger="bench")
+            run_ = submit_bot_run(bot_id, path, host=kfp.url, models_root=models_root, trigger="bench")
             latencies.append(time.perf_counter() - t0)
             if run_.pipeline_uploaded or run_.pipeline_version != first.pipeline_version:
                 raise RuntimeError(f"submission of {bot_id} uploaded the pipeline again: version reuse is broken")
@@ -101,12 +83,12 @@ def run(output_dir: str) -> dict:
 
         started = time.perf_counter()
         with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(lambda b: submit.submit_bot_run(b[0], b[1], host=kfp.url, models_root=models_root, trigger="bench"), threaded))
+            list(pool.map(lambda b: submit_bot_run(b[0], b[1], host=kfp.url, models_root=models_root, trigger="bench"), threaded))
         threaded_s = time.perf_counter() - started
 
         hash_started = time.perf_counter()
         for _, path in sequential[:200]:
-            submit.data_fingerprint(path)
+            data_fingerprint(path)
         hash_ms = (time.perf_counter() - hash_started) / 200 * 1000
         runs_created = len(kfp.runs)
         uploads = len(kfp.calls("POST", "/pipelines/upload")) + len(kfp.calls("POST", "/pipelines/upload_version"))
@@ -116,7 +98,7 @@ def run(output_dir: str) -> dict:
     return {
         "description": f"{BOTS:,} bots' training submissions through submit_bot_run against an in-process KFP API fake",
         "protocol": [
-            f"{BOTS} bots, one small CSV each (18 utterances, every file different); the tests' KFP v2beta1 fake on 127.0.0.1 "
+            f"{BOTS} bots, one small CSV each (18 utterances, every file different); the KFP v2beta1 stub on 127.0.0.1 "
             f"in this process; {os.cpu_count()} CPU cores shared by client and fake",
             "first submission timed alone: compiles bot_training, uploads pipeline + version, creates the experiment",
             "then one submission per bot, sequentially: read + validate + hash the data, look the version up (reused), "
@@ -129,7 +111,7 @@ def run(output_dir: str) -> dict:
         "total_s": round(total_s, 2),
         "runs_per_s": round(BOTS / total_s, 1),
         "submit_p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "submit_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+        "submit_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "http_requests_per_submission": round(requests_per_submit, 2),
         "data_hash_ms": round(hash_ms, 2),
         f"threads_{THREADS}_total_s": round(threaded_s, 2),

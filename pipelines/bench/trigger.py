@@ -12,7 +12,13 @@ stub back end below instead of KFP; the client threads share the machine's cores
    (the whole fleet may run at once). Timed from the first event sent until every bot's batch
    is in state submitted (the SQLite file is read beside the server), and from the last 202 to
    then. Dispatching overlaps the sending: a bot is due one quiet period after its own event.
-   Each dispatch reads and hashes the bot's data file.
+   Each dispatch reads, validates and hashes the bot's data file in the sandboxed data-check
+   workers (``--parse-workers 2``).
+3. Sustained mixed load (``sustained_load``, ``LOAD_SECONDS``): ``CLIENT_THREADS`` keep-alive
+   clients for a minute, each cycling a signed event (202), an unsigned one (401, or 429 once
+   its address is over the refusal budget), ``/healthz`` (200) and an audit read with the read
+   token (200). Any other answer or a dropped connection is an error; the server's resident
+   memory is sampled every 0.5 s, and the refused requests stored are counted against the cap.
 
 The stub submitter returns a run id at once and never calls out; its runs stay "running".
 """
@@ -32,10 +38,10 @@ import time
 import uuid
 from pathlib import Path
 
-from botyard.pipelines.trigger import SECRET_ENV, SIGNATURE_HEADER
 from botyard.components.base.net import free_port
+from botyard.pipelines.bench.stats import percentile
+from botyard.pipelines.trigger import READ_TOKEN_ENV, SECRET_ENV
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 INGEST_REQUESTS = 2000
 INGEST_BOTS = 200
 WARMUP_REQUESTS = 50
@@ -43,6 +49,10 @@ CLIENT_THREADS = 4
 FLEET = 1000
 FLEET_QUIET_S = 1.0
 BENCH_SECRET = "bench-webhook-secret-" + "0" * 32
+BENCH_READ_TOKEN = "bench-read-token-" + "0" * 32
+DATA_PREFIX = "gs://botyard-data/"
+LOAD_SECONDS = 60.0
+LOAD_MAX_REJECTED = 1000
 
 
 # --- the stub back end (imported by the server subprocess through --submitter/--run-state) -----------
@@ -56,14 +66,14 @@ def stub_run_state(run_id: str) -> str:
 
 # --- the server and its clients ---------------------------------------------------------------------------
 @contextlib.contextmanager
-def _server(db_url: str, log_path: str, *args: str):
+def trigger_server(db_url: str, log_path: str, *args: str, module: str = __name__):
+    """A ``botyard trigger-server`` subprocess with the stub back end (``module``'s); yields ``(port, Popen)``."""
     port = free_port()
-    env = {**os.environ, SECRET_ENV: BENCH_SECRET,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = {**os.environ, SECRET_ENV: BENCH_SECRET, READ_TOKEN_ENV: BENCH_READ_TOKEN}
     argv = [
         sys.executable, "-m", "botyard.pipelines.cli", "trigger-server", "--host", "127.0.0.1", "--port", str(port),
-        "--db-url", db_url, "--submitter", f"{__name__}:stub_submit", "--run-state", f"{__name__}:stub_run_state",
-        *args,
+        "--db-url", db_url, "--submitter", f"{module}:stub_submit", "--run-state", f"{module}:stub_run_state",
+        "--allowed-data-prefix", DATA_PREFIX, *args,
     ]  # fmt: skip
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -81,7 +91,7 @@ def _server(db_url: str, log_path: str, *args: str):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the trigger server was not ready after 60 s; see {log_path}")
             time.sleep(0.1)
-        yield port
+        yield port, process
     finally:
         process.terminate()
         try:
@@ -92,10 +102,79 @@ def _server(db_url: str, log_path: str, *args: str):
 
 
 def _signed(payload: dict) -> tuple[bytes, dict]:
-    from botyard.pipelines.trigger.auth import sign
+    from botyard.pipelines.trigger.auth import signed_headers
 
     body = json.dumps(payload).encode()
-    return body, {SIGNATURE_HEADER: sign(body, BENCH_SECRET.encode()), "Content-Type": "application/json"}
+    return body, {**signed_headers(body, BENCH_SECRET.encode()), "Content-Type": "application/json"}
+
+
+def sustained_load(port: int, pid: int, seconds: float, threads: int = CLIENT_THREADS) -> dict:
+    """Mixed load for ``seconds`` from ``threads`` keep-alive clients; counts, errors and the server's RSS (MiB)."""
+    import psutil
+
+    server = psutil.Process(pid)
+    stop = threading.Event()
+    lock = threading.Lock()
+    counts: dict[str, int] = {}
+    errors: list[str] = []
+    rss: list[float] = [server.memory_info().rss / 2**20]
+    read = {"Authorization": f"Bearer {BENCH_READ_TOKEN}"}
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            with contextlib.suppress(psutil.Error):
+                rss.append(server.memory_info().rss / 2**20)
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = 0
+        try:
+            while not stop.is_set():
+                i += 1
+                bot = f"load-{n}-{i % 50}"
+                event = {"bot_id": bot, "data_uri": f"{DATA_PREFIX}{bot}/nlu.yml", "event_id": f"load-{n}-{i}"}
+                body, headers = _signed(event)
+                unsigned = json.dumps(event).encode()
+                for method, path, payload, head, ok in (
+                    ("POST", "/events", body, headers, (202,)),
+                    ("POST", "/events", unsigned, {"Content-Type": "application/json"}, (401, 429)),
+                    ("GET", "/healthz", None, {}, (200,)),
+                    ("GET", f"/bots/{bot}/runs?limit=5", None, read, (200,)),
+                ):
+                    conn.request(method, path, body=payload, headers=head)
+                    response = conn.getresponse()
+                    text = response.read()
+                    key = f"{method} {path.split('?')[0] if not path.startswith('/bots/') else '/bots/{id}/runs'} {response.status}"
+                    with lock:
+                        counts[key] = counts.get(key, 0) + 1
+                    if response.status not in ok:
+                        with lock:
+                            errors.append(f"{method} {path}: HTTP {response.status}: {text[:200]!r}")
+        except (OSError, http.client.HTTPException) as exc:
+            if not stop.is_set():
+                with lock:
+                    errors.append(f"connection: {type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    workers = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(threads)]
+    started = time.perf_counter()
+    sampler.start()
+    for w in workers:
+        w.start()
+    stop.wait(seconds)
+    stop.set()
+    for w in workers:
+        w.join(60)
+    sampler.join(5)
+    elapsed = time.perf_counter() - started
+    total = sum(counts.values())
+    return {
+        "seconds": round(elapsed, 1), "requests": total, "requests_per_s": round(total / elapsed, 1), "errors": errors,
+        "counts": dict(sorted(counts.items())), "rss_start_mb": round(rss[0], 1), "rss_peak_mb": round(max(rss), 1),
+        "rss_end_mb": round(rss[-1], 1),
+    }  # fmt: skip
 
 
 def _post_all(port: int, requests: list[tuple[bytes, dict]], threads: int) -> list[float]:
@@ -132,11 +211,6 @@ def _post_all(port: int, requests: list[tuple[bytes, dict]], threads: int) -> li
     return times
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def run(output_dir: str) -> dict:
     """Run the trigger suite; returns JSON-able figures (server logs go to ``output_dir/trigger``)."""
     from botyard.pipelines.trigger.event_store import Store
@@ -144,12 +218,12 @@ def run(output_dir: str) -> dict:
     logs = os.path.join(output_dir, "trigger")
     os.makedirs(logs, exist_ok=True)
     figures: dict = {}
-    with tempfile.TemporaryDirectory(prefix="botyard-bench-trigger-") as work:
+    with tempfile.TemporaryDirectory(prefix="work-", dir=logs) as work:
         # --- 1. ingest throughput ----------------------------------------------------------------
         db_url = f"sqlite:///{work}/ingest.db"
-        with _server(db_url, os.path.join(logs, "ingest.log"), "--quiet-period", "3600") as port:
+        with trigger_server(db_url, os.path.join(logs, "ingest.log"), "--quiet-period", "3600") as (port, _):
             def event(i: int) -> tuple[bytes, dict]:
-                return _signed({"bot_id": f"bot-{i % INGEST_BOTS}", "data_uri": f"gs://botyard-data/bot-{i % INGEST_BOTS}/nlu.yml",
+                return _signed({"bot_id": f"bot-{i % INGEST_BOTS}", "data_uri": f"{DATA_PREFIX}bot-{i % INGEST_BOTS}/nlu.yml",
                                 "event_id": f"ingest-{i}", "trigger": "bench"})
 
             _post_all(port, [event(-1 - i) for i in range(WARMUP_REQUESTS)], CLIENT_THREADS)
@@ -161,8 +235,8 @@ def run(output_dir: str) -> dict:
             ingest_requests=INGEST_REQUESTS,
             ingest_client_threads=CLIENT_THREADS,
             events_accepted_per_s=round(INGEST_REQUESTS / elapsed, 0),
-            accept_latency_p50_ms=round(_percentile(times, 0.50), 2),
-            accept_latency_p99_ms=round(_percentile(times, 0.99), 2),
+            accept_latency_p50_ms=round(percentile(times, 0.50), 2),
+            accept_latency_p99_ms=round(percentile(times, 0.99), 2),
             accept_latency_mean_ms=round(statistics.fmean(times), 2),
         )
 
@@ -172,11 +246,13 @@ def run(output_dir: str) -> dict:
         uris = []
         for i in range(FLEET):
             path = data_dir / f"bot-{i}.csv"
-            path.write_text(f"text,intent\nhello {i},greet\nbye {i},bye\nweather {i},weather\n", encoding="utf-8")
+            rows = "".join(f"{word} {i} {k},{intent}\n" for word, intent in (("hello", "greet"), ("bye", "bye")) for k in range(5))
+            path.write_text("text,intent\n" + rows, encoding="utf-8")  # valid: two intents, five examples each
             uris.append(str(path))
         db_path = os.path.join(work, "fleet.db")
-        with _server(f"sqlite:///{db_path}", os.path.join(logs, "fleet.log"), "--quiet-period", str(FLEET_QUIET_S),
-                     "--max-concurrent-runs", str(FLEET), "--poll-interval", "0.1", "--run-poll-interval", "60") as port:
+        with trigger_server(f"sqlite:///{db_path}", os.path.join(logs, "fleet.log"), "--quiet-period", str(FLEET_QUIET_S),
+                            "--max-concurrent-runs", str(FLEET), "--poll-interval", "0.1", "--run-poll-interval", "60",
+                            "--allow-local-data", "--allowed-data-prefix", f"{data_dir}/") as (port, _):
             requests = [_signed({"bot_id": f"bot-{i}", "data_uri": uris[i], "event_id": f"fleet-{i}"}) for i in range(FLEET)]
             started = time.perf_counter()
             _post_all(port, requests, CLIENT_THREADS)
@@ -202,6 +278,26 @@ def run(output_dir: str) -> dict:
             submitter="stub: returns a run id at once, no KFP call",
             database="SQLite (WAL, synchronous=FULL)",
         )
+
+        # --- 3. a minute of mixed load ---------------------------------------------------------------
+        db_path = os.path.join(work, "load.db")
+        with trigger_server(f"sqlite:///{db_path}", os.path.join(logs, "load.log"), "--quiet-period", "3600",
+                            "--max-rejected-records", str(LOAD_MAX_REJECTED), "--poll-interval", "0.5") as (port, process):
+            load = sustained_load(port, process.pid, LOAD_SECONDS)
+            time.sleep(1.0)  # one more dispatcher pass prunes the refused requests
+            store = Store(f"sqlite:///{db_path}", create=False)
+            try:
+                rejected_stored = store.state_counts()["rejected"]
+            finally:
+                store.close()
+        if load["errors"]:
+            raise RuntimeError(f"{len(load['errors'])} request(s) failed under load, e.g. {load['errors'][0]}")
+        figures.update(
+            load_seconds=load["seconds"], load_requests=load["requests"], load_requests_per_s=load["requests_per_s"],
+            load_errors=0, load_answers=load["counts"], load_rss_start_mb=load["rss_start_mb"],
+            load_rss_peak_mb=load["rss_peak_mb"], load_rss_end_mb=load["rss_end_mb"],
+            load_rejected_stored=rejected_stored, load_rejected_cap=LOAD_MAX_REJECTED,
+        )  # fmt: skip
     return {
         "description": "Event trigger service: signed events accepted per second, and 1,000 bots' changes to submitted runs",
         "protocol": [
@@ -212,6 +308,9 @@ def run(output_dir: str) -> dict:
             f"fleet: {FLEET} bots change once (a small CSV each); quiet period {FLEET_QUIET_S:g} s, cap {FLEET} runs; "
             "timed from the first event sent (and from the last 202) to the last batch in state submitted; "
             "each dispatch hashes its data file",
+            f"load: {LOAD_SECONDS:g} s of {CLIENT_THREADS} keep-alive clients cycling a signed event, an unsigned one, "
+            "/healthz and an audit read; every answer checked, the server's RSS sampled every 0.5 s, refused "
+            f"requests stored capped at {LOAD_MAX_REJECTED}",
             "the submitter is a stub that returns a run id at once: the figure is the trigger's own cost, not KFP's",
         ],
         **figures,

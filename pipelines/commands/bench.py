@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 from botyard.components.base.errors import ConfigError
+from botyard.pipelines.commands.options import json_overrides
 
 log = logging.getLogger(__name__)
-
-
-def _override(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
 
 
 def register(subparsers) -> None:
@@ -36,10 +26,10 @@ def register(subparsers) -> None:
         help=f"suite to run (repeatable); default: all of {', '.join(SUITES)} whose module is present",
     )
     parser.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_DIR), help="where results.json / results.md go (default: %(default)s)")
-    parser.add_argument("--data-dir", default=None, help=f"folder holding clinc150/ and hwu64/ (default: ${DATA_ENV} or <repo>/../shared/data)")
+    parser.add_argument("--data-dir", default=None, help=f"folder holding clinc150/ and hwu64/ (default: ${DATA_ENV}, else ../shared/data from the current directory)")
     parser.add_argument("--quick", action="store_true", help="a tiny model and few latency calls: checks the harness, figures are meaningless")
     parser.add_argument(
-        "--set", action="append", type=_override, default=[], metavar="KEY=VALUE", dest="overrides",
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
         help="override a TrainConfig field, e.g. --set epochs=5 (repeatable)",
     )
     parser.add_argument("--max-bots", type=int, default=0, help="clinc150-bots, fewshot: run only the first N domain bots (default: all)")
@@ -50,16 +40,17 @@ def register(subparsers) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from botyard.pipelines.bench.harness import LATENCY_CALLS, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
+    from botyard.pipelines.bench.harness import LATENCY_CALLS, SUITES, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
 
     for flag, value in (("--max-bots", args.max_bots), ("--max-seeds", args.max_seeds)):
         if value < 0:
             raise ConfigError(f"{flag} = {value} is out of range; allowed: 0 (all) or more")
     suites = args.suites or default_suites()
+    needs_data = any(SUITES[name].takes_context for name in suites if name in SUITES)  # serving, trigger, submit: none
     context = BenchContext(
-        data_dir=str(resolve_data_dir(args.data_dir)),
+        data_dir=str(resolve_data_dir(args.data_dir)) if needs_data else (args.data_dir or ""),
         output_dir=args.output_dir,
-        train_config=train_config_with(dict(args.overrides), quick=args.quick),
+        train_config=train_config_with(json_overrides(args.overrides, "--set"), quick=args.quick),
         latency_calls=args.latency_calls or (50 if args.quick else LATENCY_CALLS),
         throughput_batches=5 if args.quick else 20,
         max_bots=args.max_bots,

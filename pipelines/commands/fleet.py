@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 
 from botyard.components.fleet.core import DEFAULT_PARALLELISM
-from botyard.pipelines.commands.status import table
+from botyard.pipelines.commands.options import parse_parameters, table
 
 
 def handle(args: argparse.Namespace) -> int:
     from botyard.components.fleet.core import FAILED, METRICS, REASON, STAGE, STATUS, SUCCEEDED, VERSION, read_bots_file
-    from botyard.pipelines.commands.run import parse_parameters
     from botyard.pipelines.fleet_training import run_fleet_locally
 
     bots = read_bots_file(args.bots)

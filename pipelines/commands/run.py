@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from botyard.components.base import contracts as c
-from botyard.components.base.errors import ConfigError
-
-
-def parse_parameters(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` pipeline parameters, with numbers converted."""
-    from botyard.pipelines.bot_training import bot_training
-
-    fixed = {"bot_id", "data_uri", "models_root"}  # have their own flags
-    known = {k: v for k, v in (bot_training.component_spec.inputs or {}).items() if k not in fixed}
-    params = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in known:
-            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
-        kind = known[key].type
-        try:
-            params[key] = int(raw) if kind == "Integer" else float(raw) if kind == "Float" else raw
-        except ValueError as exc:
-            raise ConfigError(f"--param {key}: {raw!r} is not a valid {kind}") from exc
-    return params
+from botyard.components.base import storage
+from botyard.pipelines.commands.options import parse_parameters
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -53,7 +34,7 @@ def handle(args: argparse.Namespace) -> int:
     deployed = run.deployment
     print(f"deployed:          " + (f"yes ({deployed['action']}; previous version: {deployed['previous'] or 'none'})" if deployed else "no: the live version stays"))
     print(f"finished in {run.seconds:.1f}s")
-    models_root = os.path.abspath(args.models_root)
+    models_root = storage.absolute(args.models_root)
     if not args.serve:
         print(f"\nserve it:  botyard serve --models-root {models_root} --port {args.port}")
         return 0
@@ -88,8 +69,8 @@ def register(subparsers) -> None:
         "file and rows at fault (exit code 2).",
     )
     p.add_argument("--bot-id", default="sample-bot", help="bot id: lower-case letters, digits, '-' (default: sample-bot)")
-    p.add_argument("--data", metavar="PATH_OR_URI", help="training file: .csv, .jsonl or Rasa nlu.yml (default: the sample bot)")
-    p.add_argument("--models-root", default="models", metavar="DIR", help="model store root (default: ./models)")
+    p.add_argument("--data", metavar="PATH_OR_URI", help="training file: .csv, .jsonl or Rasa nlu.yml; a path, s3://... or gs://... (default: the sample bot)")
+    p.add_argument("--models-root", default="models", metavar="DIR_OR_URI", help="model store root: a folder, s3://bucket/prefix or gs://bucket/prefix (default: ./models)")
     p.add_argument("--pipeline-root", default="runs", metavar="DIR", help="where kfp.local keeps step artifacts and logs (default: ./runs)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter, e.g. --param epochs=10 (repeatable)")
     p.add_argument("--serve", action="store_true", help="afterwards, serve the models root in the foreground and print a curl line to try it")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from botyard.components.base.config import GpuConfig
 from botyard.components.base.errors import ConfigError
-from botyard.pipelines.commands.status import HOST_ENV, table
+from botyard.pipelines.commands.options import HOST_ENV, add_kfp_arguments, add_service_account_argument, kfp_endpoint, parse_parameters, table
 
 EXAMPLES = """examples:
   botyard schedule --bot pizza --data gs://bots/pizza/nlu.yml --cron "0 3 * * *" --host http://localhost:8080
@@ -18,11 +17,11 @@ EXAMPLES = """examples:
 """
 
 
-def _host(args: argparse.Namespace) -> str:
-    host = getattr(args, "host", None)
-    if not host:
+def _host(args: argparse.Namespace):
+    endpoint = kfp_endpoint(args)
+    if endpoint is None:
         raise ConfigError(f"schedules live on a Kubeflow Pipelines endpoint: give --host URL (or set ${HOST_ENV})")
-    return host
+    return endpoint
 
 
 def _bot(args: argparse.Namespace) -> str:
@@ -37,24 +36,23 @@ def _show(schedules) -> str:
 
 
 def create(args: argparse.Namespace) -> int:
-    from botyard.pipelines.commands.run import parse_parameters
-    from botyard.pipelines.submit import schedule_bot
+    from botyard.pipelines.kfp.schedules import schedule_bot
 
     missing = [flag for flag, value in (("--bot", args.bot), ("--data", args.data), ("--cron", args.cron)) if not value]
     if missing:
         raise ConfigError(f"botyard schedule needs {', '.join(missing)} (or one of: list, pause, resume, delete); see botyard schedule --help")
-    host = _host(args)
+    endpoint = _host(args)
     schedule = schedule_bot(
-        args.bot, args.data, args.cron, host, models_root=args.models_root, parameters=parse_parameters(args.param),
-        gpu=GpuConfig(enabled=False) if args.no_gpu else None,
+        args.bot, args.data, args.cron, endpoint, models_root=args.models_root, parameters=parse_parameters(args.param),
+        gpu=GpuConfig(enabled=False) if args.no_gpu else None, service_account=args.service_account,
     )
-    print(f"botyard: bot '{args.bot}' now retrains on {host} at cron '{schedule.cron}' (one run at a time, no backfill)")
+    print(f"botyard: bot '{args.bot}' now retrains on {endpoint.host} at cron '{schedule.cron}' (one run at a time, no backfill)")
     print(_show([schedule]))
     return 0
 
 
 def list_(args: argparse.Namespace) -> int:
-    from botyard.pipelines.submit import list_schedules
+    from botyard.pipelines.kfp.schedules import list_schedules
 
     schedules = list_schedules(_host(args), bot_id=getattr(args, "bot", None))
     print(_show(schedules) if schedules else "no botyard schedules")
@@ -63,9 +61,9 @@ def list_(args: argparse.Namespace) -> int:
 
 def _change(action: str):
     def handler(args: argparse.Namespace) -> int:
-        from botyard.pipelines import submit
+        from botyard.pipelines.kfp import schedules
 
-        fn = {"pause": submit.pause_schedule, "resume": submit.resume_schedule, "delete": submit.delete_schedule}[action]
+        fn = {"pause": schedules.pause_schedule, "resume": schedules.resume_schedule, "delete": schedules.delete_schedule}[action]
         schedule = fn(_bot(args), _host(args))
         done = {"pause": "paused (runs already started go on)", "resume": "resumed", "delete": "deleted (its past runs are kept)"}[action]
         print(f"botyard: schedule {schedule.name} ({schedule.schedule_id}) {done}")
@@ -88,7 +86,8 @@ def register(subparsers) -> None:
     p.add_argument("--bot", "--bot-id", dest="bot", metavar="BOT_ID", help="the bot to retrain")
     p.add_argument("--data", metavar="URI", help="its training file: a gs://, s3:// URI or an absolute path the pods mount")
     p.add_argument("--cron", help="when to run, e.g. \"0 3 * * *\"")
-    p.add_argument("--host", default=os.environ.get(HOST_ENV), metavar="URL", help=f"KFP endpoint (default: ${HOST_ENV})")
+    add_kfp_arguments(p)
+    add_service_account_argument(p)
     p.add_argument("--models-root", metavar="URI", help="model store the runs register into (default: $BOTYARD_MODELS_ROOT or ./models)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter (repeatable)")
     p.add_argument("--no-gpu", action="store_true", help="compile the pipeline for a CPU-only cluster")
@@ -98,7 +97,7 @@ def register(subparsers) -> None:
     keep = argparse.SUPPRESS
     lister = actions.add_parser("list", help="list botyard's schedules", description="List botyard's schedules on the endpoint (all bots, or --bot).")
     lister.add_argument("--bot", "--bot-id", dest="bot", default=keep, metavar="BOT_ID", help="only this bot's schedule")
-    lister.add_argument("--host", default=keep, metavar="URL", help=f"KFP endpoint (default: ${HOST_ENV})")
+    add_kfp_arguments(lister, default=keep)
     lister.set_defaults(handler=list_)
     for action, text in (
         ("pause", "stop a bot's schedule from starting runs (it keeps its cron)"),
@@ -107,5 +106,5 @@ def register(subparsers) -> None:
     ):
         sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
         sub.add_argument("--bot", "--bot-id", dest="bot", default=keep, metavar="BOT_ID", help="the bot whose schedule to change")
-        sub.add_argument("--host", default=keep, metavar="URL", help=f"KFP endpoint (default: ${HOST_ENV})")
+        add_kfp_arguments(sub, default=keep)
         sub.set_defaults(handler=_change(action))

@@ -3,42 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-from datetime import datetime
 
 from botyard.components.base.errors import ConfigError
+from botyard.pipelines.commands.options import HOST_ENV, add_kfp_arguments, duration, kfp_endpoint, table
 
-HOST_ENV = "KF_PIPELINES_ENDPOINT"  # kfp.Client's own variable for the endpoint
-MAX_CELL = 60  # longer cells (error messages) are cut with "..."
 TRIGGER_COLUMNS = ("created_at", "bot_id", "trigger", "state", "run_id", "data_hash", "events", "reason")
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    """A plain-text table: one header line, one line per row, columns padded to their widest cell."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    text = " ".join(str(value).split())
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def kfp_runs_table(runs) -> str:
@@ -66,9 +35,9 @@ def handle(args: argparse.Namespace) -> int:
         )
     who = f"bot '{args.bot}'" if args.bot else "all bots"
     if args.host:
-        from botyard.pipelines.submit import list_runs
+        from botyard.pipelines.kfp.runs import list_runs
 
-        runs = list_runs(args.host, bot_id=args.bot, limit=args.limit, with_metrics=not args.no_metrics)
+        runs = list_runs(kfp_endpoint(args), bot_id=args.bot, limit=args.limit, with_metrics=not args.no_metrics)
         print(f"Training runs on {args.host} ({who}, newest first):")
         print(kfp_runs_table(runs) if runs else "  none yet")
         failed = [r for r in runs if r.state == "failed"]
@@ -97,7 +66,7 @@ def register(subparsers) -> None:
         "unchanged data, failed) from its database.",
     )
     p.add_argument("--bot", "--bot-id", dest="bot", metavar="BOT_ID", help="only this bot (default: all bots)")
-    p.add_argument("--host", default=os.environ.get(HOST_ENV), metavar="URL", help=f"KFP endpoint, e.g. http://localhost:8080 (default: ${HOST_ENV})")
+    add_kfp_arguments(p)
     p.add_argument("--db-url", metavar="URL", help="the trigger service's database, e.g. sqlite:///botyard-events.db")
     p.add_argument("--limit", type=int, default=20, help="rows per list (default: 20)")
     p.add_argument("--no-metrics", action="store_true", help="do not read model metrics from the model store (faster for remote stores)")

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from botyard.components.base import contracts as c
 from botyard.components.base.config import GpuConfig
-from botyard.pipelines.commands.status import HOST_ENV
+from botyard.pipelines.commands.options import HOST_ENV, add_kfp_arguments, add_service_account_argument, kfp_endpoint, parse_parameters
 
 
 def handle(args: argparse.Namespace) -> int:
-    from botyard.pipelines.commands.run import parse_parameters
-    from botyard.pipelines.submit import submit_bot_run
+    from botyard.pipelines.kfp.runs import submit_bot_run
 
     params = parse_parameters(args.param)
     gpu = GpuConfig(enabled=False) if args.no_gpu else None
     where = args.host or "this machine (kfp.local)"
     print(f"botyard: submitting bot '{args.bot}' to {where} ...")
     run = submit_bot_run(
-        args.bot, args.data, host=args.host, trigger=args.trigger, models_root=args.models_root,
-        parameters=params, gpu=gpu, pipeline_root=args.pipeline_root,
+        args.bot, args.data, host=kfp_endpoint(args), trigger=args.trigger, models_root=args.models_root,
+        parameters=params, gpu=gpu, pipeline_root=args.pipeline_root, service_account=args.service_account,
     )
     if run.local is not None:
         m = run.local.metadata[c.METRICS]
@@ -36,7 +34,8 @@ def handle(args: argparse.Namespace) -> int:
     print(f"pipeline version:  bot-training {run.pipeline_version} ({uploaded})")
     print(f"data hash:         {run.data_hash}")
     print(f"follow it:         {run.url}")
-    print(f"                   botyard status --bot {run.bot_id} --host {run.host}")
+    namespace = f" --namespace {args.namespace}" if args.namespace else ""
+    print(f"                   botyard status --bot {run.bot_id} --host {run.host}{namespace}")
     return 0
 
 
@@ -51,7 +50,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--bot", "--bot-id", dest="bot", required=True, metavar="BOT_ID", help="bot id: lower-case letters, digits, '-'")
     p.add_argument("--data", required=True, metavar="URI", help="training file (.csv, .jsonl, Rasa nlu.yml); for a cluster a gs://, s3:// URI or an absolute path the pods mount")
-    p.add_argument("--host", default=os.environ.get(HOST_ENV), metavar="URL", help=f"KFP endpoint, e.g. http://localhost:8080 after kubectl port-forward (default: ${HOST_ENV}; none: run locally)")
+    add_kfp_arguments(p, host_help="KFP endpoint, e.g. http://localhost:8080 after kubectl port-forward; none: run locally")
+    add_service_account_argument(p)
     p.add_argument("--models-root", metavar="URI", help="model store the run registers into (default: $BOTYARD_MODELS_ROOT or ./models)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter, e.g. --param epochs=10 (repeatable)")
     p.add_argument("--trigger", default="manual", help="why this run starts, recorded with it (default: manual)")

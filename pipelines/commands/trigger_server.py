@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-from typing import Callable
 
 from botyard.components.base.errors import ConfigError
-from botyard.pipelines.trigger import DB_URL_ENV, DEFAULT_DB_URL, SECRET_ENV, TriggerConfig
-
-
-def load_callable(spec: str, flag: str) -> Callable:
-    """``module:function`` imported; ``ConfigError`` naming ``flag`` otherwise."""
-    module_name, sep, name = spec.partition(":")
-    if not sep or not module_name or not name:
-        raise ConfigError(f"{flag} {spec!r}: expected MODULE:FUNCTION, e.g. mypackage.backend:submit")
-    try:
-        fn = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{flag} {spec!r}: cannot import it ({exc})") from exc
-    if not callable(fn):
-        raise ConfigError(f"{flag} {spec!r} is not callable")
-    return fn
+from botyard.pipelines.commands.options import add_kfp_arguments, add_service_account_argument, load_callable
+from botyard.pipelines.trigger import DB_URL_ENV, DEFAULT_DB_URL, READ_TOKEN_ENV, SECRET_ENV, TriggerConfig
 
 
 def config_from_args(args: argparse.Namespace) -> TriggerConfig:
-    from botyard.pipelines.trigger.auth import load_secret
+    from botyard.pipelines.trigger.auth import load_read_token, load_secret
 
     d_max_wait = TriggerConfig.__dataclass_fields__["max_wait"].default
 
@@ -36,7 +21,11 @@ def config_from_args(args: argparse.Namespace) -> TriggerConfig:
         max_wait=args.max_wait if args.max_wait is not None else max(d_max_wait, args.quiet_period),
         max_concurrent_runs=args.max_concurrent_runs, max_body_bytes=args.max_body_bytes,
         poll_interval=args.poll_interval, run_poll_interval=args.run_poll_interval, lease_seconds=args.lease_seconds,
-        allowed_data_prefixes=tuple(args.allowed_data_prefix), kfp_host=args.kfp_host or "",
+        allowed_data_prefixes=tuple(args.allowed_data_prefix), allow_local_data=args.allow_local_data, dev=args.dev,
+        read_token=load_read_token(args.read_token_file), parse_workers=args.parse_workers,
+        parse_memory_mb=args.parse_memory_mb, parse_timeout=args.parse_timeout, refusal_rate=args.refusal_rate,
+        refusal_burst=args.refusal_burst, max_rejected_records=args.max_rejected_records, kfp_host=args.kfp_host or "",
+        kfp_namespace=args.namespace or "", kfp_token_file=args.token_file or "", kfp_service_account=args.service_account or "",
         access_log=args.access_log,
     )  # fmt: skip
     if args.replica_id:
@@ -62,11 +51,14 @@ def register(subparsers) -> None:
         "trigger-server",
         help="receive signed 'bot changed' events and start one debounced, deduplicated training run per bot",
         description=(
-            "Serve POST /events (HMAC-SHA256 signed, header X-Botyard-Signature-256: sha256=<hex>), GET /events, "
-            "GET /bots/{bot_id}/runs, /healthz and /readyz. Accepted events are stored before the 202; a burst of "
-            "changes to one bot within the quiet period becomes one run with the latest data_uri; unchanged "
-            "training data (same data hash as the last successful run) starts none. The webhook secret comes "
-            f"from --secret-file or ${SECRET_ENV}; without one the server refuses to start (exit code 2)."
+            "Serve POST /events (header X-Botyard-Timestamp: <unix seconds> and X-Botyard-Signature-256: "
+            "sha256=<hex HMAC-SHA256 of '<timestamp>.<body>'>; older than 5 minutes or in the future: 401), GET /events "
+            "and GET /bots/{bot_id}/runs (read token), /healthz, /readyz and /metrics. Accepted events are stored "
+            "before the 202; a burst of changes to one bot within the quiet period becomes one run with the latest "
+            "data_uri; unchanged training data (same data hash as the last successful run) starts none. Data files "
+            "are read in worker processes with memory and time limits, never in the server. The webhook secret "
+            f"comes from --secret-file or ${SECRET_ENV}; without one, or without --allowed-data-prefix outside "
+            "--dev, the server refuses to start (exit code 2)."
         ),
     )
     p.add_argument("--host", default=d["host"].default, help="address to bind (default %(default)s)")
@@ -96,9 +88,31 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument(
         "--allowed-data-prefix", action="append", default=[], metavar="PREFIX",
-        help="accept only data_uri values starting with PREFIX, e.g. gs://botyard-data/ (repeatable; default any)",
+        help="accept only data_uri values under PREFIX, e.g. s3://bots-data/ or gs://bots-data/ (repeatable; "
+        "ends with '/'; required unless --dev)",
     )  # fmt: skip
-    p.add_argument("--kfp-host", metavar="URL", help="KFP API endpoint for the default back end (botyard.pipelines.submit)")
+    p.add_argument("--allow-local-data", action="store_true",
+                   help="accept local paths and file:/// URIs too (under a local --allowed-data-prefix; anywhere with --dev)")
+    p.add_argument("--dev", action="store_true",
+                   help="trying it out: no --allowed-data-prefix needed (any s3:// or gs:// URI), audit endpoints open "
+                   "without a read token, and without --kfp-host runs are `botyard run` subprocesses here")
+    p.add_argument("--read-token-file", metavar="PATH",
+                   help=f"bearer token GET /events and /bots/{{id}}/runs require (default: ${READ_TOKEN_ENV}; none: "
+                   "those endpoints are closed, 403, outside --dev)")
+    p.add_argument("--parse-workers", type=int, default=d["parse_workers"].default, metavar="N",
+                   help="data files read at once, each in its own limited process (default %(default)s)")
+    p.add_argument("--parse-memory-mb", type=int, default=d["parse_memory_mb"].default, metavar="MB",
+                   help="address-space limit of one such process (default %(default)s)")
+    p.add_argument("--parse-timeout", type=float, default=d["parse_timeout"].default, metavar="S",
+                   help="seconds one file may take to read, check and hash (default %(default)s)")
+    p.add_argument("--refusal-rate", type=float, default=d["refusal_rate"].default, metavar="PER_S",
+                   help="refused requests per second one address may send before it gets 429 (default %(default)s)")
+    p.add_argument("--refusal-burst", type=int, default=d["refusal_burst"].default, metavar="N",
+                   help="...after a burst of this many (default %(default)s)")
+    p.add_argument("--max-rejected-records", type=int, default=d["max_rejected_records"].default, metavar="N",
+                   help="refused requests kept in the audit trail, newest first (default %(default)s)")
+    add_kfp_arguments(p, host_flag="--kfp-host", host_help="KFP API endpoint the runs go to (none: train on this machine)")
+    add_service_account_argument(p)
     p.add_argument("--poll-interval", type=float, default=d["poll_interval"].default, metavar="S",
                    help="seconds between dispatcher passes (default %(default)s)")
     p.add_argument("--run-poll-interval", type=float, default=d["run_poll_interval"].default, metavar="S",

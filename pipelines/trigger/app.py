@@ -3,31 +3,40 @@
 Endpoints::
 
     POST /events              a signed "bot changed" event -> 202 {"event": {...}} once stored;
-                              the same event_id again -> 200 {"duplicate": true, "event": {...}}
+                              the same event_id (or the same signed delivery) again -> 200
+                              {"duplicate": true, "event": {...}}
     GET  /events?bot_id=&state=&limit=   events newest first (rejected ones too), each with
-                              the decision of its batch: state, run_id, reason
-    GET  /bots/{bot_id}/runs?limit=      one bot's decisions (runs, skips, failures), newest first
+                              the decision of its batch: state, run_id, reason   [read token]
+    GET  /bots/{bot_id}/runs?limit=      one bot's decisions (runs, skips, failures)  [read token]
     GET  /healthz             200 while the process and its dispatcher thread live (liveness)
     GET  /readyz              200 when the database answers, else 503 (readiness)
+    GET  /metrics             Prometheus text: refused requests by status, rate-limited ones,
+                              data-check workers replaced
 
 An event is JSON: ``{"bot_id": str, "data_uri": str, "trigger": str?, "event_id": str?}`` (other
-keys are ignored), signed as ``auth`` describes. Requests are checked in this order, and
-every refusal is stored in the audit trail (``state: "rejected"``) before it is answered:
+keys are ignored), signed as ``auth`` describes. Requests are checked in this order; a refusal
+is counted, and stored in the audit trail (``state: "rejected"``) within the budget
+``refusals`` describes, before it is answered:
 
-    body over max_body_bytes                          413
-    no / malformed / wrong X-Botyard-Signature-256    401  (the body is not acted on)
+    body over max_body_bytes                                        413
+    no / malformed / wrong / stale X-Botyard-Signature-256 or -Timestamp   401  (never acted on)
     not JSON, not an object, bot_id or data_uri missing or invalid, a bad trigger or
-    event_id, a data_uri outside --allowed-data-prefix                          400
-    an event_id already used for a different event    409
+    event_id, a data_uri the server may not read (see ``data_uris``)   400
+    an event_id already used for a different event                  409
+    an address over its budget of refusals                          429  (not stored)
 
-Every error body is ``{"error": "<message>"}``; a database that is down gives 503 (retry), a
-client's mistake never gives a 500.
+Audit reads need ``Authorization: Bearer <read token>`` (``--read-token-file`` or
+``$BOTYARD_TRIGGER_READ_TOKEN``): 401 without it; without a configured token they are closed
+(403), except in ``--dev`` mode. Every error body is ``{"error": "<message>"}``; a database
+that is down gives 503 (retry), a client's mistake never gives a 500, and a client that hangs
+up mid-body gets one log line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -36,33 +45,42 @@ from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from botyard.components.base.errors import ConfigError, RequestError
 from botyard.components.base.model_store import check_bot_id
+from botyard.pipelines.kfp.naming import TRIGGER_PATTERN
 from botyard.pipelines.trigger import (
     ACTIVE_STATES,
     DEFAULT_TRIGGER,
     FINAL_STATES,
+    IMPLICIT_EVENT_ID_PREFIX,
     RECEIVED,
     REJECTED,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ForbiddenError,
     PayloadTooLargeError,
+    TooManyRefusalsError,
     TriggerConfig,
+    UnauthorizedError,
     auth,
 )
-from botyard.pipelines.trigger.dispatcher import Dispatcher, RunState, Submitter, compute_data_hash, kfp_backend
+from botyard.pipelines.trigger.backends import RunState, Submitter, kfp_backend, local_backend
+from botyard.pipelines.trigger.data_uris import check_data_uri
+from botyard.pipelines.trigger.dispatcher import Dispatcher
 from botyard.pipelines.trigger.event_store import Store
+from botyard.pipelines.trigger.refusals import RefusalLimiter
 
 log = logging.getLogger(__name__)
 
 MAX_DATA_URI_CHARS = 2048
 MAX_EVENT_ID_CHARS = 200
 MAX_LIST_LIMIT = 1000
-_TRIGGER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$")  # what botyard.pipelines.submit accepts
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 QUERY_STATES = (RECEIVED, REJECTED, *ACTIVE_STATES, *FINAL_STATES)
 
@@ -117,15 +135,13 @@ def parse_event(body: bytes, config: TriggerConfig) -> dict:
         bot_id = check_bot_id(obj["bot_id"])
     except ConfigError as exc:
         raise RequestError(str(exc)) from exc
-    data_uri = _string_field(obj, "data_uri", MAX_DATA_URI_CHARS)
-    if config.allowed_data_prefixes and not data_uri.startswith(config.allowed_data_prefixes):
-        raise RequestError(
-            f"data_uri {data_uri!r} is outside the allowed locations {list(config.allowed_data_prefixes)}"
-        )
+    data_uri = check_data_uri(
+        _string_field(obj, "data_uri", MAX_DATA_URI_CHARS), config.allowed_data_prefixes, allow_local=config.allow_local_data
+    )
     trigger = DEFAULT_TRIGGER
     if obj.get("trigger") is not None:
         trigger = _string_field(obj, "trigger", 63)
-        if not _TRIGGER.match(trigger):
+        if not TRIGGER_PATTERN.match(trigger):
             raise RequestError(f"'trigger' {trigger!r} must be 1-63 letters, digits and _ . : / -, starting with a letter or digit")
     event_id = None
     if obj.get("event_id") is not None:
@@ -140,6 +156,20 @@ def claimed_bot_id(body: bytes) -> str | None:
         return check_bot_id(bot_id)
     except Exception:  # noqa: BLE001 - anything unparsable simply names no bot
         return None
+
+
+def check_read_token(request: Request, config: TriggerConfig) -> None:
+    """The audit endpoints' guard: ``Authorization: Bearer <read token>``, compared in constant time."""
+    if not config.read_token:
+        if config.dev:
+            return
+        raise ForbiddenError(
+            "the audit endpoints are closed: start the server with --read-token-file (or $BOTYARD_TRIGGER_READ_TOKEN) "
+            "and send Authorization: Bearer <token>"
+        )
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("utf-8", "replace"), config.read_token):
+        raise UnauthorizedError("the audit endpoints need Authorization: Bearer <read token>")
 
 
 def _query_limit(request: Request, default: int) -> int:
@@ -168,23 +198,25 @@ def create_app(
     *,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
-    hash_data: Callable[[str], str] = compute_data_hash,
+    hash_data: Callable[[str], str] | None = None,
     start_dispatcher: bool = True,
 ) -> FastAPI:
     """The trigger service as a FastAPI app.
 
-    ``submitter``/``run_state`` default to the KFP back end (``dispatcher.kfp_backend``).
-    ``start_dispatcher=False`` leaves the dispatcher to the caller (tests call
-    ``app.state.dispatcher.tick()``). ``store`` defaults to ``Store(config.db_url)``; the app
-    closes only a store it opened.
+    ``submitter``/``run_state`` default to the KFP back end at ``config.kfp_host`` (``backends``;
+    ``botyard run`` subprocesses in dev mode without a host). ``hash_data`` defaults to the
+    sandboxed data checker. ``start_dispatcher=False`` leaves the dispatcher to the caller
+    (tests call ``app.state.dispatcher.tick()``). ``store`` defaults to ``Store(config.db_url)``;
+    the app closes only a store it opened.
     """
     if submitter is None or run_state is None:
-        default_submitter, default_run_state = kfp_backend(config.kfp_host or None)
+        default_submitter, default_run_state = default_backend(config)
         submitter = submitter or default_submitter
         run_state = run_state or default_run_state
     owns_store = store is None
     store = store or Store(config.db_url)
     dispatcher = Dispatcher(store, config, submitter, run_state, clock=clock, hash_data=hash_data)
+    refusals = RefusalLimiter(config.refusal_rate, config.refusal_burst)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -206,10 +238,16 @@ def create_app(
     app.state.config = config
     app.state.store = store
     app.state.dispatcher = dispatcher
+    app.state.refusals = refusals
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
         return error_response(exc.status_code, str(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect):
+        log.info("trigger: %s %s: the client hung up before its body arrived", request.method, request.url.path)
+        return Response(status_code=400)  # nobody reads it
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -230,18 +268,30 @@ def create_app(
         return error_response(500, "internal error; see the server log")
 
     async def refuse(exc: RequestError, request: Request, now: float, body: bytes | None) -> JSONResponse:
-        """Record a refused request, then answer it; a failing audit write does not change the answer."""
+        """Count a refused request, record it within budget, then answer it (429 past the address's budget).
+
+        A failing audit write does not change the answer.
+        """
         host = request.client.host if request.client else None
+        answer, store_it, retry_after = refusals.admit(host, exc.status_code, now)
+        if not answer:
+            limited = TooManyRefusalsError(
+                "too many refused requests from this address; sign requests (see the README) and retry later", retry_after
+            )
+            response = error_response(429, str(limited))
+            response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+            return response
         log.info("trigger: refused %s from %s: %s", exc.status_code, host, exc)
-        try:
-            await run_in_threadpool(
-                store.reject_event, http_status=exc.status_code, error=str(exc), now=now,
-                bot_id=claimed_bot_id(body) if body else None, replica=config.replica_id, remote_addr=host,
-                body_sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
-                body_bytes=len(body) if body is not None else None,
-            )  # fmt: skip
-        except SQLAlchemyError as db_exc:
-            log.error("trigger: could not record the refused request in the audit trail: %s", db_exc)
+        if store_it:
+            try:
+                await run_in_threadpool(
+                    store.reject_event, http_status=exc.status_code, error=str(exc), now=now,
+                    bot_id=claimed_bot_id(body) if body else None, replica=config.replica_id, remote_addr=host,
+                    body_sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
+                    body_bytes=len(body) if body is not None else None,
+                )  # fmt: skip
+            except SQLAlchemyError as db_exc:
+                log.error("trigger: could not record the refused request in the audit trail: %s", db_exc)
         return error_response(exc.status_code, str(exc))
 
     @app.post("/events")
@@ -250,8 +300,11 @@ def create_app(
         body = None
         try:
             body = await read_body(request, config.max_body_bytes)
-            auth.verify(body, request.headers.get(SIGNATURE_HEADER), config.secret)
+            digest = auth.verify(body, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER),
+                                 config.secret, now)  # fmt: skip
             fields = parse_event(body, config)
+            if fields["event_id"] is None:  # the same signed delivery again is the same event (a replay in the window)
+                fields["event_id"] = IMPLICIT_EVENT_ID_PREFIX + digest
             record, created = await run_in_threadpool(
                 store.accept_event, **fields, now=now, replica=config.replica_id,
                 remote_addr=request.client.host if request.client else None,
@@ -266,6 +319,7 @@ def create_app(
 
     @app.get("/events")
     async def get_events(request: Request):
+        check_read_token(request, config)
         bot_id = _query_bot_id(request.query_params.get("bot_id"))
         state = request.query_params.get("state")
         if state is not None and state not in QUERY_STATES:
@@ -276,6 +330,7 @@ def create_app(
 
     @app.get("/bots/{bot_id}/runs")
     async def get_bot_runs(bot_id: str, request: Request):
+        check_read_token(request, config)
         bot_id = _query_bot_id(bot_id)
         limit = _query_limit(request, 20)
         return {"bot_id": bot_id, "runs": await run_in_threadpool(store.bot_runs, bot_id, limit)}
@@ -286,6 +341,23 @@ def create_app(
             return error_response(503, "the dispatcher thread has stopped")
         return {"status": "ok", "replica": config.replica_id, "dispatcher_passes": dispatcher.passes}
 
+    @app.get("/metrics")
+    async def metrics():
+        counts = refusals.snapshot()
+        lines = ["# HELP botyard_trigger_refused_total Refused requests answered, by HTTP status.",
+                 "# TYPE botyard_trigger_refused_total counter"]
+        lines += [f'botyard_trigger_refused_total{{status="{status}"}} {n}' for status, n in sorted(counts["refused"].items())]
+        lines += ["# HELP botyard_trigger_rate_limited_total Refused requests answered 429 (over the address's budget).",
+                  "# TYPE botyard_trigger_rate_limited_total counter",
+                  f"botyard_trigger_rate_limited_total {counts['rate_limited']}",
+                  "# HELP botyard_trigger_refused_not_stored_total Refusals answered but not stored (over the global budget).",
+                  "# TYPE botyard_trigger_refused_not_stored_total counter",
+                  f"botyard_trigger_refused_not_stored_total {counts['not_stored']}",
+                  "# HELP botyard_trigger_data_checks_in_flight Data files being read in the sandbox.",
+                  "# TYPE botyard_trigger_data_checks_in_flight gauge",
+                  f"botyard_trigger_data_checks_in_flight {dispatcher.checking}"]  # fmt: skip
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
     @app.get("/readyz")
     async def readyz():
         try:
@@ -295,6 +367,25 @@ def create_app(
         return {"status": "ready", "replica": config.replica_id}
 
     return app
+
+
+def default_backend(config: TriggerConfig) -> tuple[Submitter, RunState]:
+    """KFP at ``config.kfp_host``; without one, ``botyard run`` subprocesses, in dev mode only."""
+    import os
+
+    if config.kfp_host:
+        return kfp_backend(
+            config.kfp_host, namespace=config.kfp_namespace or None, token_file=config.kfp_token_file or None,
+            service_account=config.kfp_service_account or None,
+        )  # fmt: skip
+    if not config.dev:
+        raise ConfigError(
+            "give --kfp-host URL (the Kubeflow Pipelines API the runs go to); training on this machine "
+            "(no --kfp-host) is for --dev only"
+        )
+    from botyard.pipelines.kfp.parameters import default_models_root
+
+    return local_backend(default_models_root(), os.path.abspath("runs"))
 
 
 def serve(config: TriggerConfig, submitter: Submitter | None = None, run_state: RunState | None = None) -> None:

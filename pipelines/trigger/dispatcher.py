@@ -7,10 +7,15 @@ One pass (``tick``), repeated every ``poll_interval`` seconds by a background th
 2. poll ``run_state(run_id)`` for submitted runs whose poll is due; a finished run frees its
    bot (and, if it succeeded, records its data hash for the dedupe);
 3. claim due bots (debounced, one batch per bot, within the global cap; see ``store``);
-4. dispatch every claimed batch: hash its latest data file (``read_training_data`` +
-   ``data_hash``); skip it when the hash equals the last successful run's; otherwise call
-   ``submitter`` and record the run id. An unreadable file is a failed decision with the
-   message; a failing submit is retried ``SUBMIT_ATTEMPTS`` times with a back-off.
+4. dispatch every claimed batch: its latest data file is read, validated and hashed in a
+   sandboxed worker process (``sandbox.DataChecker``: memory and time limits), several at once,
+   and the pass waits at most ``HASH_WAIT_S`` for them: a slow or hostile file holds one worker,
+   never the pass, the other bots or the HTTP server. A batch whose hash is known is skipped
+   when the hash equals the last successful run's; otherwise ``submitter`` is called and the
+   run id recorded. A file that cannot be used is a failed decision whose reason names the
+   kind of problem, never the file's content; a failing submit is retried ``SUBMIT_ATTEMPTS``
+   times with a back-off;
+5. every ``PRUNE_INTERVAL_S``, delete the refused requests beyond ``max_rejected_records``.
 
 The back end is two callables, injectable for tests and other orchestrators::
 
@@ -19,10 +24,8 @@ The back end is two callables, injectable for tests and other orchestrators::
                          (also "pending", "paused", "canceling", "unknown": still running;
                           "canceled", "skipped": ended without a model, like "failed")
 
-``kfp_backend(host)`` gives the default pair, from ``botyard.pipelines.submit``: runs on the KFP API at
-``host``; with no host, ``botyard.pipelines.submit`` trains locally through kfp.local inside the
-dispatcher's thread, one bot at a time (a single-machine setup). A submitter that raises a
-``ValueError`` (e.g. ``DataValidationError``) fails the batch at once; any other error is
+``backends`` gives the default pairs (KFP; ``botyard run`` subprocesses in dev mode). A submitter
+that raises a ``ValueError`` (e.g. ``ConfigError``) fails the batch at once; any other error is
 retried ``SUBMIT_ATTEMPTS`` times.
 
 Exactly once: a batch is submitted only by the replica holding its lease, which renews the
@@ -36,57 +39,58 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from typing import Callable
 
-from botyard.components.base.errors import ConfigError
 from botyard.pipelines.trigger import CLAIMED, FAILED, RUN_STATES, SKIPPED, SUBMITTED, SUCCEEDED, TriggerConfig
+from botyard.pipelines.trigger.backends import RunState, Submitter
 from botyard.pipelines.trigger.event_store import Store
 
 log = logging.getLogger(__name__)
 
-Submitter = Callable[[str, str, str, str], str]
-RunState = Callable[[str], str]
 
 SUBMIT_ATTEMPTS = 3  # a submit that fails this often fails its batch
-# botyard.pipelines.submit.get_run_state's finer states, folded into RUN_STATES
+# botyard.pipelines.kfp.runs.get_run_state's finer states, folded into RUN_STATES
 STILL_RUNNING = frozenset({"pending", "paused", "canceling", "unknown"})
 ENDED_UNSUCCESSFULLY = frozenset({"canceled", "skipped"})  # a failed run, for the dedupe and the audit
 SUBMIT_BACKOFF_S = (5.0, 30.0)  # wait before the 2nd and the 3rd attempt
 MAX_REASON_CHARS = 1000
+HASH_WAIT_S = 1.0  # a pass waits this long for data checks; slower ones finish in a later pass
+PRUNE_INTERVAL_S = 10.0  # the cap on stored refusals is applied this often
 
 
-def compute_data_hash(data_uri: str) -> str:
-    """The data hash a trained model records (``botyard.components.base.table.data_hash``) for ``data_uri``."""
-    from botyard.components.base.data_formats import read_training_data
-    from botyard.components.base.table import data_hash
+def data_checker_for(config: TriggerConfig):
+    """The sandbox that reads bots' data for this service (``config``'s worker count and limits)."""
+    from botyard.pipelines.trigger.data_uris import is_local
+    from botyard.pipelines.trigger.sandbox import DataChecker, Limits
 
-    return data_hash(read_training_data(data_uri))
-
-
-def kfp_backend(host: str | None = None) -> tuple[Submitter, RunState]:
-    """``(submitter, run_state)`` backed by ``botyard.pipelines.submit`` (Kubeflow Pipelines at ``host``).
-
-    Raises ``ConfigError`` when that module is not installed.
-    """
-    try:
-        from botyard.pipelines import submit
-    except ImportError as exc:
-        raise ConfigError(
-            f"the KFP back end (botyard.pipelines.submit) cannot be imported ({exc}); pass --submitter/--run-state"
-        ) from exc
-
-    def submitter(bot_id: str, data_uri: str, data_hash: str, trigger: str) -> str:
-        return submit.submit_bot_run(bot_id, data_uri, host=host, trigger=trigger).run_id
-
-    def run_state(run_id: str) -> str:
-        return submit.get_run_state(run_id, host=host)
-
-    return submitter, run_state
+    local_prefixes = tuple(p for p in config.allowed_data_prefixes if is_local(p))
+    limits = Limits(memory_mb=config.parse_memory_mb, timeout_s=config.parse_timeout)
+    return DataChecker(workers=config.parse_workers, limits=limits, local_prefixes=local_prefixes)
 
 
 def _short(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if not str(exc).startswith(type(exc).__name__) else str(exc)
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
+def _data_reason(data_uri: str, exc: BaseException) -> str:
+    """Why a bot's data could not be used, without quoting the file (reasons are shown on /events)."""
+    from botyard.pipelines.trigger.sandbox import DataCheckError
+
+    why = exc.reason if isinstance(exc, DataCheckError) else f"it could not be read ({type(exc).__name__})"
+    return f"cannot use the training data at {data_uri}: {why}"
+
+
+def _submit_reason(exc: BaseException) -> str:
+    """A submitter's error; a data error's text may quote the file, so only its kind is kept."""
+    from botyard.components.base.errors import DataValidationError
+
+    if isinstance(exc, DataValidationError):
+        return (f"DataValidationError: the training data would fail the pipeline's {exc.stage or 'validate'} step "
+                "(details are not shown here, they quote the file)")
+    return _short(exc)
 
 
 class Dispatcher:
@@ -100,7 +104,7 @@ class Dispatcher:
         run_state: RunState,
         *,
         clock: Callable[[], float] = time.time,
-        hash_data: Callable[[str], str] = compute_data_hash,
+        hash_data: Callable[[str], str] | None = None,
     ):
         self.store = store
         self.config = config
@@ -108,14 +112,18 @@ class Dispatcher:
         self.submitter = submitter
         self.run_state = run_state
         self.clock = clock
-        self.hash_data = hash_data
+        self._checker = data_checker_for(config) if hash_data is None else None  # owned: closed by stop()
+        self.hash_data = hash_data or self._checker.fingerprint
+        self._hash_pool = ThreadPoolExecutor(config.parse_workers, thread_name_prefix="trigger-data-check")
+        self._hashing: dict[int, Future] = {}  # batch id -> its data check in flight
+        self._pruned_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0
         self.last_error: str | None = None
 
     # --- one pass ----------------------------------------------------------------------------
-    def tick(self) -> None:
+    def tick(self, wait_s: float | None = None) -> None:
         cfg, now = self.config, self.clock()
         self.store.renew_leases(self.owner, now=now, lease_seconds=cfg.lease_seconds)
         self.store.recover_expired(self.owner, now=now, lease_seconds=cfg.lease_seconds)
@@ -127,20 +135,47 @@ class Dispatcher:
             max_active=cfg.max_concurrent_runs, lease_seconds=cfg.lease_seconds,
         )  # fmt: skip
         just_claimed = {b["batch_id"] for b in claimed}
+        due = self.store.due_batches(self.owner, CLAIMED, now=self.clock())
+        due_ids = {b["batch_id"] for b in due}
+        for batch_id in [b for b, check in self._hashing.items() if b not in due_ids and check.done()]:
+            del self._hashing[batch_id]  # a batch another replica took over while its file was being read
+        for batch in due:  # every claimed batch's data check runs in the sandbox, several at once
+            if batch["batch_id"] not in self._hashing:
+                self._hashing[batch["batch_id"]] = self._hash_pool.submit(self.hash_data, batch["data_uri"])
+        wait_for([self._hashing[b["batch_id"]] for b in due], timeout=wait_s if wait_s is not None else HASH_WAIT_S)
         renewed = claimed_at
-        for batch in self.store.due_batches(self.owner, CLAIMED, now=self.clock()):
+        for batch in due:
+            check = self._hashing[batch["batch_id"]]
+            if not check.done():
+                continue  # still being read: a later pass dispatches it (its lease is renewed each pass)
+            del self._hashing[batch["batch_id"]]
             if self.clock() - renewed > cfg.lease_seconds / 3:  # a long pass (many bots, slow storage)
                 renewed = self.clock()
                 self.store.renew_leases(self.owner, now=renewed, lease_seconds=cfg.lease_seconds)
-            self._dispatch(batch, leased_at=claimed_at if batch["batch_id"] in just_claimed else None)
+            self._dispatch(batch, check, leased_at=claimed_at if batch["batch_id"] in just_claimed else None)
+        if self.clock() - self._pruned_at >= PRUNE_INTERVAL_S:
+            self._pruned_at = self.clock()
+            self.store.prune_rejected(keep=cfg.max_rejected_records)
         self.passes += 1
 
-    def _dispatch(self, batch: dict, leased_at: float | None = None) -> None:
+    @property
+    def checking(self) -> int:
+        """Data checks in flight (tests wait for them with ``settle``)."""
+        return len(self._hashing)
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Run passes until no data check is in flight (tests: every claimed batch decided)."""
+        deadline = time.monotonic() + timeout
+        self.tick(wait_s=timeout)
+        while self._hashing and time.monotonic() < deadline:
+            self.tick(wait_s=max(0.0, deadline - time.monotonic()))
+
+    def _dispatch(self, batch: dict, check: Future, leased_at: float | None = None) -> None:
         cfg, batch_id, bot_id = self.config, batch["batch_id"], batch["bot_id"]
         try:
-            digest = self.hash_data(batch["data_uri"])
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a decision, never a crash
-            reason = f"cannot read the training data {batch['data_uri']}: {_short(exc)}"
+            digest = check.result()
+        except Exception as exc:  # noqa: BLE001 - any unusable file is a decision, never a crash
+            reason = _data_reason(batch["data_uri"], exc)
             self.store.finish(batch_id, self.owner, FAILED, now=self.clock(), reason=reason)
             log.warning("trigger: bot %s batch %s failed: %s", bot_id, batch_id, reason)
             return
@@ -171,7 +206,7 @@ class Dispatcher:
             # local path sent to a cluster) fails the same way every time: no retry
             permanent = isinstance(exc, ValueError)
             reason = (
-                f"submit refused: {_short(exc)}" if permanent
+                f"submit refused: {_submit_reason(exc)}" if permanent
                 else f"submit attempt {attempt} of {SUBMIT_ATTEMPTS} failed: {_short(exc)}"
             )
             if permanent or attempt >= SUBMIT_ATTEMPTS:
@@ -231,6 +266,13 @@ class Dispatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the data checks (their worker processes end); the dispatcher cannot tick after this."""
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+        if self._checker is not None:
+            self._checker.close()
 
     @property
     def alive(self) -> bool:

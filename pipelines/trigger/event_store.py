@@ -137,6 +137,7 @@ events = Table(
 )
 Index("ix_trigger_events_bot", events.c.bot_id, events.c.id)
 Index("ix_trigger_events_batch", events.c.batch_id)
+Index("ix_trigger_events_state", events.c.state, events.c.id)  # the cap on refused requests
 
 bots = Table(
     "trigger_bots",
@@ -367,6 +368,17 @@ class Store:
                     replica=replica, remote_addr=remote_addr, body_sha256=body_sha256, body_bytes=body_bytes,
                 )  # fmt: skip
             ).inserted_primary_key[0]
+
+    def prune_rejected(self, keep: int) -> int:
+        """Delete refused requests but the newest ``keep`` (the audit trail's cap); returns how many went."""
+        with self._read() as conn:
+            cutoff = conn.execute(
+                select(events.c.id).where(events.c.state == REJECTED).order_by(events.c.id.desc()).offset(keep).limit(1)
+            ).scalar()
+        if cutoff is None:
+            return 0
+        with self._write() as conn:
+            return conn.execute(events.delete().where(events.c.state == REJECTED, events.c.id <= cutoff)).rowcount
 
     # --- claiming -------------------------------------------------------------------------
     def claim_due(
