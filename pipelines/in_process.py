@@ -17,11 +17,15 @@ from botyard.components.train.core import TrainResult, train_intent_model
 FEATURIZER_DIR = "featurizer"  # beside the model's files in ``output_dir``
 
 
-def train_model(train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str) -> TrainResult:
+def train_model(
+    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str, checkpoint_dir: str | None = None
+) -> TrainResult:
     """featurize + train: the featurizer adapted on ``train`` goes to ``<output_dir>/featurizer/``,
-    the Model artifact (``saved_model/``, ``training.json``) to ``output_dir``."""
+    the Model artifact (``saved_model/``, ``training.json``) to ``output_dir``; with
+    ``checkpoint_dir``, training checkpoints every epoch there and resumes from it (as the train
+    step does)."""
     from botyard.components.base.featurizer import load_spec
 
     featurizer_dir = os.path.join(output_dir, FEATURIZER_DIR)
     featurize(train, config, featurizer_dir)
-    return train_intent_model(train, val, config, output_dir, load_spec(featurizer_dir))
+    return train_intent_model(train, val, config, output_dir, load_spec(featurizer_dir), checkpoint_dir=checkpoint_dir)

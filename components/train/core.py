@@ -44,10 +44,14 @@ class TrainResult:
     train_seconds: float
     device: str
     schedule: dict | None = None
+    resumed_from_epoch: int = 0  # > 0: this run went on from a checkpoint made after that epoch
+    epochs_this_run: int = 0
+    checkpoint_seconds: float = 0.0  # spent writing checkpoints in this run
 
     def logged_metrics(self) -> dict[str, float]:
         """What the KFP ``Metrics`` artifact shows: epochs, time, final and per-epoch curves."""
-        logged = {"epochs_run": self.epochs_run, "train_seconds": self.train_seconds}
+        logged = {"epochs_run": self.epochs_run, "train_seconds": self.train_seconds, "resumed_from_epoch": self.resumed_from_epoch,
+                  "checkpoint_seconds": self.checkpoint_seconds}
         for name, values in self.history.items():
             logged[f"final_{name}"] = round(values[-1], 4)
             logged.update({f"epoch_{epoch:03d}_{name}": round(v, 4) for epoch, v in enumerate(values, start=1)})
@@ -152,17 +156,23 @@ class _Features:
 
 
 def train_intent_model(
-    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str, featurizer_spec: dict
+    train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, output_dir: str, featurizer_spec: dict,
+    checkpoint_dir: str | None = None,
 ) -> TrainResult:
     """Fit the classifier on ``train``, early-stopping on ``val`` loss; export to ``output_dir``.
 
     ``featurizer_spec`` is the featurize step's artifact (``base.featurizer.load_spec``).
+    ``checkpoint_dir`` (a folder URI beside the output, never in the model store): the loop's
+    state is saved there after every epoch, a run that finds a checkpoint of the same data and
+    settings resumes from it, and the folder is removed once the model is exported
+    (``train.checkpoints``).
     """
     import keras
     import tensorflow as tf
 
     from botyard.components.base import featurizer as features
     from botyard.components.base.warmup import write_warmup_file
+    from botyard.components.train.checkpoints import Checkpoints, fingerprint
     from botyard.components.train.model import LazyAdam, build_classifier, export_serving_model
 
     if train.empty:
@@ -220,9 +230,19 @@ def train_intent_model(
 
     rng = np.random.default_rng(config.seed)
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_accuracy": []} if has_val else {"loss": []}
-    best, best_weights, since_best = math.inf, None, 0
+    best, best_weights, since_best, start_epoch, stopped = math.inf, None, 0, 0, False
+    checkpoints = None
+    if checkpoint_dir:
+        digest = fingerprint(config=config.to_dict(), spec={k: v for k, v in featurizer_spec.items() if k != "word_vectors"},
+                             train=list(zip(texts, train[c.INTENT])), val=list(zip(val[c.UTTERANCE], val[c.INTENT])))
+        checkpoints = Checkpoints(checkpoint_dir, digest)
+        optimizer.build(model.trainable_variables)  # its variables must exist to be restored
+        resumed = checkpoints.restore(model=model, optimizer=optimizer, rng=rng)
+        if resumed:
+            history, best, since_best = resumed["history"], resumed["best"], resumed["since_best"]
+            best_weights, start_epoch, stopped = resumed["best_weights"], resumed["epoch"], resumed["stopped"]
     n = len(train)
-    for epoch in range(schedule.max_epochs):
+    for epoch in range(start_epoch, 0 if stopped else schedule.max_epochs):
         order = rng.permutation(n).astype("int32")
         losses = [float(train_step(tf.constant(order[s : s + schedule.batch_size]))) for s in range(0, n, schedule.batch_size)]
         history["loss"].append(float(np.mean(losses)))
@@ -233,18 +253,25 @@ def train_intent_model(
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_acc)
             monitored = val_loss
-        if monitored < best - 1e-4:
+        improved = monitored < best - 1e-4
+        if improved:
             best, best_weights, since_best = monitored, [w.numpy() for w in model.weights], 0
         else:
             since_best += 1
-            if since_best >= schedule.patience_epochs:
-                break
+            stopped = since_best >= schedule.patience_epochs
+        if checkpoints:
+            checkpoints.save(epoch=epoch + 1, model=model, optimizer=optimizer, rng=rng, history=history, best=best,
+                             since_best=since_best, best_weights=best_weights, best_is_current=improved, stopped=stopped)
+        if stopped:
+            break
     if best_weights is not None:
         for w, value in zip(model.weights, best_weights):
             w.assign(value)
     seconds = time.perf_counter() - started
     export_serving_model(vectorizer, model, os.path.join(output_dir, c.SAVED_MODEL_DIR))
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
+    if checkpoints:  # the model is out: nothing to resume any more
+        checkpoints.clear()
     result = TrainResult(
         labels=labels,
         history=history,
@@ -252,7 +279,11 @@ def train_intent_model(
         train_seconds=round(seconds, 3),
         device=device,
         schedule=asdict(schedule),
+        resumed_from_epoch=start_epoch,
+        epochs_this_run=len(history["loss"]) - start_epoch,
+        checkpoint_seconds=round(checkpoints.seconds, 3) if checkpoints else 0.0,
     )
     write_json(output_dir, c.TRAINING_FILE, {c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__})
-    log.info("trained %d labels in %.1fs on %s (%d epochs)", len(labels), seconds, device, result.epochs_run)
+    log.info("trained %d labels in %.1fs on %s (%d epochs%s)", len(labels), seconds, device, result.epochs_run,
+             f", resumed after epoch {start_epoch}" if start_epoch else "")
     return result
