@@ -61,6 +61,7 @@ def run_parameters() -> list:
         parameter("data_uri", str, ""),
         parameter("models_root", str, "models"),
         parameter("min_examples_per_intent", int, validation_defaults.min_examples_per_intent),
+        parameter("on_label_conflict", str, validation_defaults.on_label_conflict),
         parameter("val_fraction", float, split_defaults.val_fraction),
         parameter("test_fraction", float, split_defaults.test_fraction),
         parameter("split_seed", int, split_defaults.seed),
@@ -92,7 +93,8 @@ def _steps(args: dict, settings: ClusterSettings):
     ingested.set_caching_options(False)
     configure(ingested, settings)
     checked = validate(
-        dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"]
+        dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"],
+        on_label_conflict=args["on_label_conflict"],
     ).set_display_name("Validate training data")
     configure(checked, settings)
     parts = split(

@@ -30,6 +30,8 @@ def train(
 
     Returns:
         model: Folder with the string-in SavedModel and training.json (labels, entity tags, hyperparameters, history).
+            Checkpoints go to ``<model URI>-checkpoint`` after every epoch; a retried step resumes
+            from the last one, and they are removed once the model is exported.
         training_metrics: Final and per-epoch training curves, and the device used (device, gpu = 1 or 0).
     """
     import os
@@ -37,6 +39,7 @@ def train(
     from botyard.components.base.config import EntityConfig, TrainConfig
     from botyard.components.base.featurizer import load_spec
     from botyard.components.base.table import read_table
+    from botyard.components.train.checkpoints import location_for
     from botyard.components.train.core import configure_devices, train_intent_model
 
     config = TrainConfig.from_parameters(train_config)
@@ -45,6 +48,7 @@ def train(
     result = train_intent_model(
         read_table(train_data.path), read_table(val_data.path), config, model.path, load_spec(featurizer.path),
         EntityConfig.from_parameters(entity_config),
+        checkpoint_dir=location_for(model.uri, model.path),  # beside the model artifact; resumed after a kill
     )
     model.metadata.update({"labels": result.labels, "framework": "tensorflow", "device": result.device})
     for name, value in result.logged_metrics().items():
