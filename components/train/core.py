@@ -276,9 +276,8 @@ def train_intent_model(
         for w, value in zip(model.weights, best_weights):
             w.assign(value)
     seconds = time.perf_counter() - started
-    from botyard.components.train.checkpoints import Checkpoints, fingerprint
-    from botyard.components.train.entities import train_entities
-    from botyard.components.train.model import LazyAdam, build_classifier, export_serving_model
+    entity_model = train_entities(train, val, entity_config) if entity_config is not None else None
+    export_serving_model(vectorizer, model, os.path.join(output_dir, c.SAVED_MODEL_DIR), entities=entity_model)
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     if checkpoints:  # the model is out: nothing to resume any more
         checkpoints.clear()
