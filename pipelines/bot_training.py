@@ -61,6 +61,7 @@ def run_parameters() -> list:
         parameter("data_uri", str, ""),
         parameter("models_root", str, "models"),
         parameter("min_examples_per_intent", int, validation_defaults.min_examples_per_intent),
+        parameter("min_examples_per_entity", int, validation_defaults.min_examples_per_entity),
         parameter("on_label_conflict", str, validation_defaults.on_label_conflict),
         parameter("val_fraction", float, split_defaults.val_fraction),
         parameter("test_fraction", float, split_defaults.test_fraction),
@@ -94,7 +95,7 @@ def _steps(args: dict, settings: ClusterSettings):
     configure(ingested, settings)
     checked = validate(
         dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"],
-        on_label_conflict=args["on_label_conflict"],
+        min_examples_per_entity=args["min_examples_per_entity"], on_label_conflict=args["on_label_conflict"],
     ).set_display_name("Validate training data")
     configure(checked, settings)
     parts = split(

@@ -110,7 +110,7 @@ class ValidationConfig(ConfigBase):
             )
 
     # the pipeline parameters that are validation settings (the rest keep their defaults)
-    RUN_PARAMETERS = ("min_examples_per_intent", "on_label_conflict")
+    RUN_PARAMETERS = ("min_examples_per_intent", "min_examples_per_entity", "on_label_conflict")
 
     @classmethod
     def from_run_parameters(cls, parameters: dict | None) -> "ValidationConfig":
