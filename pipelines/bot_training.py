@@ -11,7 +11,9 @@ artifacts, so new data always reaches training while a retried run reuses what i
 Parameters: the run's own (bot, data, model store, gate thresholds, deploy settings) plus one
 per ``TrainConfig`` field, named, typed and defaulted from the dataclass itself, so a new
 hyperparameter reaches the pipeline, the dashboard and ``botyard run --param`` by being added
-to ``TrainConfig`` alone. The train and featurize steps get them as one ``train_config`` dict.
+to ``TrainConfig`` alone. The train and featurize steps get them as one ``train_config`` dict;
+the entity tagger's (``EntityConfig``) are ``entity_<field>`` parameters, one ``entity_config``
+dict for the train step, which trains the tagger only when the training split has entity spans.
 
 ``build_bot_training(gpu, images=, storage=)`` makes the pipeline for a cluster: GPU, images,
 storage secret and every task's CPU/memory are compiled into the YAML (``task_settings``).
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from kfp import dsl
 
-from botyard.components.base.config import GpuConfig, SplitConfig, TrainConfig, ValidationConfig
+from botyard.components.base.config import EntityConfig, GpuConfig, SplitConfig, TrainConfig, ValidationConfig
 from botyard.components.base.images import ImageConfig
 from botyard.components.deploy.config import ClusterDeployConfig
 from botyard.components.deploy.component import deploy
@@ -43,6 +45,12 @@ from botyard.pipelines.task_settings import ClusterSettings, StorageAccess, conf
 PIPELINE_NAME = "bot-training"
 UNCACHED_TASKS = ("ingest", "register", "gate", "infra-check", "deploy")  # see the module docstring
 TRAIN_PARAMETERS = tuple(name for name, _, _ in TrainConfig.parameter_fields())
+ENTITY_PARAMETERS = tuple(name for name, _, _ in EntityConfig.parameter_fields())  # entity_<field>
+
+
+def _unset_below_zero(value: float | None) -> float:
+    """A gate threshold as a pipeline parameter: KFP has no optional floats, so unset is -1."""
+    return -1.0 if value is None else value
 
 
 def run_parameters() -> list:
@@ -53,12 +61,16 @@ def run_parameters() -> list:
         parameter("data_uri", str, ""),
         parameter("models_root", str, "models"),
         parameter("min_examples_per_intent", int, validation_defaults.min_examples_per_intent),
+        parameter("min_examples_per_entity", int, validation_defaults.min_examples_per_entity),
+        parameter("on_label_conflict", str, validation_defaults.on_label_conflict),
         parameter("val_fraction", float, split_defaults.val_fraction),
         parameter("test_fraction", float, split_defaults.test_fraction),
         parameter("split_seed", int, split_defaults.seed),
         parameter("min_accuracy", float, gate_defaults.min_accuracy),
         parameter("max_accuracy_drop", float, gate_defaults.max_accuracy_drop),
         parameter("max_intent_recall_drop", float, gate_defaults.max_intent_recall_drop),
+        parameter("min_entity_f1", float, _unset_below_zero(gate_defaults.min_entity_f1)),
+        parameter("max_entity_f1_drop", float, _unset_below_zero(gate_defaults.max_entity_f1_drop)),
         parameter("allow_cpu_training", bool, False),
         parameter("deploy_target", str, "local"),
         parameter("namespace", str, cluster_defaults.namespace),  # "": the namespace the run executes in
@@ -73,6 +85,7 @@ def run_parameters() -> list:
 def _steps(args: dict, settings: ClusterSettings):
     """The pipeline's tasks, from its arguments (one channel per parameter)."""
     train_config = {name: args[name] for name in TRAIN_PARAMETERS}
+    entity_config = {name: args[name] for name in ENTITY_PARAMETERS}
     data_uri, bot_id, models_root = args["data_uri"], args["bot_id"], args["models_root"]
     ingested = ingest(data_uri=data_uri).set_display_name("Ingest training data")
     # reads the data behind data_uri, which changes while the URI stays: never reuse an old
@@ -81,7 +94,8 @@ def _steps(args: dict, settings: ClusterSettings):
     ingested.set_caching_options(False)
     configure(ingested, settings)
     checked = validate(
-        dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"]
+        dataset=ingested.outputs["dataset"], data_uri=data_uri, min_examples_per_intent=args["min_examples_per_intent"],
+        min_examples_per_entity=args["min_examples_per_entity"], on_label_conflict=args["on_label_conflict"],
     ).set_display_name("Validate training data")
     configure(checked, settings)
     parts = split(
@@ -97,9 +111,10 @@ def _steps(args: dict, settings: ClusterSettings):
         val_data=parts.outputs["val_data"],
         featurizer=featurized.outputs["featurizer"],
         train_config=train_config,
+        entity_config=entity_config,
         gpu_requested=settings.gpu.enabled,
         allow_cpu_training=args["allow_cpu_training"],
-    ).set_display_name("Train BiLSTM intent model")
+    ).set_display_name("Train BiLSTM intent model (and entity tagger)")
     configure(trained, settings)
     evaluated = evaluate(
         model=trained.outputs["model"], val_data=parts.outputs["val_data"], test_data=parts.outputs["test_data"]
@@ -123,6 +138,8 @@ def _steps(args: dict, settings: ClusterSettings):
         min_accuracy=args["min_accuracy"],
         max_accuracy_drop=args["max_accuracy_drop"],
         max_intent_recall_drop=args["max_intent_recall_drop"],
+        min_entity_f1=args["min_entity_f1"],
+        max_entity_f1_drop=args["max_entity_f1_drop"],
     ).set_display_name("Promotion gate: candidate vs live")
     verdict.set_caching_options(False)  # the live version it compares with changes
     configure(verdict, settings)
@@ -158,7 +175,7 @@ def _steps(args: dict, settings: ClusterSettings):
 def build_bot_training(gpu: GpuConfig | None = None, *, images: ImageConfig | None = None, storage: StorageAccess | None = None):
     """The pipeline for a cluster's GPU, image and storage settings (``task_settings``)."""
     settings = ClusterSettings.of(gpu, images, storage)
-    params = run_parameters() + config_parameters(TrainConfig)
+    params = run_parameters() + config_parameters(TrainConfig) + config_parameters(EntityConfig)
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description="Train, evaluate and register one bot's intent model; deploy it when it beats the live version.",

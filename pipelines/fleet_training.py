@@ -85,7 +85,8 @@ def build_fleet_training(
     shared = shared_inputs(bot_training)
 
     def fleet_bot(args: dict):
-        data_check = check_bot_data(bot_id=args["bot_id"], data_uri=args["data_uri"], min_examples_per_intent=args["min_examples_per_intent"])
+        data_check = check_bot_data(bot_id=args["bot_id"], data_uri=args["data_uri"], min_examples_per_intent=args["min_examples_per_intent"],
+                                    on_label_conflict=args["on_label_conflict"])
         data_check.set_display_name("Check bot data").set_caching_options(False)  # the data behind a URI may change
         configure(data_check, settings)
         with dsl.If(data_check.outputs["ok"] == True, name="data-ok"):  # noqa: E712 (a KFP condition, not Python)

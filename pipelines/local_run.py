@@ -37,9 +37,10 @@ def sample_bot_data() -> str:
     return str(resources.files("botyard.pipelines") / "sample_bot" / "nlu.yml")
 
 
-def preflight(data_uri: str, min_examples_per_intent: int = ValidationConfig().min_examples_per_intent) -> TrainingData:
-    """Ingest and validate in-process; raises ``DataValidationError`` with the full message."""
-    return load_training_data(data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
+def preflight(data_uri: str, parameters: dict | None = None) -> TrainingData:
+    """Ingest and validate in-process with the run's validation parameters (``min_examples_per_intent``,
+    ``on_label_conflict``); raises ``DataValidationError`` with the full message."""
+    return load_training_data(data_uri, ValidationConfig.from_run_parameters(parameters))
 
 
 @dataclass
@@ -218,7 +219,9 @@ def run_bot_training_locally(
         from botyard.components.deploy.config import check_cluster_locations
 
         check_cluster_locations(data_uri=data_uri, models_root=models_root)
-    preflight(data_uri, int(parameters.get("min_examples_per_intent", ValidationConfig().min_examples_per_intent)))
+    checked = preflight(data_uri, parameters)
+    for line in checked.report.conflict_summary():  # warn / drop: the user sees what was kept or dropped
+        console.write(f"botyard: {line}\n")
     models_root = storage.absolute(models_root)  # s3:// and gs:// stay as they are
     storage.exists(storage.check_uri(models_root))  # a bad scheme, no credentials, no endpoint: fail now, not in register
     with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), bot_id, console) as session:

@@ -27,6 +27,7 @@ from botyard.components.base.images import ImageConfig
 
 # (cpu request, memory request, cpu limit, memory limit). TensorFlow alone takes about 0.5 GiB.
 DEFAULT_RESOURCES = ("500m", "1Gi", "1", "2Gi")
+TRAIN_RETRIES = 3  # the train task's retries (preemption); each resumes from the last checkpoint
 TASK_RESOURCES = {
     "featurize": ("1", "2Gi", "2", "4Gi"),
     "train": ("2", "8Gi", "4", "16Gi"),
@@ -36,7 +37,7 @@ TASK_RESOURCES = {
 }
 # tasks that read the training data or read/write the model store themselves (not through
 # KFP's artifact store, whose credentials the KFP launcher has)
-STORAGE_TASKS = ("ingest", "register", "gate", "infra-check", "deploy", "check-bot-data")
+STORAGE_TASKS = ("ingest", "train", "register", "gate", "infra-check", "deploy", "check-bot-data")  # train: its checkpoints
 DEFAULT_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"  # botocore (s3fs) reads it by itself
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -108,6 +109,9 @@ def configure(task: dsl.PipelineTask, settings: ClusterSettings) -> dsl.Pipeline
     task.set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
     if name == "train":
         request_gpu(task, settings.gpu)
+        # a preempted or evicted train pod is started again with the same output URI and
+        # resumes from its last checkpoint (components/train/checkpoints.py)
+        task.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="30s", backoff_factor=2.0)
     if name in STORAGE_TASKS:
         storage = settings.storage
         if storage.secret:

@@ -45,7 +45,8 @@ def data_dir(tmp_path):
         "oos_val": _rows("oos", 3, 100),
         "oos_test": _rows("oos", 5, 200),
     }
-    (root / "clinc150" / "data_full.json").write_text(json.dumps(full))
+    for name in ("data_full.json", "data_small.json", "data_imbalanced.json"):
+        (root / "clinc150" / name).write_text(json.dumps(full))
     (root / "clinc150" / "domains.json").write_text(json.dumps(INTENTS))
     for name, n, offset in (("train", 12, 0), ("test", 4, 200)):
         lines = [json.dumps({"text": u, "intent": f"hwu_{i}", "entities": []}) for i in intents for u, _ in _rows(i, n, offset)]
@@ -74,7 +75,7 @@ def test_bench_writes_and_merges_results(data_dir, tmp_path, monkeypatch):
             assert isinstance(figures[key], float), key
         assert 0.0 <= figures["in_scope_accuracy"] <= 1.0
     assert full["train_config"]["lstm_units"] == harness.QUICK_TRAIN_CONFIG["lstm_units"]
-    assert [t["figure"] for t in full["targets"]] == ["in_scope_accuracy", "oos_recall", "train_seconds", "latency_p50_ms"]
+    assert [t["figure"] for t in full["targets"]] == ["in_scope_accuracy", "oos_recall", "train_seconds", "in_scope_accuracy", "model_mb", "latency_p50_ms"]
     bots = first["suites"]["clinc150-bots"]
     assert list(bots["per_bot"]) == ["food"]  # domains in sorted order, the first one only
     assert "max_train_seconds" in bots["systems"][harness.LSTM]
@@ -96,6 +97,80 @@ def test_bench_writes_and_merges_results(data_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "data", "tmp"]
     assert list(scratch.iterdir()) == []
     assert {p.name for p in out.iterdir()} == {harness.RESULTS_JSON, harness.RESULTS_MD}
+
+
+def test_new_quality_suites_report_both_systems_and_their_targets(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    monkeypatch.setenv(harness.DATA_ENV, str(data_dir))
+    args = ["bench", "--quick", "--in-process", "--output-dir", str(out), "--latency-calls", "5", "--max-bots", "1", "--max-seeds", "1"]
+    assert main(args + ["--suite", "sample-bot", "--suite", "clinc150-small", "--suite", "fewshot"]) == 0
+    suites = json.loads((out / harness.RESULTS_JSON).read_text())["suites"]
+    sample = suites["sample-bot"]["systems"]
+    for figures in sample.values():
+        assert {"accuracy", "heldout_accuracy", "combined_accuracy", "train_seconds", "model_mb", "latency_p50_ms"} <= set(figures)
+    targets = {(t["figure"], t.get("note")) for t in suites["sample-bot"]["targets"]}
+    assert ("accuracy", "the baseline's, same run, + 3 points") in targets
+    small = suites["clinc150-small"]
+    assert [t["figure"] for t in small["targets"]] == ["in_scope_accuracy", "in_scope_accuracy", "model_mb", "latency_p50_ms"]
+    assert small["targets"][1]["value"] == small["systems"][harness.BASELINE]["in_scope_accuracy"]
+    fewshot = suites["fewshot"]
+    assert list(fewshot["groups"]) == ["clinc150-5shot", "clinc150-10shot", "hwu64-5shot", "hwu64-10shot"]
+    assert set(fewshot["per_run"]) == {f"{s}-{k}shot-seed0" for s in ("clinc150", "hwu64") for k in (5, 10)}
+    for system in (harness.LSTM, harness.BASELINE):
+        assert 0.0 <= fewshot["systems"][system]["clinc150-5shot_accuracy"] <= 1.0
+    report = (out / harness.RESULTS_MD).read_text()
+    assert "| clinc150-5shot |" in report and "Held-out utterances: intent accuracy (top intent)" in report
+
+
+def test_fewshot_samples_are_seeded_and_disjoint(data_dir):
+    from botyard.pipelines.bench import fewshot
+
+    bots = fewshot.clinc_bots(str(data_dir), 5, 0)
+    assert list(bots) == ["food", "money"]
+    money = bots["money"]
+    assert money["train"]["intent"].value_counts().to_dict() == {"balance": 5, "transfer": 5}
+    assert money["val"]["intent"].value_counts().to_dict() == {"balance": 2, "transfer": 2}
+    assert not set(money["val"]["utterance"]) & set(money["dev"]["utterance"])
+    assert len(money["test"]) == 8
+    again = fewshot.clinc_bots(str(data_dir), 5, 0)["money"]
+    assert again["train"].equals(money["train"])
+    assert not fewshot.clinc_bots(str(data_dir), 5, 1)["money"]["train"].equals(money["train"])
+    hwu = fewshot.hwu_bot(str(data_dir), 10, 0)
+    assert len(hwu["train"]) == 40 and len(hwu["val"]) == 8 and len(hwu["dev"]) == 0
+    assert not set(hwu["train"]["utterance"]) & set(hwu["val"]["utterance"])
+
+
+def test_end_to_end_files_carry_the_split(data_dir, tmp_path, monkeypatch):
+    from botyard.components.base.data_formats import read_training_data
+    from botyard.pipelines.bench import runs
+
+    path = str(tmp_path / "clinc.jsonl")
+    assert runs.write_clinc_file(str(data_dir), path) == 48 + 16 + 16 + 6 + 3 + 5
+    table = read_training_data(path)
+    assert table["split"].value_counts().to_dict() == {"train": 54, "val": 19, "test": 21}
+    assert (table["intent"] == "oos").sum() == 14
+    monkeypatch.setattr(runs, "LONG_TRAIN", 70)
+    monkeypatch.setattr(runs, "LONG_VAL", 7)
+    monkeypatch.setattr(runs, "LONG_TEST", 7)
+    monkeypatch.setattr(runs, "SENTENCES_PER_UTTERANCE", 3)
+    long_path = str(tmp_path / "long.jsonl")
+    assert runs.write_long_bot_file(str(data_dir), long_path) == 84
+    long_table = read_training_data(long_path)
+    assert set(long_table["intent"]) == {"food", "money"}  # 7 intents asked, 2 domains there
+    assert long_table["utterance"].str.count(r"\. ").min() == 2
+
+
+@pytest.mark.slow
+def test_end_to_end_suite_times_a_real_botyard_run(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    monkeypatch.setenv(harness.DATA_ENV, str(data_dir))
+    assert main(["bench", "--quick", "--in-process", "--output-dir", str(out), "--suite", "run-clinc150"]) == 0
+    result = json.loads((out / harness.RESULTS_JSON).read_text())["suites"]["run-clinc150"]
+    figures = result["systems"]["botyard run"]
+    assert figures["run_seconds"] > figures["train_seconds"] > 0 and figures["test_size"] == 21
+    assert set(result["targets"][0]) >= {"figure", "measured", "met"} and result["targets"][0]["value"] == 180.0
+    assert any(step.startswith("command: `botyard run --bot-id clinc150") for step in result["protocol"])
+    assert "train" in next(p for p in result["protocol"] if p.startswith("steps:"))
 
 
 def test_missing_suite_module_fails_only_when_selected(tmp_path, monkeypatch):

@@ -26,12 +26,23 @@ def test_bad_data_exits_2_with_the_validation_message(tmp_path):
     assert not (tmp_path / "m").exists()  # nothing ran, nothing written
 
 
+def test_label_conflict_fails_by_default_and_names_the_way_through(tmp_path):
+    data = tmp_path / "bot.csv"
+    rows = [(f"hello {n}", "greet") for n in range(5)] + [(f"bye {n}", "bye") for n in range(5)] + [("Hello 0", "bye")]
+    data.write_text("text,intent\n" + "".join(f"{t},{i}\n" for t, i in rows))
+    result = _botyard("run", "--data", str(data), "--models-root", str(tmp_path / "m"), "--pipeline-root", str(tmp_path / "r"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("utterance 'hello 0' is labelled with different intents: 'bye' (row 12); 'greet' (row 2); keep one label "
+            "(or run with on_label_conflict=warn or drop)") in result.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["run", "--bot-id", "Bad_Bot"], "bot id 'Bad_Bot' is not valid"),
         (["run", "--param", "epochs=ten"], "--param epochs: 'ten' is not a valid Integer"),
         (["run", "--param", "colour=blue"], "--param 'colour=blue': expected KEY=VALUE"),
+        (["run", "--param", "on_label_conflict=ignore"], "ValidationConfig.on_label_conflict = 'ignore' is not allowed; use one of fail, warn, drop"),
         (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "GpuConfig.accelerator_limit = 0 is out of range"),
     ],
 )

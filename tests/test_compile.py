@@ -70,7 +70,7 @@ def test_steps_read_well_in_the_dashboard(compiled):
     spec, _ = _load(compiled[0])
     tasks = spec["root"]["dag"]["tasks"]
     assert [tasks[t]["taskInfo"]["name"] for t in ("ingest", "validate", "split", "train", "evaluate", "register")] == [
-        "Ingest training data", "Validate training data", "Split train / val / test", "Train BiLSTM intent model",
+        "Ingest training data", "Validate training data", "Split train / val / test", "Train BiLSTM intent model (and entity tagger)",
         "Evaluate on test split", "Register model version",
     ]
     assert spec["pipelineInfo"]["description"].startswith("Train, evaluate and register one bot's intent model")
@@ -200,8 +200,8 @@ def test_storage_secret_and_endpoint_reach_exactly_the_tasks_that_touch_storage(
         "secretName": "mlpipeline-minio-artifact",
         "secretNameParameter": {"runtimeValue": {"constant": "mlpipeline-minio-artifact"}},
     }]
-    storage = {"bot_training": {"ingest", "register", "gate", "infra-check", "deploy"},
-               "fleet_training": {"ingest", "register", "gate", "infra-check", "deploy", "check-bot-data"}}
+    storage = {"bot_training": {"ingest", "train", "register", "gate", "infra-check", "deploy"},
+               "fleet_training": {"ingest", "train", "register", "gate", "infra-check", "deploy", "check-bot-data"}}
     for name, (spec, platform) in compiled.items():
         with_secret = {e.removeprefix("exec-") for e, cfg in platform.items() if cfg.get("secretAsEnv")}
         assert with_secret == storage[name], name
@@ -218,7 +218,7 @@ def test_default_storage_secret_keys_keep_their_names(tmp_path):
         {"envVar": "AWS_ACCESS_KEY_ID", "secretKey": "AWS_ACCESS_KEY_ID"},
         {"envVar": "AWS_SECRET_ACCESS_KEY", "secretKey": "AWS_SECRET_ACCESS_KEY"},
     ]
-    assert "exec-train" not in platform and "exec-split" not in platform
+    assert "exec-split" not in platform and "exec-featurize" not in platform
 
 
 def test_deploy_gets_a_test_utterance_the_predictor_image_and_the_run_namespace_by_default(tmp_path):
@@ -236,3 +236,14 @@ def test_deploy_gets_a_test_utterance_the_predictor_image_and_the_run_namespace_
     defaults = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
     assert (defaults["namespace"], defaults["deployment_mode"], defaults["predictor_service_account"]) == (
         "", "RawDeployment", "botyard-predictor")
+
+
+def test_train_task_is_retried_so_a_preempted_pod_resumes_from_its_checkpoint(compiled):
+    from botyard.pipelines.task_settings import TRAIN_RETRIES
+
+    spec, _ = _load(compiled[0])
+    train = spec["root"]["dag"]["tasks"]["train"]
+    assert train["retryPolicy"]["maxRetryCount"] == TRAIN_RETRIES == 3
+    assert train["retryPolicy"]["backoffDuration"] == "30s"
+    others = [t for name, t in spec["root"]["dag"]["tasks"].items() if name != "train"]
+    assert others and not any("retryPolicy" in t for t in others)

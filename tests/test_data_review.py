@@ -40,7 +40,7 @@ def test_label_conflicts_lists_each_utterance_with_its_intents_and_rows():
 def test_label_conflicts_is_the_rule_validation_fails_on():
     table = _table([("Hello there", "greet"), ("hello  there", "bye")] + [(f"x {n}", "greet") for n in range(5)] + [(f"y {n}", "bye") for n in range(5)])
     errors = validate_table(table, "bot.csv").errors
-    assert errors == ["utterance 'hello there' is labelled with different intents: 'bye' (row 3); 'greet' (row 2); keep one label"]
+    assert errors == ["utterance 'hello there' is labelled with different intents: 'bye' (row 3); 'greet' (row 2); keep one label (or run with on_label_conflict=warn or drop)"]
     assert list(label_conflicts(table)["utterance"]) == ["hello there"]
 
 

@@ -86,3 +86,32 @@ def test_console_shows_one_line_per_step(run):
         assert f"Task {step} finished with status SUCCESS" in run.console
     assert "executor_input" not in run.console  # step noise goes to the log file
     assert "Executing task \x1b[96m'train'" in open(run.log_path).read()
+
+
+TINY_PARAMS = ["embedding_dim=8", "lstm_units=8", "max_ngrams=300", "max_char_ngrams=300", "ngram_units=8"]
+
+
+def test_run_drops_conflicting_train_and_val_rows_and_keeps_test_rows(tmp_path, capsys):
+    """``botyard run --param on_label_conflict=drop`` on data with label conflicts (as CLINC150 has)."""
+    import glob
+
+    from botyard.components.base.table import read_table
+    from botyard.pipelines.cli import main
+
+    words = {"greet": "hello there friend", "bye": "goodbye see you", "weather": "is it raining outside"}
+    rows = [(f"{words[i]} {n}", i, "train" if n < 8 else "val" if n < 10 else "test") for i in words for n in range(12)]
+    rows += [("Hello there friend 0", "bye", "test"), ("goodbye see you 8", "weather", "train")]  # rows 38, 39
+    data = tmp_path / "bot.csv"
+    data.write_text("text,intent,split\n" + "".join(f"{t},{i},{s}\n" for t, i, s in rows))
+    args = ["run", "--bot-id", "noisy", "--data", str(data), "--models-root", str(tmp_path / "models"),
+            "--pipeline-root", str(tmp_path / "runs"), "--param", "on_label_conflict=drop"]
+    assert main(args + [f"--param={p}" for p in TINY_PARAMS]) == 0
+    out = capsys.readouterr().out
+    assert "botyard: dropped 3 train/val row(s) of 2 utterance(s) labelled with different intents (on_label_conflict=drop):" in out
+    assert "  - 'hello there friend 0': 'bye' (row 38); 'greet' (row 2); dropped row 2; kept test row 38" in out
+    assert "  - 'goodbye see you 8': 'bye' (row 22); 'weather' (row 39); dropped rows 22, 39" in out
+    assert "(on 7 test utterances)" in out, out  # 2 per intent + the conflicting test row, kept as given
+    run_dir = sorted(glob.glob(str(tmp_path / "runs" / "bot-training-*" / "validate")))[-1]
+    assert "## Label conflicts: rows dropped" in open(os.path.join(run_dir, "report")).read()
+    validated = read_table(os.path.join(run_dir, "validated"))
+    assert len(validated) == len(rows) - 3 and not {2, 22, 39} & set(validated["source_row"])

@@ -18,7 +18,8 @@ from botyard.pipelines.in_process import train_model
 
 from conftest import tiny_rows
 
-TINY = dict(epochs=3, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ngrams=200, ngram_units=8, batch_size=8)
+TINY = dict(epochs=3, min_steps=0, patience_steps=0, embedding_dim=8, lstm_units=8, max_ngrams=200, max_char_ngrams=200,
+            ngram_units=8, batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_the_featurizer_inside_the_saved_model_equals_the_featurize_artifact(tra
 
     out, _, _ = trained
     utterances = ["hello", "Rain today?!", "zyxwvut qqq unseen-words", "  bye   bye  ", "émoji 🙂 ok", ""]
-    from_artifact = featurizer.build(featurizer.load_spec(os.path.join(out, FEATURIZER_DIR)))(tf.constant(utterances))
+    from_artifact = featurizer.build(featurizer.load_spec(os.path.join(out, FEATURIZER_DIR))).dense_features(tf.constant(utterances))
     saved = tf.saved_model.load(os.path.join(out, c.SAVED_MODEL_DIR)).signatures[c.FEATURES_SIGNATURE]
     from_model = saved(utterances=tf.constant(utterances))
     assert set(from_model) == set(from_artifact) == {featurizer.TOKEN_IDS, featurizer.NGRAMS, featurizer.CHAR_NGRAMS}

@@ -115,6 +115,95 @@ def test_config_out_of_range_names_the_field():
         ValidationConfig(min_examples_per_intent=0)
 
 
+# --- label conflicts: on_label_conflict = fail / warn / drop ------------------------------------
+
+# rows 2-11 are GOOD; row 12 repeats row 2's utterance with another intent (no split column)
+CONFLICT = GOOD + [("Alpha  Number 0", "beta")]
+
+
+def _split_csv(rows):
+    return "text,intent,split\n" + "".join(f"{t},{i},{s}\n" for t, i, s in rows)
+
+
+# a file with its own split: the conflict's train row 2 and val row 13 go, its test row 14 stays
+SPLIT_ROWS = [(t, i, "train") for t, i in GOOD] + [("beta number 9", "beta", "val"), ("alpha number 0", "beta", "val"), ("ALPHA number 0", "gamma", "test")]
+
+
+def test_conflict_fails_by_default_and_names_the_policy(write):
+    message = _error(write("bot.csv", _csv(CONFLICT)))
+    assert ("utterance 'alpha number 0' is labelled with different intents: 'alpha' (row 2); 'beta' (row 12); "
+            "keep one label (or run with on_label_conflict=warn or drop)") in message
+
+
+def test_conflict_warn_keeps_every_row_and_lists_it(write):
+    path = write("bot.csv", _csv(CONFLICT))
+    table = read_training_data(path)
+    report = validate_table(table, path, ValidationConfig(on_label_conflict="warn"))
+    assert report.ok and report.dropped_rows == []
+    assert report.conflicts == ["'alpha number 0': 'alpha' (row 2); 'beta' (row 12)"]
+    assert len(report.kept(table)) == len(table) == 11
+    assert report.intent_counts == {"alpha": 5, "beta": 6}
+    assert report.conflict_summary() == [
+        "kept 1 utterance(s) labelled with different intents (on_label_conflict=warn):",
+        "  - 'alpha number 0': 'alpha' (row 2); 'beta' (row 12)",
+    ]
+    assert "## Label conflicts: rows kept\n\n- 'alpha number 0': 'alpha' (row 2); 'beta' (row 12)" in report.to_markdown()
+
+
+def test_conflict_drop_removes_train_and_val_rows_and_keeps_test_rows(write):
+    path = write("bot.csv", _split_csv(SPLIT_ROWS))
+    table = read_training_data(path)
+    report = validate_table(table, path, ValidationConfig(on_label_conflict="drop", min_examples_per_intent=1))
+    assert report.ok, report.errors
+    assert report.dropped_rows == [2, 13]
+    assert report.conflicts == ["'alpha number 0': 'alpha' (row 2); 'beta' (row 13); 'gamma' (row 14); dropped rows 2, 13; kept test row 14"]
+    kept = report.kept(table)
+    assert sorted(kept["source_row"]) == [r for r in range(3, 15) if r != 13]
+    assert kept.loc[kept["source_row"] == 14, "split"].item() == "test"
+    assert report.intent_counts == {"alpha": 4, "beta": 6, "gamma": 1}
+    assert report.conflict_summary()[0] == (
+        "dropped 2 train/val row(s) of 1 utterance(s) labelled with different intents (on_label_conflict=drop):"
+    )
+    markdown = report.to_markdown()
+    assert "## Label conflicts: rows dropped\n\n2 train/val row(s) removed (rows 2, 13); test rows are kept as given." in markdown
+
+
+def test_conflict_drop_without_a_split_removes_every_conflicting_row(write):
+    path = write("bot.csv", _csv(CONFLICT))
+    report = validate_table(read_training_data(path), path, ValidationConfig(on_label_conflict="drop"))
+    assert report.dropped_rows == [2, 12]
+    # what is left is checked as it will be trained on: alpha now has 4 examples
+    assert report.errors == [
+        "intent 'alpha' has only 4 training example(s), minimum is 5 (rows 3, 4, 5, 6); add examples or lower min_examples_per_intent"
+    ]
+
+
+def test_validate_step_passes_on_the_kept_rows(write, tmp_path):
+    from botyard.components.base.table import read_table, write_table
+    from botyard.components.validate.core import validate
+
+    path = write("bot.csv", _split_csv(SPLIT_ROWS))
+    ingested = str(tmp_path / "ingested.jsonl")
+    write_table(read_training_data(path), ingested)
+    out, md = str(tmp_path / "validated.jsonl"), str(tmp_path / "report.md")
+    validate(ingested, path, ValidationConfig(on_label_conflict="drop", min_examples_per_intent=1), out, md)
+    assert sorted(read_table(out)["source_row"]) == [r for r in range(3, 15) if r != 13]
+    assert "rows dropped" in open(md).read()
+    validate(ingested, path, ValidationConfig(on_label_conflict="warn", min_examples_per_intent=1), out, md)
+    assert len(read_table(out)) == 13
+    with pytest.raises(DataValidationError, match="labelled with different intents"):
+        validate(ingested, path, ValidationConfig(min_examples_per_intent=1), out, md)
+    assert "# Training data validation: FAILED" in open(md).read()
+
+
+def test_conflict_policy_is_checked_and_read_from_run_parameters():
+    with pytest.raises(ConfigError, match=r"ValidationConfig.on_label_conflict = 'skip' is not allowed; use one of fail, warn, drop"):
+        ValidationConfig(on_label_conflict="skip")
+    config = ValidationConfig.from_run_parameters({"on_label_conflict": "drop", "min_examples_per_intent": "3", "epochs": 4})
+    assert (config.on_label_conflict, config.min_examples_per_intent) == ("drop", 3)
+    assert ValidationConfig.from_run_parameters(None) == ValidationConfig()
+
+
 # --- field types: a JSON Lines value of the wrong type fails here, not in train ----------------
 
 
@@ -177,3 +266,31 @@ def test_entities_without_integer_spans_are_reported_not_crashed_on(tmp_path, wr
     result = ingest(path, str(tmp_path / "table.jsonl"))
     assert result.rows == 11 and len(result.data_hash) == 64
     assert "row 11: entity {'entity': 'city'} needs integer 'start', 'end' and an 'entity' name" in _error(path)
+
+
+def test_overlapping_entity_spans_fail_naming_the_row(write):
+    from botyard.components.base.data_formats import read_training_data
+    from botyard.components.base.data_checks import validate_table
+
+    rows = [{"text": f"fly to paris {i}", "intent": "travel"} for i in range(5)]
+    rows += [{"text": f"hello {i}", "intent": "greet"} for i in range(5)]
+    rows[0]["entities"] = [{"start": 7, "end": 12, "value": "paris", "entity": "city"},
+                           {"start": 10, "end": 14, "value": "is 0", "entity": "code"}]
+    path = write("bot.jsonl", "\n".join(json.dumps(r) for r in rows))
+    report = validate_table(read_training_data(path), path)
+    assert report.errors == ["row 1: entity spans overlap: 'city' [7, 12) 'paris' and 'code' [10, 14) 'is 0'; "
+                             "an utterance's entities must not overlap"]
+
+
+def test_an_entity_type_with_few_examples_warns_with_its_count(write):
+    from botyard.components.base.config import ValidationConfig
+    from botyard.components.base.data_formats import read_training_data
+    from botyard.components.base.data_checks import validate_table
+
+    rows = [{"text": f"fly to paris {i}", "intent": "travel",
+             "entities": [{"start": 7, "end": 12, "value": "paris", "entity": "city"}] if i < 2 else []} for i in range(5)]
+    rows += [{"text": f"hello {i}", "intent": "greet"} for i in range(5)]
+    path = write("bot.jsonl", "\n".join(json.dumps(r) for r in rows))
+    report = validate_table(read_training_data(path), path, ValidationConfig(min_examples_per_entity=3))
+    assert report.ok
+    assert "entity 'city' has only 2 annotated example(s), minimum is 3 (rows 1, 2); add examples or the tagger will rarely find it" in report.warnings

@@ -23,6 +23,7 @@ class ConfigBase:
     """Shared helpers: range checks declared as ``_ranges`` and dict round-trips."""
 
     _ranges: dict[str, tuple[float, float]] = {}
+    parameter_prefix = ""  # pipeline parameters are named ``<prefix><field>`` (one namespace per config)
 
     def __post_init__(self) -> None:
         for name, (low, high) in self._ranges.items():
@@ -43,6 +44,8 @@ class ConfigBase:
     def from_parameters(cls, values: dict[str, Any]):
         """From pipeline parameters: missing fields keep their defaults, values are coerced to the
         fields' types (KFP hands a dict of pipeline parameters over as strings: ``"3.0"``, ``"true"``)."""
+        prefix = cls.parameter_prefix
+        values = {name[len(prefix):] if prefix and name.startswith(prefix) else name: value for name, value in values.items()}
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(kinds))
         if unknown:
@@ -52,7 +55,10 @@ class ConfigBase:
     @classmethod
     def parameter_fields(cls) -> list[tuple[str, type, Any]]:
         """``(name, type, default)`` of every field a pipeline exposes as a parameter, in declaration order."""
-        return [(f.name, _PARAMETER_TYPES[f.type], f.default) for f in dataclasses.fields(cls) if f.type in _PARAMETER_TYPES]
+        return [
+            (cls.parameter_prefix + f.name, _PARAMETER_TYPES[f.type], f.default)
+            for f in dataclasses.fields(cls) if f.type in _PARAMETER_TYPES
+        ]
 
 
 _PARAMETER_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
@@ -79,13 +85,39 @@ def _coerce(owner: str, name: str, kind: str, value: Any) -> Any:
     return value
 
 
+LABEL_CONFLICT_POLICIES = ("fail", "warn", "drop")
+
+
 @dataclass(frozen=True)
 class ValidationConfig(ConfigBase):
     min_examples_per_intent: int = 5  # fewer fails the run (Rasa's rule of thumb)
     min_intents: int = 2  # a classifier needs at least two classes
     imbalance_warn_ratio: float = 10.0  # largest/smallest intent above this warns
+    min_examples_per_entity: int = 3  # an entity type with fewer annotated examples warns (too few to learn)
+    # one utterance labelled with different intents: "fail" the run, "warn" and keep every row,
+    # or "drop" its train/val rows (test rows stay as given); real data sets have a few (CLINC150: 4)
+    on_label_conflict: str = "fail"
 
-    _ranges = {"min_examples_per_intent": (1, 10_000), "min_intents": (2, 100_000), "imbalance_warn_ratio": (1.0, 1e9)}
+    _ranges = {"min_examples_per_intent": (1, 10_000), "min_intents": (2, 100_000), "imbalance_warn_ratio": (1.0, 1e9),
+               "min_examples_per_entity": (1, 10_000)}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.on_label_conflict not in LABEL_CONFLICT_POLICIES:
+            raise ConfigError(
+                f"ValidationConfig.on_label_conflict = {self.on_label_conflict!r} is not allowed; "
+                f"use one of {', '.join(LABEL_CONFLICT_POLICIES)}"
+            )
+
+    # the pipeline parameters that are validation settings (the rest keep their defaults)
+    RUN_PARAMETERS = ("min_examples_per_intent", "min_examples_per_entity", "on_label_conflict")
+
+    @classmethod
+    def from_run_parameters(cls, parameters: dict | None) -> "ValidationConfig":
+        """From a run's pipeline parameters (``botyard run --param``, submit, fleet): picks the
+        validation settings among them, coerced to the fields' types; others are ignored."""
+        picked = {k: v for k, v in (parameters or {}).items() if k in cls.RUN_PARAMETERS}
+        return cls.from_parameters(picked)
 
 
 @dataclass(frozen=True)
@@ -99,27 +131,46 @@ class SplitConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class TrainConfig(ConfigBase):
-    embedding_dim: int = 64  # word embedding size
+    """Every hyperparameter of the featurize and train steps (each is a pipeline parameter too).
+
+    The schedule fits the data's size (``botyard.components.train.core.plan_schedule``): the
+    batch shrinks for small bots, and a bot trains for as many epochs as it takes to reach
+    ``min_steps`` optimizer steps, between ``min_epochs`` and ``epochs``; early stopping on the
+    validation loss ends it sooner, after ``patience`` epochs and at least ``patience_steps``
+    steps without improvement.
+    """
+
+    embedding_dim: int = 64  # word embedding size (the vectors' size when word_vectors_uri is given)
     lstm_units: int = 64  # per direction of the BiLSTM
-    dropout: float = 0.5  # on embeddings, the n-gram inputs and the pooled sentence vector
-    epochs: int = 10  # upper bound (a 150-intent model plateaus by epoch 6); early stopping may end sooner
+    dropout: float = 0.5  # on embeddings and on each head's hidden layer
+    feature_dropout: float = 0.2  # share of an utterance's n-grams dropped at random while training
+    epochs: int = 100  # upper bound on epochs (small bots take many short ones)
+    min_epochs: int = 3  # lower bound on epochs (early stopping may still end sooner)
+    min_steps: int = 600  # small bots train for more epochs until they have taken this many steps
     batch_size: int = 128  # upper bound: small bots get smaller batches (train.core.MIN_STEPS_PER_EPOCH)
-    learning_rate: float = 2e-3  # Adam
+    learning_rate: float = 2e-3  # Adam (lazy: sparse rows are updated only where a batch touches them)
     max_tokens: int = 20_000  # word vocabulary size, incl. padding and OOV
-    sequence_length: int = 32  # tokens per utterance; longer ones are truncated
-    max_ngrams: int = 10_000  # word uni+bigram TF-IDF features beside the LSTM; 0 turns them off
-    max_char_ngrams: int = 20_000  # character 3-5-gram TF-IDF features; 0 turns them off
-    ngram_units: int = 256  # dense units over each (L2-normalised) n-gram view
-    patience: int = 3  # epochs without val-loss improvement before stopping
+    sequence_length: int = 32  # tokens per utterance for the LSTM; longer ones are truncated
+    max_ngrams: int = 10_000  # word uni+bigram TF-IDF features; 0 turns them off
+    max_char_ngrams: int = 20_000  # character 2-5-gram (within words) TF-IDF features; 0 turns them off
+    ngram_units: int = 256  # hidden units over the n-gram views
+    patience: int = 2  # epochs without val-loss improvement before stopping ...
+    patience_steps: int = 200  # ... and at least this many optimizer steps
     label_smoothing: float = 0.1  # softens targets; spreads confidences, which helps the out-of-scope threshold
     mixed_precision: bool = False  # float16 compute on a GPU; off by default (CPU gains nothing)
     seed: int = 13
+    # fastText / GloVe text file (optionally .gz), read like training data (path, gs://, s3://):
+    # initialises the word embedding; empty (the default) = trained from scratch, nothing downloaded
+    word_vectors_uri: str = ""
 
     _ranges = {
         "embedding_dim": (4, 4096),
         "lstm_units": (4, 4096),
         "dropout": (0.0, 0.9),
+        "feature_dropout": (0.0, 0.9),
         "epochs": (1, 1000),
+        "min_epochs": (1, 1000),
+        "min_steps": (0, 10_000_000),
         "batch_size": (1, 65536),
         "learning_rate": (1e-6, 1.0),
         "max_tokens": (16, 10_000_000),
@@ -128,6 +179,7 @@ class TrainConfig(ConfigBase):
         "max_char_ngrams": (0, 10_000_000),
         "ngram_units": (4, 65536),
         "patience": (1, 1000),
+        "patience_steps": (0, 10_000_000),
         "label_smoothing": (0.0, 0.5),
         "seed": (0, 2**31 - 1),
     }
@@ -144,3 +196,43 @@ class GpuConfig(ConfigBase):
     tolerations: tuple[dict[str, str], ...] = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
 
     _ranges = {"accelerator_limit": (1, 16)}
+
+
+@dataclass(frozen=True)
+class EntityConfig(ConfigBase):
+    """The entity tagger's hyperparameters (trained only when the bot's data has entity spans).
+
+    Pipeline parameters and ``--param`` keys carry the prefix ``entity_`` (``entity_epochs``).
+    """
+
+    parameter_prefix = "entity_"
+
+    embedding_dim: int = 100  # word embedding size
+    char_embedding_dim: int = 24  # character embedding size of the per-token CNN
+    char_filters: int = 64  # CNN filters: the token's spelling/shape features
+    max_chars_per_token: int = 20  # longer tokens are cut (their start still says enough)
+    lstm_units: int = 128  # per direction of the word-level BiLSTM
+    dropout: float = 0.5
+    word_dropout: float = 0.2  # share of training words seen as unknown: teaches tagging unseen values
+    epochs: int = 40  # upper bound; early stopping on validation loss ends sooner
+    batch_size: int = 32  # upper bound: small bots get smaller batches
+    learning_rate: float = 3e-3  # Adam
+    patience: int = 4  # epochs without val-loss improvement before stopping
+    max_tokens: int = 20_000  # token vocabulary, incl. padding and OOV
+    seed: int = 13
+
+    _ranges = {
+        "word_dropout": (0.0, 0.9),
+        "embedding_dim": (4, 4096),
+        "char_embedding_dim": (2, 1024),
+        "char_filters": (4, 4096),
+        "max_chars_per_token": (1, 256),
+        "lstm_units": (4, 4096),
+        "dropout": (0.0, 0.9),
+        "epochs": (1, 1000),
+        "batch_size": (1, 65536),
+        "learning_rate": (1e-6, 1.0),
+        "patience": (1, 1000),
+        "max_tokens": (16, 10_000_000),
+        "seed": (0, 2**31 - 1),
+    }

@@ -12,7 +12,9 @@ Model store layout (``models_root`` is a local or mounted folder, ``s3://bucket/
     <models_root>/<bot_id>/.staging/                   uploads in progress (or left by a crash)
 
 The ``serving_default`` signature takes ``tf.string [None]`` (raw utterances) and returns
-``probabilities``: ``float32 [None, len(labels)]`` in ``metadata["labels"]`` order.
+``probabilities``: ``float32 [None, len(labels)]`` in ``metadata["labels"]`` order; a version
+with an entity tagger (metadata ``entity_tags``) also returns its decoded tags per token and the
+tokens' character offsets (``OUTPUT_ENTITY_TAGS`` and below).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ SERVING_SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "features"  # the embedded featurizer: utterances -> its features
 SIGNATURE_INPUT = "utterances"
 OUTPUT_PROBABILITIES = "probabilities"
+# only in a version with an entity tagger (metadata ENTITY_TAGS lists the tags in output order):
+OUTPUT_ENTITY_TAGS = "entity_tags"  # int32 [None, tokens]: the decoded (Viterbi) tag ids, -1 = padding
+OUTPUT_ENTITY_CONFIDENCE = "entity_confidence"  # float32 [None, tokens]: each decoded tag's marginal probability
+OUTPUT_TOKEN_STARTS = "token_starts"  # int64 [None, tokens]: code-point offsets, -1 = padding
+OUTPUT_TOKEN_ENDS = "token_ends"  # int64 [None, tokens]: exclusive ends, -1 = padding
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 # --- the predictor's wire contract ------------------------------------------------------------
@@ -60,6 +67,9 @@ LABELS = "labels"
 OOS_THRESHOLD = "oos_threshold"
 HYPERPARAMETERS = "hyperparameters"
 METRICS = "metrics"
+ENTITY_TAGS = "entity_tags"  # BIO tag set in output order; absent: no entity tagger
+ENTITY_TRANSITIONS = "entity_transitions"  # the CRF's learned scores: {"start", "pairs", "end"}
+TOKENIZER = "tokenizer"  # the entity tokenizer's settings
 METADATA_KEYS = (BOT_ID, VERSION, CREATED_AT, DATA_HASH, LABELS, OOS_THRESHOLD, HYPERPARAMETERS, METRICS)
 CODE_VERSION = "code_version"  # added by the store on register: botyard, TensorFlow, Python versions, git commit
 # keys of a version's manifest (PUBLISHED) and of its gate verdict (verdicts/<version>.json)
@@ -82,3 +92,4 @@ EVALUATION_FILE = "evaluation.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.csv"
 PER_INTENT_FILE = "per_intent.md"
 MISCLASSIFIED_FILE = "misclassified.csv"
+ENTITY_MISTAKES_FILE = "entity_mistakes.csv"  # evaluate, with an entity tagger: utterances whose spans differ

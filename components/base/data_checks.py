@@ -2,6 +2,12 @@
 
 Errors fail the run with one message that names the file and every row / intent at fault;
 warnings (imbalance, exact duplicates) are reported but do not fail.
+
+An utterance labelled with different intents (after case and whitespace normalisation) is
+handled by ``ValidationConfig.on_label_conflict``: ``fail`` makes it an error, ``warn`` keeps
+every row and lists the conflict, ``drop`` removes the conflicting rows from train and
+validation (a row whose given split is ``test`` stays: test data is scored as given) and
+lists what was dropped; ``ValidationReport.kept`` applies it to the table.
 """
 
 from __future__ import annotations
@@ -29,10 +35,30 @@ class ValidationReport:
     intent_counts: dict[str, int]
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # one line per conflicting utterance (warn / drop)
+    dropped_rows: list[int] = field(default_factory=list)  # source rows removed by ``on_label_conflict=drop``
+    on_label_conflict: str = "fail"
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def kept(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` without the rows the label-conflict policy dropped."""
+        if not self.dropped_rows:
+            return table
+        return table[~table[c.SOURCE_ROW].isin(self.dropped_rows)].reset_index(drop=True)
+
+    def conflict_summary(self) -> list[str]:
+        """What the run's output says about label conflicts (empty when there were none or they failed it)."""
+        if not self.conflicts:
+            return []
+        if self.on_label_conflict == "drop":
+            head = (f"dropped {len(self.dropped_rows)} train/val row(s) of {len(self.conflicts)} utterance(s) "
+                    "labelled with different intents (on_label_conflict=drop):")
+        else:
+            head = f"kept {len(self.conflicts)} utterance(s) labelled with different intents (on_label_conflict=warn):"
+        return [head] + [f"  - {line}" for line in self.conflicts]
 
     def to_markdown(self) -> str:
         status = "passed" if self.ok else "FAILED"
@@ -41,6 +67,14 @@ class ValidationReport:
         for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
             if items:
                 lines += [f"## {title}", ""] + [f"- {item}" for item in items] + [""]
+        if self.conflicts:
+            if self.on_label_conflict == "drop":
+                lines += ["## Label conflicts: rows dropped", "",
+                          f"{len(self.dropped_rows)} train/val row(s) removed ({_rows(self.dropped_rows, limit=None)}); "
+                          "test rows are kept as given.", ""]
+            else:
+                lines += ["## Label conflicts: rows kept", ""]
+            lines += [f"- {item}" for item in self.conflicts] + [""]
         lines += ["## Utterances per intent", "", "| intent | utterances |", "| --- | ---: |"]
         lines += [f"| {intent} | {n} |" for intent, n in self.intent_counts.items()]
         return "\n".join(lines) + "\n"
@@ -51,10 +85,11 @@ class ValidationReport:
             raise DataValidationError("\n  - ".join([head, *self.errors]), source=self.source, problems=self.errors)
 
 
-def _rows(rows: list[int]) -> str:
+def _rows(rows: list[int], limit: int | None = MAX_LISTED) -> str:
     rows = sorted(rows)
-    shown = ", ".join(str(r) for r in rows[:MAX_LISTED])
-    more = f" and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else ""
+    limit = limit or len(rows)
+    shown = ", ".join(str(r) for r in rows[:limit])
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
@@ -152,22 +187,42 @@ def _conflicts(table: pd.DataFrame) -> list[tuple[str, list[str], list[tuple[str
     return found
 
 
-def _check_conflicts_and_duplicates(table: pd.DataFrame, report: ValidationReport) -> None:
+def _check_conflicts_and_duplicates(table: pd.DataFrame, config: ValidationConfig, report: ValidationReport) -> pd.DataFrame:
+    """Label conflicts (by ``config.on_label_conflict``) and exact duplicates; returns the rows kept."""
     exact: dict[tuple[str, str], list[int]] = defaultdict(list)
     for utterance, intent, row in zip(table[c.UTTERANCE], table[c.INTENT], table[c.SOURCE_ROW]):
         exact[(utterance, intent)].append(row)
+    split_of = dict(zip(table[c.SOURCE_ROW], table[c.SPLIT]))
+    report.on_label_conflict = config.on_label_conflict
     for text, intents, labelled in _conflicts(table):
         where = "; ".join(f"'{i}' ({_rows([r for j, r in labelled if j == i])})" for i in intents)
-        report.errors.append(f"utterance '{text}' is labelled with different intents: {where}; keep one label")
+        if config.on_label_conflict == "fail":
+            report.errors.append(
+                f"utterance '{text}' is labelled with different intents: {where}; keep one label "
+                "(or run with on_label_conflict=warn or drop)"
+            )
+            continue
+        line = f"'{text}': {where}"
+        if config.on_label_conflict == "drop":
+            dropped = sorted(r for _, r in labelled if split_of[r] != "test")
+            kept = sorted(r for _, r in labelled if split_of[r] == "test")
+            report.dropped_rows.extend(dropped)
+            line += f"; dropped {_rows(dropped)}" if dropped else ""
+            line += f"; kept test {_rows(kept)}" if kept else ""
+        report.conflicts.append(line)
+    report.dropped_rows.sort()
     dupes = [rows for rows in exact.values() if len(rows) > 1]
     if dupes:
         report.warnings.append(
             f"{sum(len(r) - 1 for r in dupes)} exact duplicate utterance(s), e.g. {_rows(dupes[0])}; duplicates weigh more in training"
         )
+    return report.kept(table)
 
 
-def _check_entities(table: pd.DataFrame, report: ValidationReport) -> None:
+def _check_entities(table: pd.DataFrame, config: ValidationConfig, report: ValidationReport) -> None:
+    per_type: dict[str, list[int]] = defaultdict(list)
     for utterance, entities, row in zip(table[c.UTTERANCE], table[c.ENTITIES], table[c.SOURCE_ROW]):
+        spans = []
         for e in entities:
             start, end, value = e.get("start"), e.get("end"), e.get("value")
             if type(start) is not int or type(end) is not int or not e.get("entity") or not isinstance(e.get("entity"), str):
@@ -182,6 +237,23 @@ def _check_entities(table: pd.DataFrame, report: ValidationReport) -> None:
                     f"row {row}: entity '{e.get('entity')}' span [{start}, {end}) is '{utterance[start:end]}' "
                     f"but its value is '{value}'"
                 )
+            else:
+                spans.append((start, end, e["entity"]))
+                per_type[e["entity"]].append(row)
+        spans.sort()
+        for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+            if s2 < e1:
+                report.errors.append(
+                    f"row {row}: entity spans overlap: '{n1}' [{s1}, {e1}) '{utterance[s1:e1]}' and "
+                    f"'{n2}' [{s2}, {e2}) '{utterance[s2:e2]}'; an utterance's entities must not overlap"
+                )
+    for name in sorted(per_type):
+        rows = per_type[name]
+        if len(rows) < config.min_examples_per_entity:
+            report.warnings.append(
+                f"entity '{name}' has only {len(rows)} annotated example(s), minimum is {config.min_examples_per_entity} "
+                f"({_rows(rows)}); add examples or the tagger will rarely find it"
+            )
 
 
 def _check_splits(table: pd.DataFrame, report: ValidationReport) -> None:
@@ -202,10 +274,11 @@ def validate_table(table: pd.DataFrame, source: str, config: ValidationConfig | 
     config = config or ValidationConfig()
     report = ValidationReport(source=source, intent_counts={})
     usable = _check_fields(table, report)
+    # conflicts first: with ``drop``, the other checks judge the rows that will be trained on
+    usable = _check_conflicts_and_duplicates(usable, config, report)
     report.intent_counts = intent_counts(usable) if len(usable) else {}
     _check_intents(usable, config, report)
-    _check_conflicts_and_duplicates(usable, report)
-    _check_entities(usable, report)
+    _check_entities(usable, config, report)
     _check_splits(usable, report)
     return report
 

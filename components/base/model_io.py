@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from botyard.components.base import contracts as c
+from botyard.components.base.entities import spans_from_outputs
 from botyard.components.base.errors import ModelLoadError
 from botyard.components.base.model_store import ModelStore, read_metadata
 from botyard.components.base.warmup import DEFAULT_WARMUP_UTTERANCES, read_warmup_requests
@@ -52,6 +53,33 @@ def predict_probabilities(signature, utterances: list[str]) -> np.ndarray:
     return np.concatenate(chunks)
 
 
+def predict_all(outputs_of, utterances: list[str], n_labels: int, entity_tags: list[str] | None = None):
+    """``(probabilities [n, n_labels], entity spans per utterance or None)`` over any number of
+    utterances, in batches of ``PREDICT_BATCH``; ``outputs_of(batch)`` returns the signature's
+    outputs as arrays. Spans are decoded per batch (their token axis differs between batches)."""
+    utterances = list(utterances)
+    probabilities, entities = [], [] if entity_tags else None
+    for i in range(0, len(utterances), PREDICT_BATCH):
+        batch = utterances[i : i + PREDICT_BATCH]
+        outputs = outputs_of(batch)
+        probabilities.append(outputs[c.OUTPUT_PROBABILITIES])
+        if entities is not None:
+            entities += spans_from_outputs(batch, outputs, entity_tags)
+    if not probabilities:
+        return np.zeros((0, n_labels), dtype="float32"), entities
+    return np.concatenate(probabilities), entities
+
+
+def signature_outputs(signature):
+    """``outputs_of`` for ``predict_all`` over a loaded ``serving_default`` signature."""
+    import tensorflow as tf
+
+    def outputs_of(batch: list[str]) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in signature(**{c.SIGNATURE_INPUT: tf.constant(batch, dtype=tf.string)}).items()}
+
+    return outputs_of
+
+
 EAGER, SESSION = "eager", "session"  # how ``load_version`` runs the serving signature
 
 
@@ -80,9 +108,9 @@ class SessionSignature:
         meta_graph = loader.get_meta_graph_def_from_tags([tf.saved_model.SERVING])
         signature = meta_graph.signature_def[c.SERVING_SIGNATURE]
         self._input = signature.inputs[c.SIGNATURE_INPUT].name
-        self._output = signature.outputs[c.OUTPUT_PROBABILITIES].name
+        self._outputs = {name: tensor.name for name, tensor in signature.outputs.items()}
         with deprecation.silence():
-            _keep_only_serving(meta_graph, self._output)  # in place: ``loader.load`` reads this proto
+            _keep_only_serving(meta_graph, list(self._outputs.values()))  # in place: ``loader.load`` reads this proto
         config = config_pb2.ConfigProto(
             # Run each call in the caller's thread, one core per op: a load runs on its loader
             # thread alone instead of occupying every core that requests to loaded bots need;
@@ -107,13 +135,15 @@ class SessionSignature:
         import tensorflow as tf
         from tensorflow.python.framework import graph_util
 
-        used = {node.name for node in graph_util.extract_sub_graph(graph.as_graph_def(), [self._output.split(":")[0]]).node}
+        outputs = [name.split(":")[0] for name in self._outputs.values()]
+        used = {node.name for node in graph_util.extract_sub_graph(graph.as_graph_def(), outputs).node}
         unused = [op.outputs[0] for op in graph.get_operations() if op.type == "VarHandleOp" and op.name not in used]
         if unused:
             self._session.run([tf.raw_ops.DestroyResourceOp(resource=handle, ignore_lookup_error=True) for handle in unused])
 
-    def __call__(self, utterances: list[str]) -> np.ndarray:
-        return self._session.run(self._output, {self._input: utterances})
+    def __call__(self, utterances: list[str]) -> dict[str, np.ndarray]:
+        """Every output of ``serving_default`` for one batch."""
+        return self._session.run(self._outputs, {self._input: utterances})
 
     def __del__(self):
         session = getattr(self, "_session", None)
@@ -121,8 +151,8 @@ class SessionSignature:
             session.close()
 
 
-def _keep_only_serving(meta_graph, output: str) -> None:
-    """Cut ``meta_graph`` down to the nodes and functions that the serving output, the restore
+def _keep_only_serving(meta_graph, outputs: list[str]) -> None:
+    """Cut ``meta_graph`` down to the nodes and functions that the serving outputs, the restore
     of the variables and the init op need."""
     from tensorflow.python.framework import graph_util
 
@@ -130,7 +160,7 @@ def _keep_only_serving(meta_graph, output: str) -> None:
         return name.split(":")[0].lstrip("^")
 
     saver = meta_graph.saver_def
-    needed = [op(output), op(saver.restore_op_name), op(saver.filename_tensor_name), op(saver.save_tensor_name)]
+    needed = [*(op(o) for o in outputs), op(saver.restore_op_name), op(saver.filename_tensor_name), op(saver.save_tensor_name)]
     init = meta_graph.signature_def.get(_INIT_OP_SIGNATURE)
     if init is not None:
         needed += [op(t.name) for t in init.outputs.values()]
@@ -179,22 +209,37 @@ class LoadedVersion:
     load_seconds: float
     _signature: Any = field(repr=False)
 
-    def probabilities(self, utterances: list[str]) -> np.ndarray:
-        """One batch through the signature (the predictor's per-request call)."""
+    @property
+    def entity_tags(self) -> list[str] | None:
+        """The entity tagger's tag set, or ``None``: this version has no tagger."""
+        return self.metadata.get(c.ENTITY_TAGS)
+
+    def outputs(self, utterances: list[str]) -> dict[str, np.ndarray]:
+        """One batch through the signature: every output (the predictor's per-request call)."""
         if isinstance(self._signature, SessionSignature):
             return self._signature(list(utterances))
         import tensorflow as tf
 
         outputs = self._signature(**{c.SIGNATURE_INPUT: tf.constant(utterances, dtype=tf.string)})
-        return outputs[c.OUTPUT_PROBABILITIES].numpy()
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def probabilities(self, utterances: list[str]) -> np.ndarray:
+        """One batch's intent probabilities."""
+        return self.outputs(utterances)[c.OUTPUT_PROBABILITIES]
+
+    def predict(self, utterances: list[str]) -> tuple[np.ndarray, list[list[dict]] | None]:
+        """One batch's intent probabilities and entity spans (``None`` without a tagger)."""
+        outputs = self.outputs(utterances)
+        tags = self.entity_tags
+        return outputs[c.OUTPUT_PROBABILITIES], spans_from_outputs(list(utterances), outputs, tags) if tags else None
+
+    def predict_all(self, utterances: list[str]) -> tuple[np.ndarray, list[list[dict]] | None]:
+        """``predict`` over any number of utterances, in batches (scoring a data set)."""
+        return predict_all(self.outputs, utterances, len(self.labels), self.entity_tags)
 
     def probabilities_of(self, utterances: list[str]) -> np.ndarray:
-        """Any number of utterances, in batches (scoring a data set)."""
-        if isinstance(self._signature, SessionSignature):
-            utterances = list(utterances)
-            chunks = [self.probabilities(utterances[i : i + PREDICT_BATCH]) for i in range(0, len(utterances), PREDICT_BATCH)]
-            return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype="float32")
-        return predict_probabilities(self._signature, utterances)
+        """Any number of utterances' intent probabilities, in batches (scoring a data set)."""
+        return self.predict_all(utterances)[0]
 
 
 def _check_metadata(path: str, meta: dict) -> tuple[tuple[str, ...], float]:

@@ -4,20 +4,24 @@ The threshold is chosen on the validation split (``threshold.choose_threshold``)
 figures come from ``botyard.components.base.scoring.score``, the same function the promotion
 gate scores the live version with. Writes the evaluation folder (see ``contracts``):
 ``evaluation.json`` (metrics, threshold, per-intent figures), ``confusion_matrix.csv``,
-``per_intent.md``, ``misclassified.csv``.
+``per_intent.md``, ``misclassified.csv``; for a model with an entity tagger also the entity
+figures (exact span and type: micro and per entity type, ``base.entities.span_scores``) in the
+metrics and report, and ``entity_mistakes.csv`` (utterances whose spans differ).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from botyard.components.base import contracts as c
 from botyard.components.base.artifacts import read_training_info, write_json
-from botyard.components.base.model_io import load_signature, predict_probabilities
+from botyard.components.base.entities import MICRO_F1, MICRO_PRECISION, MICRO_RECALL, span_scores
+from botyard.components.base.model_io import load_signature, predict_all, signature_outputs
 from botyard.components.base.scoring import score
 from botyard.components.evaluate.threshold import choose_threshold
 
@@ -31,6 +35,8 @@ class Evaluation:
     per_intent: dict[str, dict[str, float]]
     confusion: np.ndarray
     misclassified: pd.DataFrame
+    per_entity: dict[str, dict[str, float]] | None = None  # None: the model has no entity tagger
+    entity_mistakes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_json(self) -> dict:
         return {
@@ -39,6 +45,7 @@ class Evaluation:
             "threshold_criterion": self.threshold_criterion,
             c.METRICS: self.metrics,
             "per_intent": self.per_intent,
+            **({"per_entity": self.per_entity} if self.per_entity is not None else {}),
         }
 
     def logged_metrics(self) -> dict[str, float]:
@@ -48,14 +55,44 @@ class Evaluation:
         return logged
 
 
-def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame) -> Evaluation:
-    """Choose the threshold on ``val``, then score ``test`` with it."""
-    val_probs = predict_probabilities(signature, val[c.UTTERANCE].tolist())
+def entity_figures(expected: list[list[dict]], predicted: list[list[dict]]) -> tuple[dict, dict]:
+    """``(metrics, per entity type)``: exact span-and-type precision, recall and F1."""
+    scored = span_scores(expected, predicted)
+    metrics = {k: scored[k] for k in (MICRO_PRECISION, MICRO_RECALL, MICRO_F1)}
+    metrics["entity_support"] = scored["entity_support"]
+    return metrics, scored["per_entity"]
+
+
+def entity_mistakes(test: pd.DataFrame, predicted: list[list[dict]]) -> pd.DataFrame:
+    """Test utterances whose predicted spans differ from the expected ones (spans as JSON)."""
+    def key(spans):
+        return sorted((s["start"], s["end"], s["entity"]) for s in spans)
+
+    def shown(spans):
+        return json.dumps([{k: s[k] for k in ("entity", "value", "start", "end")} for s in spans], ensure_ascii=False)
+
+    rows = [
+        {c.UTTERANCE: text, "expected": shown(want), "predicted": shown(got)}
+        for text, want, got in zip(test[c.UTTERANCE], test[c.ENTITIES], predicted)
+        if key(want) != key(got)
+    ]
+    return pd.DataFrame(rows, columns=[c.UTTERANCE, "expected", "predicted"])
+
+
+def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame, entity_tags: list[str] | None = None) -> Evaluation:
+    """Choose the threshold on ``val``, then score ``test`` with it (and its entity spans, with a tagger)."""
+    outputs_of = signature_outputs(signature)
+    val_probs, _ = predict_all(outputs_of, val[c.UTTERANCE].tolist(), len(labels))
     threshold, criterion = choose_threshold(val_probs, val[c.INTENT].to_numpy(dtype=object), labels)
     intents = test[c.INTENT].to_numpy(dtype=object)
-    probs = predict_probabilities(signature, test[c.UTTERANCE].tolist())
+    probs, spans = predict_all(outputs_of, test[c.UTTERANCE].tolist(), len(labels), entity_tags)
     scored = score(probs, labels, threshold, intents)
     metrics = {**scored.metrics, "val_size": int(len(val))}
+    per_entity, mistakes = None, pd.DataFrame()
+    if spans is not None:
+        entity_metrics, per_entity = entity_figures(list(test[c.ENTITIES]), spans)
+        metrics.update(entity_metrics)
+        mistakes = entity_mistakes(test, spans)
     in_scope = intents != c.OOS_INTENT
     wrong = (in_scope & ((scored.predicted != intents) | scored.out_of_scope)) | (~in_scope & ~scored.out_of_scope)
     misclassified = pd.DataFrame(
@@ -67,7 +104,8 @@ def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame
             "out_of_scope": scored.out_of_scope[wrong],
         }
     )
-    return Evaluation(labels, threshold, criterion, metrics, scored.per_intent, scored.confusion, misclassified)
+    return Evaluation(labels, threshold, criterion, metrics, scored.per_intent, scored.confusion, misclassified,
+                      per_entity, mistakes)
 
 
 def per_intent_markdown(evaluation: Evaluation) -> str:
@@ -83,6 +121,24 @@ def per_intent_markdown(evaluation: Evaluation) -> str:
     ]
     for label, s in evaluation.per_intent.items():
         lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |")
+    if evaluation.per_entity is not None:
+        lines += [
+            "",
+            "## Entities",
+            "",
+            f"Micro-F1 **{m[MICRO_F1]:.3f}** (precision {m[MICRO_PRECISION]:.3f}, recall {m[MICRO_RECALL]:.3f}) over "
+            f"{m['entity_support']} expected spans (exact span and type); "
+            f"{len(evaluation.entity_mistakes)} test utterances with a mistaken span ({c.ENTITY_MISTAKES_FILE}).",
+            "",
+            "| entity | precision | recall | F1 | support |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, s in evaluation.per_entity.items():
+            lines.append(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |")
+        if len(evaluation.entity_mistakes):
+            lines += ["", "| utterance | expected | predicted |", "| --- | --- | --- |"]
+            for _, row in evaluation.entity_mistakes.head(20).iterrows():
+                lines.append(f"| {row[c.UTTERANCE]} | `{row['expected']}` | `{row['predicted']}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,11 +150,14 @@ def write_evaluation(evaluation: Evaluation, output_dir: str) -> None:
     with open(os.path.join(output_dir, c.PER_INTENT_FILE), "w", encoding="utf-8") as f:
         f.write(per_intent_markdown(evaluation))
     evaluation.misclassified.to_csv(os.path.join(output_dir, c.MISCLASSIFIED_FILE), index=False)
+    if evaluation.per_entity is not None:
+        evaluation.entity_mistakes.to_csv(os.path.join(output_dir, c.ENTITY_MISTAKES_FILE), index=False)
 
 
 def evaluate_model_dir(model_dir: str, val: pd.DataFrame, test: pd.DataFrame, output_dir: str) -> Evaluation:
     """Evaluate the Model artifact folder written by ``train`` and write the evaluation folder."""
-    labels = read_training_info(model_dir)[c.LABELS]
-    evaluation = evaluate(load_signature(os.path.join(model_dir, c.SAVED_MODEL_DIR)), labels, val, test)
+    training = read_training_info(model_dir)
+    signature = load_signature(os.path.join(model_dir, c.SAVED_MODEL_DIR))
+    evaluation = evaluate(signature, training[c.LABELS], val, test, training.get(c.ENTITY_TAGS))
     write_evaluation(evaluation, output_dir)
     return evaluation

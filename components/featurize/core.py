@@ -24,7 +24,15 @@ def fit_featurizer(train: pd.DataFrame, config: TrainConfig) -> dict:
 
 
 def featurize(train: pd.DataFrame, config: TrainConfig, output_dir: str) -> dict:
-    """Fit the featurizer on ``train`` and write it to ``output_dir``; returns its vocabulary sizes."""
+    """Fit the featurizer on ``train`` and write it to ``output_dir``; returns its vocabulary sizes.
+
+    With ``config.word_vectors_uri``, the vectors of the word vocabulary are read from that file
+    and saved beside the featurizer (the train step initialises the word embedding with them).
+    """
     spec = fit_featurizer(train, config)
-    featurizer.save(spec, output_dir)
+    rows = None
+    if config.word_vectors_uri:
+        rows, dim, found = featurizer.read_word_vectors(config.word_vectors_uri, spec["views"][featurizer.TOKEN_IDS]["vocabulary"])
+        spec["word_vectors"] = {"uri": config.word_vectors_uri, "dim": dim, "found": found}
+    featurizer.save(spec, output_dir, rows)
     return featurizer.summary(spec)

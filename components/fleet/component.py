@@ -9,7 +9,7 @@ from botyard.components.base.kfp_component import botyard_component
 
 @botyard_component
 def check_bot_data(
-    bot_id: str, data_uri: str, min_examples_per_intent: int
+    bot_id: str, data_uri: str, min_examples_per_intent: int, on_label_conflict: str = "fail"
 ) -> NamedTuple("CheckBotOutputs", [("ok", bool), ("outcome", str)]):
     """Check one bot's id and training data before its training; bad data is reported, never raised.
 
@@ -17,6 +17,7 @@ def check_bot_data(
         bot_id: The bot's id.
         data_uri: Path or URI of the bot's training file.
         min_examples_per_intent: Fewer examples for any intent fails the bot (not the run).
+        on_label_conflict: fail, warn or drop: what an utterance labelled with different intents does.
 
     Returns:
         ok: True when the bot's training should run.
@@ -28,7 +29,7 @@ def check_bot_data(
     from botyard.components.base.config import ValidationConfig
     from botyard.components.fleet.core import READY, STATUS, check_bot_data as check
 
-    outcome = check(bot_id, data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent))
+    outcome = check(bot_id, data_uri, ValidationConfig(min_examples_per_intent=min_examples_per_intent, on_label_conflict=on_label_conflict))
     return namedtuple("CheckBotOutputs", ["ok", "outcome"])(outcome[STATUS] == READY, json.dumps(outcome))
 
 

@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from botyard.components.base import contracts as c
-from botyard.components.base import scoring
+from botyard.components.base import entities, scoring
 from botyard.components.base.config import ConfigBase
 from botyard.components.base.errors import ConfigError
 from botyard.components.base.model_io import load_version
 from botyard.components.base.model_store import ModelStore
 
 # the figures a verdict compares (keys of a version's metrics)
-COMPARED = (scoring.ACCURACY, scoring.MACRO_F1, scoring.IN_SCOPE_ACCURACY, scoring.OOS_RECALL, scoring.PER_INTENT_RECALL)
+COMPARED = (
+    scoring.ACCURACY, scoring.MACRO_F1, scoring.IN_SCOPE_ACCURACY, scoring.OOS_RECALL, scoring.PER_INTENT_RECALL,
+    entities.MICRO_F1,  # None for a version without an entity tagger
+)
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,16 @@ class GateConfig(ConfigBase):
     max_accuracy_drop: float | None = 0.02  # at most this much below the live version (absolute)
     max_intent_recall_drop: float | None = 0.34  # any shared intent's recall may fall at most this much
     # (tiny test splits: with 2-3 test utterances an intent, one miss moves recall by 0.33-0.5)
+    min_entity_f1: float | None = None  # optional: the candidate's entity micro-F1 must reach this
+    max_entity_f1_drop: float | None = 0.1  # entity micro-F1 at most this much below the live version's
+    # (entity thresholds apply to a candidate with an entity tagger; a candidate that lost the
+    # live version's tagger fails the drop check)
 
     _ranges = {}
 
     def __post_init__(self) -> None:
-        for name in ("min_accuracy", "min_macro_f1", "max_accuracy_drop", "max_intent_recall_drop"):
+        for name in ("min_accuracy", "min_macro_f1", "max_accuracy_drop", "max_intent_recall_drop", "min_entity_f1",
+                     "max_entity_f1_drop"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise ConfigError(f"GateConfig.{name} = {value!r} is out of range; allowed: 0 to 1, or unset")
@@ -48,7 +56,8 @@ class GateConfig(ConfigBase):
 
     @property
     def any_threshold(self) -> bool:
-        return any(v is not None for v in self.to_dict().values())
+        """Whether any intent threshold is set (entity thresholds alone check nothing on most bots)."""
+        return any(v is not None for k, v in self.to_dict().items() if "entity" not in k)
 
 
 @dataclass
@@ -67,9 +76,13 @@ class Blessing:
         lines = [f"# Promotion gate: {verdict}", "", f"Candidate `{self.candidate['version']}`"]
         lines.append(f"vs live `{self.live['version']}`" if self.live else "(first run: no live version)")
         lines += ["", "| metric | candidate | live |", "| --- | ---: | ---: |"]
-        for key in ("accuracy", "macro_f1"):
-            live = f"{self.live[key]:.3f}" if self.live else "-"
-            lines.append(f"| {key} | {self.candidate[key]:.3f} | {live} |")
+        def shown(value) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        for key in ("accuracy", "macro_f1", entities.MICRO_F1):
+            if key == entities.MICRO_F1 and self.candidate.get(key) is None and not (self.live or {}).get(key):
+                continue  # no entity tagger on either side
+            lines.append(f"| {key} | {shown(self.candidate.get(key))} | {shown((self.live or {}).get(key))} |")
         lines += ["", "## Reasons", ""] + [f"- {r}" for r in self.reasons]
         return "\n".join(lines) + "\n"
 
@@ -82,9 +95,12 @@ def figures(metrics: dict, version: str) -> dict:
 def score_live(store: ModelStore, bot_id: str, version: str, test: pd.DataFrame) -> dict:
     """The live version's figures on ``test``, scored as evaluate scored the candidate."""
     live = load_version(store, bot_id, version)
-    probabilities = live.probabilities_of(test[c.UTTERANCE].tolist())
+    probabilities, spans = live.predict_all(test[c.UTTERANCE].tolist())
     scored = scoring.score(probabilities, list(live.labels), live.oos_threshold, test[c.INTENT].to_numpy(dtype=object))
-    return figures(scored.metrics, version)
+    metrics = dict(scored.metrics)
+    if spans is not None:
+        metrics[entities.MICRO_F1] = entities.span_scores(list(test[c.ENTITIES]), spans)[entities.MICRO_F1]
+    return figures(metrics, version)
 
 
 def judge(candidate: dict, live: dict | None, config: GateConfig) -> tuple[bool, list[str]]:
@@ -100,6 +116,9 @@ def judge(candidate: dict, live: dict | None, config: GateConfig) -> tuple[bool,
         check(candidate["accuracy"] >= config.min_accuracy, f"accuracy {candidate['accuracy']:.3f} >= minimum {config.min_accuracy:.3f}")
     if config.min_macro_f1 is not None:
         check(candidate["macro_f1"] >= config.min_macro_f1, f"macro-F1 {candidate['macro_f1']:.3f} >= minimum {config.min_macro_f1:.3f}")
+    entity_f1 = candidate.get(entities.MICRO_F1)
+    if config.min_entity_f1 is not None and entity_f1 is not None:
+        check(entity_f1 >= config.min_entity_f1, f"entity micro-F1 {entity_f1:.3f} >= minimum {config.min_entity_f1:.3f}")
     if live is None:
         passes.append("first run: no live version, so only value thresholds apply")
     else:
@@ -116,6 +135,13 @@ def judge(candidate: dict, live: dict | None, config: GateConfig) -> tuple[bool,
             else:
                 largest = max(worst, default=(0.0, "-"))
                 passes.append(f"ok: no intent's recall fell more than {config.max_intent_recall_drop:.3f} (largest: '{largest[1]}' {largest[0]:+.3f})")
+        live_f1 = live.get(entities.MICRO_F1)
+        if config.max_entity_f1_drop is not None and live_f1 is not None:
+            if entity_f1 is None:
+                failures.append(f"FAIL: the live version {live['version']} extracts entities (micro-F1 {live_f1:.3f}); the candidate has no entity tagger")
+            else:
+                drop = live_f1 - entity_f1
+                check(drop <= config.max_entity_f1_drop + 1e-9, f"entity micro-F1 change {-drop:+.3f} vs live {live['version']} (maximum drop {config.max_entity_f1_drop:.3f})")
     return not failures, failures + passes
 
 

@@ -13,7 +13,13 @@ V1 response: one prediction per instance::
 
     {"predictions": [{"intent": "greet", "confidence": 0.93,
                       "ranking": [{"intent": "greet", "confidence": 0.93}, ...],   # top k
-                      "out_of_scope": false, "model_version": "20261101T120000Z-ab12cd34"}]}
+                      "out_of_scope": false, "model_version": "20261101T120000Z-ab12cd34",
+                      "entities": [{"entity": "size", "value": "large", "start": 8, "end": 13,
+                                    "confidence": 0.97}]}]}
+
+``entities`` appears only when the version has an entity tagger (its data had entity spans):
+``start``/``end`` are character (code point) offsets into the utterance, end exclusive, so
+``utterance[start:end] == value``; ``confidence`` is the lowest probability of its tokens' tags.
 
 V2 response: ``model_version`` is the version that answered; outputs, each of shape ``[N]``:
 
@@ -23,6 +29,8 @@ V2 response: ``model_version`` is the version that answered; outputs, each of sh
     ``out_of_scope``    BOOL      confidence below the version's ``oos_threshold``
     ``ranking``         BYTES     JSON text ``[{"intent": ..., "confidence": ...}, ...]``
                                   (top k, best first)
+    ``entities``        BYTES     JSON text of the V1 ``entities`` list (versions with an
+                                  entity tagger only)
     ==================  ========  ======================================================
 
 A request's ``outputs`` may ask for a subset of these. Bad requests raise
@@ -64,6 +72,7 @@ OUTPUT_INTENT = "intent"
 OUTPUT_CONFIDENCE = "confidence"
 OUTPUT_OUT_OF_SCOPE = "out_of_scope"
 OUTPUT_RANKING = "ranking"
+OUTPUT_ENTITIES = "entities"
 MODEL_VERSION = "model_version"
 INSTANCES = "instances"
 
@@ -210,7 +219,12 @@ class BotModel(kserve.Model):
             {"name": OUTPUT_CONFIDENCE, "datatype": "FP32", "shape": [-1]},
             {"name": OUTPUT_OUT_OF_SCOPE, "datatype": "BOOL", "shape": [-1]},
             {"name": OUTPUT_RANKING, "datatype": "BYTES", "shape": [-1]},
+            *([{"name": OUTPUT_ENTITIES, "datatype": "BYTES", "shape": [-1]}] if self._has_entities() else []),
         ]
+
+    def _has_entities(self) -> bool:
+        active = self._active
+        return active is not None and bool(active.entity_tags)
 
     async def preprocess(self, payload, headers=None) -> _Batch:
         if isinstance(payload, InferRequest):
@@ -303,21 +317,28 @@ class BotModel(kserve.Model):
         active = self._active  # read once: a swap during this request does not affect it
         if active is None:
             raise ModelNotReady(self.name, self.not_ready_reason())
-        return active, active.probabilities(batch.utterances), batch
+        probabilities, entities = active.predict(batch.utterances)
+        return active, probabilities, entities, batch
 
     async def postprocess(self, result, headers=None, response_headers=None):
-        active, probabilities, batch = result
+        active, probabilities, entities, batch = result
         predictions = rank(probabilities, active.labels, active.oos_threshold, self.limits.top_k, active.version)
+        if entities is not None:
+            for prediction, spans in zip(predictions, entities):
+                prediction[OUTPUT_ENTITIES] = spans
         if batch.v2_request is None:
             return {"predictions": predictions}
         request = batch.v2_request
         outputs = []
-        for name, datatype, values in (
+        columns = [
             (OUTPUT_INTENT, "BYTES", np.array([p["intent"] for p in predictions], dtype=object)),
             (OUTPUT_CONFIDENCE, "FP32", np.array([p["confidence"] for p in predictions], dtype=np.float32)),
             (OUTPUT_OUT_OF_SCOPE, "BOOL", np.array([p["out_of_scope"] for p in predictions], dtype=bool)),
             (OUTPUT_RANKING, "BYTES", np.array([json.dumps(p["ranking"]) for p in predictions], dtype=object)),
-        ):
+        ]
+        if entities is not None:
+            columns.append((OUTPUT_ENTITIES, "BYTES", np.array([json.dumps(e, ensure_ascii=False) for e in entities], dtype=object)))
+        for name, datatype, values in columns:
             output = InferOutput(name=name, shape=[len(predictions)], datatype=datatype)
             output.set_data_from_numpy(values, binary_data=False)
             outputs.append(output)

@@ -24,6 +24,11 @@ def register_model_version(
         "threshold_criterion": evaluation["threshold_criterion"],
         "training": {k: training[k] for k in ("epochs_run", "train_seconds", "device")},
     }
+    for key in (c.ENTITY_TAGS, c.ENTITY_TRANSITIONS, c.TOKENIZER):  # only a version with an entity tagger
+        if key in training:
+            metadata[key] = training[key]
+    if training.get("entities"):
+        metadata["training"]["entities"] = {k: v for k, v in training["entities"].items() if k != "history"}
     store = ModelStore(models_root)
     version = store.register(bot_id, os.path.join(model_dir, c.SAVED_MODEL_DIR), metadata, evaluation_dir)
     return version, store.version_dir(bot_id, version)

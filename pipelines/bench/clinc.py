@@ -16,6 +16,7 @@ from botyard.components.base import contracts as c
 from botyard.components.base.table import make_table
 from botyard.pipelines.bench.harness import (
     BASELINE,
+    COST_TARGETS,
     LSTM,
     BenchContext,
     bench_baseline,
@@ -23,6 +24,7 @@ from botyard.pipelines.bench.harness import (
     check_targets,
     mean_figures,
     require_file,
+    versus_baseline,
 )
 
 log = logging.getLogger(__name__)
@@ -38,20 +40,29 @@ NEGATIVES_SEED = 0
 FULL_TARGETS = [
     ("in_scope_accuracy", LSTM, ">=", 0.935),
     ("oos_recall", LSTM, ">=", 0.50),
-    ("train_seconds", LSTM, "<=", 180.0),
-    ("latency_p50_ms", LSTM, "<=", 5.0),
+    ("train_seconds", LSTM, "<=", 134.0, "README's 134 s"),
 ]
+SMALL_TARGETS = [("in_scope_accuracy", LSTM, ">=", 0.915, "MLP on USE embeddings, published")]
+IMBALANCED_TARGETS = [("in_scope_accuracy", LSTM, ">=", 0.925, "MLP on USE embeddings, published")]
 BOTS_TARGETS = [
     ("in_scope_accuracy", LSTM, ">=", 0.97),
     ("oos_recall", LSTM, ">=", 0.80),
-    ("max_train_seconds", LSTM, "<=", 30.0),
-    ("latency_p50_ms", LSTM, "<=", 5.0),
+    ("train_seconds", LSTM, "<=", 32.0, "README's 32 s mean"),
 ]
+# the paper's other training conditions: same val and test rows as Full, fewer training rows
+CONDITIONS = {
+    "full": ("clinc150/data_full.json", "CLINC150 Full: one model over all 150 intents", "`train` (15,000)", FULL_TARGETS),
+    "small": ("clinc150/data_small.json", "CLINC150 Small: 50 training utterances an intent", "`train` of data_small.json (7,500)", SMALL_TARGETS),
+    "imbalanced": (
+        "clinc150/data_imbalanced.json", "CLINC150 Imbalanced: 25, 50, 75 or 100 training utterances an intent",
+        "`train` of data_imbalanced.json (10,525)", IMBALANCED_TARGETS,
+    ),
+}
 
 
-def load_clinc(data_dir: str) -> tuple[dict[str, list], dict[str, list[str]]]:
-    """``data_full.json`` (split -> ``[utterance, intent]`` rows) and ``domains.json`` (domain -> intents)."""
-    with open(require_file(Path(data_dir) / DATA_FILE), encoding="utf-8") as f:
+def load_clinc(data_dir: str, data_file: str = DATA_FILE) -> tuple[dict[str, list], dict[str, list[str]]]:
+    """A CLINC150 data file (split -> ``[utterance, intent]`` rows) and ``domains.json`` (domain -> intents)."""
+    with open(require_file(Path(data_dir) / data_file), encoding="utf-8") as f:
         data = json.load(f)
     with open(require_file(Path(data_dir) / DOMAINS_FILE), encoding="utf-8") as f:
         domains = json.load(f)
@@ -67,8 +78,9 @@ def _concat(*tables: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def run_full(context: BenchContext) -> dict:
-    data, _ = load_clinc(context.data_dir)
+def run_condition(context: BenchContext, condition: str) -> dict:
+    data_file, description, train_rows, targets = CONDITIONS[condition]
+    data, _ = load_clinc(context.data_dir, data_file)
     oos = TRAIN_WITH_OOS
     train = rows_table(data["train"] + (data["oos_train"] if oos else []))
     val = rows_table(data["val"] + data["oos_val"])
@@ -78,16 +90,28 @@ def run_full(context: BenchContext) -> dict:
         BASELINE: bench_baseline(context, train, val, test),
     }
     return {
-        "description": "CLINC150 Full: one model over all 150 intents",
+        "description": description,
         "protocol": [
-            f"train: `train` (15,000){' + `oos_train` (100) as an `oos` intent' if oos else ''}; "
+            f"train: {train_rows}{' + `oos_train` (100) as an `oos` intent' if oos else ''}; "
             "early stopping and the out-of-scope threshold on `val` + `oos_val`",
             "scored once on `test` (4,500) + `oos_test` (1,000); an in-scope row predicted out of scope counts as wrong",
             "macro-F1 over the 150 in-scope intents from the top intent; latency is the exported SavedModel signature in-process",
         ],
         "systems": systems,
-        "targets": check_targets(systems, FULL_TARGETS),
+        "targets": check_targets(systems, [*targets, versus_baseline(systems, "in_scope_accuracy"), *COST_TARGETS]),
     }
+
+
+def run_full(context: BenchContext) -> dict:
+    return run_condition(context, "full")
+
+
+def run_small(context: BenchContext) -> dict:
+    return run_condition(context, "small")
+
+
+def run_imbalanced(context: BenchContext) -> dict:
+    return run_condition(context, "imbalanced")
 
 
 def bot_tables(data: dict, domains: dict[str, list[str]], domain: str) -> dict[str, pd.DataFrame]:
@@ -160,5 +184,5 @@ def run_bots(context: BenchContext) -> dict:
         ],
         "systems": systems,
         "per_bot": per_bot,
-        "targets": check_targets(systems, BOTS_TARGETS),
+        "targets": check_targets(systems, [*BOTS_TARGETS, versus_baseline(systems, "in_scope_accuracy"), *COST_TARGETS]),
     }

@@ -52,7 +52,11 @@ RESULTS_MD = "results.md"
 
 LSTM = "bilstm"
 BASELINE = "tfidf_logreg"
-SYSTEM_TITLES = {LSTM: "BiLSTM (botyard)", BASELINE: "TF-IDF + LogReg"}
+SYSTEM_TITLES = {
+    LSTM: "BiLSTM (botyard)", BASELINE: "TF-IDF + LogReg",
+    "bilstm_cnn_crf": "botyard (intent + BiLSTM-CNN-CRF tagger)", "bilstm_intent_only": "botyard, intent only",
+    "crf_baseline": "CRF (sklearn-crfsuite)",
+}
 
 LATENCY_CALLS = 500  # batch-of-1 calls timed per model (p50 / p99)
 THROUGHPUT_BATCH = 64
@@ -62,6 +66,9 @@ QUICK_TRAIN_CONFIG = {
     "embedding_dim": 8,
     "lstm_units": 8,
     "epochs": 1,
+    "min_epochs": 1,
+    "min_steps": 0,
+    "patience_steps": 0,
     "batch_size": 64,
     "max_tokens": 500,
     "sequence_length": 12,
@@ -83,9 +90,18 @@ class Suite:
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
+        Suite("sample-bot", "botyard.pipelines.bench.sample:run", "The shipped sample bot: its own split and its held-out utterances"),
         Suite("clinc150-full", "botyard.pipelines.bench.clinc:run_full", "CLINC150 Full: one model over 150 intents + out-of-scope"),
+        Suite("clinc150-small", "botyard.pipelines.bench.clinc:run_small", "CLINC150 Small: 50 training utterances an intent"),
+        Suite("clinc150-imbalanced", "botyard.pipelines.bench.clinc:run_imbalanced", "CLINC150 Imbalanced: 25 to 100 training utterances an intent"),
         Suite("clinc150-bots", "botyard.pipelines.bench.clinc:run_bots", "CLINC150 as a fleet of 10 domain bots"),
         Suite("hwu64", "botyard.pipelines.bench.hwu:run", "HWU64 fold 1: 64 intents"),
+        Suite("fewshot", "botyard.pipelines.bench.fewshot:run", "Few-shot bots: 5 and 10 utterances an intent (CLINC150 domains, HWU64), 3 seeds"),
+        Suite("run-clinc150", "botyard.pipelines.bench.runs:run_clinc150",
+              "`botyard run --param on_label_conflict=drop` on the whole CLINC150 Full file, end to end"),
+        Suite("run-long-bot", "botyard.pipelines.bench.runs:run_long_bot",
+              "`botyard run` on a 15,000-utterance, 7-intent bot of long utterances, end to end"),
+        Suite("hwu64-entities", "botyard.pipelines.bench.hwu_entities:run", "HWU64 fold 1: entity extraction, beside a CRF baseline"),
         Suite("serving", "botyard.pipelines.bench.serving:run", "Model server latency and throughput", takes_context=False),
         Suite("serving-fleet", "botyard.pipelines.bench.serving_fleet:run", "1,000 bots in one predictor: memory budget, Zipf traffic, cold loads"),
         Suite("trigger", "botyard.pipelines.bench.trigger:run", "Event trigger service: ingest rate and 1,000 bots to submitted runs", takes_context=False),
@@ -103,7 +119,9 @@ class BenchContext:
     train_config: TrainConfig = field(default_factory=TrainConfig)
     latency_calls: int = LATENCY_CALLS
     throughput_batches: int = THROUGHPUT_BATCHES
-    max_bots: int = 0  # clinc150-bots: 0 = every domain; fewer for a quick look
+    max_bots: int = 0  # clinc150-bots, fewshot: 0 = every domain; fewer for a quick look
+    max_seeds: int = 0  # fewshot: 0 = every seed; fewer for a quick look
+    quick: bool = False  # --quick: smoke-test sizes (figures meaningless)
 
 
 # --- locating inputs ----------------------------------------------------------------------
@@ -209,14 +227,32 @@ def latency(
     }
 
 
-def check_targets(systems: dict[str, dict], targets: list[tuple[str, str, str, float]]) -> list[dict]:
-    """``(figure, system, op, value)`` tuples -> the report's target rows with ``measured`` and ``met``."""
+def check_targets(systems: dict[str, dict], targets: list[tuple]) -> list[dict]:
+    """``(figure, system, op, value[, note])`` tuples -> the report's target rows with ``measured`` and ``met``."""
     rows = []
-    for figure, system, op, value in targets:
+    for figure, system, op, value, *note in targets:
         measured = systems.get(system, {}).get(figure)
         met = None if measured is None else (measured >= value if op == ">=" else measured <= value)
-        rows.append({"figure": figure, "system": system, "op": op, "value": value, "measured": measured, "met": met})
+        row = {"figure": figure, "system": system, "op": op, "value": value, "measured": measured, "met": met}
+        if note:
+            row["note"] = note[0]
+        rows.append(row)
     return rows
+
+
+def versus_baseline(systems: dict[str, dict], figure: str, margin: float = 0.0) -> tuple:
+    """The target "botyard's ``figure`` >= the baseline's in the same run (+ ``margin``)"."""
+    note = "the baseline's, same run" + (f", + {100 * margin:.0f} points" if margin else "")
+    return (figure, LSTM, ">=", systems[BASELINE][figure] + margin, note)
+
+
+# today's figures (README, 2026-11-22 run): none of them may get worse
+README_MODEL_MB = 62.0
+README_LATENCY_P50_MS = 1.4
+COST_TARGETS = [
+    ("model_mb", LSTM, "<=", README_MODEL_MB, "README's 62 MiB"),
+    ("latency_p50_ms", LSTM, "<=", README_LATENCY_P50_MS, "README's 0.9-1.4 ms"),
+]
 
 
 def mean_figures(per_item: list[dict[str, float]]) -> dict[str, float]:
@@ -370,8 +406,17 @@ FIGURES: list[tuple[str, str, Callable[[float], str]]] = [
     ("oos_recall", "Out-of-scope recall", _pct),
     ("accuracy", "Intent accuracy (top intent)", _pct),
     ("macro_f1", "Macro-F1 (in-scope intents, top intent)", _num(3)),
+    ("heldout_accuracy", "Held-out utterances: intent accuracy (top intent)", _pct),
+    ("heldout_in_scope_accuracy", "Held-out utterances: accuracy (threshold applied)", _pct),
+    ("combined_accuracy", "Test split + held-out: intent accuracy (top intent)", _pct),
     ("oos_threshold", "Confidence threshold (chosen on val)", _num(3)),
+    ("entity_micro_f1", "Entity micro-F1 (exact span and type)", _num(3)),
+    ("entity_micro_precision", "Entity micro precision", _num(3)),
+    ("entity_micro_recall", "Entity micro recall", _num(3)),
+    ("entity_train_seconds", "Entity tagger training (s)", _num(1)),
+    ("entity_epochs_run", "Entity tagger epochs run", _num(0)),
     ("epochs_run", "Epochs run", _num(0)),
+    ("run_seconds", "Whole `botyard run` wall time (s)", _num(1)),
     ("train_seconds", "Training wall time (s)", _num(1)),
     ("max_train_seconds", "Slowest bot's training (s)", _num(1)),
     ("peak_rss_mb", "Peak RSS while training (MiB)", _num(0)),
@@ -419,6 +464,8 @@ def _targets_table(targets: list[dict]) -> list[str]:
         title = next((title for key, title, _ in FIGURES if key == t["figure"]), t["figure"])
         met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
         wanted = f"{SYSTEM_TITLES.get(t['system'], t['system'])}: {title} {t['op']} {_fmt(t['figure'], t['value'])}"
+        if t.get("note"):
+            wanted += f" ({t['note']})"
         lines.append(f"| {wanted} | {_fmt(t['figure'], t['measured'])} | {met} |")
     return lines
 
@@ -450,6 +497,8 @@ def render_markdown(results: dict) -> str:
         if "markdown" in result:
             lines.append(str(result["markdown"]).rstrip())
             continue
+        if result.get("summary_table"):
+            lines += [str(result["summary_table"]).rstrip(), ""]
         if "systems" in result:
             lines += _systems_table(result["systems"])
         else:
@@ -464,11 +513,12 @@ def render_markdown(results: dict) -> str:
 # --- one system on one data set: shared by the suites ------------------------------------------
 
 
-def bench_lstm(context: BenchContext, train, val_stop, val_threshold, test, measure_latency: bool = True) -> dict:
+def bench_lstm(context: BenchContext, train, val_stop, val_threshold, test, measure_latency: bool = True, also: dict | None = None) -> dict:
     """Train with the pipeline's train core, evaluate with its evaluate core, measure cost.
 
     ``val_stop`` drives early stopping (as the pipeline's val split does); ``val_threshold``
-    is what the out-of-scope threshold is chosen on; ``test`` is scored once.
+    is what the out-of-scope threshold is chosen on; ``test`` is scored once, and so is every
+    table of ``also`` (its figures prefixed with its name: ``heldout_accuracy``).
     """
     import tensorflow as tf
 
@@ -488,6 +538,8 @@ def bench_lstm(context: BenchContext, train, val_stop, val_threshold, test, meas
         signature = load_signature(saved_model)
         evaluation = evaluate(signature, trained.labels, val_threshold, test)
         figures = _evaluation_figures(evaluation)
+        for name, table in (also or {}).items():
+            figures.update(_prefixed(name, evaluate(signature, trained.labels, val_threshold, table)))
         figures.update(
             epochs_run=trained.epochs_run,
             train_seconds=seconds,
@@ -515,7 +567,11 @@ def _evaluation_figures(evaluation) -> dict:
     }
 
 
-def bench_baseline(context: BenchContext, train, val_threshold, test, measure_latency: bool = True) -> dict:
+def _prefixed(name: str, evaluation) -> dict:
+    return {f"{name}_{k}": v for k, v in _evaluation_figures(evaluation).items() if k in ("accuracy", "in_scope_accuracy")}
+
+
+def bench_baseline(context: BenchContext, train, val_threshold, test, measure_latency: bool = True, also: dict | None = None) -> dict:
     """The TF-IDF + logistic-regression baseline, scored by the same evaluate core."""
     import pickle
 
@@ -529,6 +585,8 @@ def bench_baseline(context: BenchContext, train, val_threshold, test, measure_la
         seconds = time.perf_counter() - started
     evaluation = evaluate(SklearnSignature(model), list(model.classes_), val_threshold, test)
     figures = _evaluation_figures(evaluation)
+    for name, table in (also or {}).items():
+        figures.update(_prefixed(name, evaluate(SklearnSignature(model), list(model.classes_), val_threshold, table)))
     with tempfile.TemporaryDirectory(prefix="work-", dir=context.output_dir) as work:
         path = os.path.join(work, "model.pkl")
         with open(path, "wb") as f:

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
         help="override a TrainConfig field, e.g. --set epochs=5 (repeatable)",
     )
-    parser.add_argument("--max-bots", type=int, default=0, help="clinc150-bots: run only the first N domain bots (default: all)")
+    parser.add_argument("--max-bots", type=int, default=0, help="clinc150-bots, fewshot: run only the first N domain bots (default: all)")
+    parser.add_argument("--max-seeds", type=int, default=0, help="fewshot: run only the first N seeds (default: all 3)")
     parser.add_argument("--latency-calls", type=int, default=None, help=f"batch-of-1 calls timed per model (default: {LATENCY_CALLS}; 50 with --quick)")
     parser.add_argument("--in-process", action="store_true", help="run suites in this process instead of one fresh process each")
     parser.set_defaults(handler=run_bench_command)
@@ -41,8 +42,9 @@ def register(subparsers) -> None:
 def run_bench_command(args: argparse.Namespace) -> int:
     from botyard.pipelines.bench.harness import LATENCY_CALLS, SUITES, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
 
-    if args.max_bots < 0:
-        raise ConfigError(f"--max-bots = {args.max_bots} is out of range; allowed: 0 (all) or more")
+    for flag, value in (("--max-bots", args.max_bots), ("--max-seeds", args.max_seeds)):
+        if value < 0:
+            raise ConfigError(f"{flag} = {value} is out of range; allowed: 0 (all) or more")
     suites = args.suites or default_suites()
     needs_data = any(SUITES[name].takes_context for name in suites if name in SUITES)  # serving, trigger, submit: none
     context = BenchContext(
@@ -52,6 +54,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         latency_calls=args.latency_calls or (50 if args.quick else LATENCY_CALLS),
         throughput_batches=5 if args.quick else 20,
         max_bots=args.max_bots,
+        quick=args.quick,
+        max_seeds=args.max_seeds,
     )
     results = run_bench(suites, context, isolate=not args.in_process)
     print(f"bench: ran {', '.join(suites)}; results in {args.output_dir}/results.json and results.md")

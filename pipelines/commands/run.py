@@ -23,6 +23,9 @@ def handle(args: argparse.Namespace) -> int:
     print(f"model version path: {run.version_uri}")
     print(f"test accuracy:     {m['accuracy']:.3f}   macro-F1: {m['macro_f1']:.3f}   "
           f"(on {m['test_size']} test utterances)")
+    if "entity_micro_f1" in m:
+        print(f"entity micro-F1:   {m['entity_micro_f1']:.3f}   precision: {m['entity_micro_precision']:.3f}   "
+              f"recall: {m['entity_micro_recall']:.3f}   (on {m['entity_support']} test spans)")
     print(f"out-of-scope threshold: {run.metadata[c.OOS_THRESHOLD]:.3f}")
     print(f"confusion matrix:  {run.confusion_matrix_csv}")
     if run.confusion_matrix_artifact:

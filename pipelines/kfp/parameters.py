@@ -53,12 +53,12 @@ def default_models_root() -> str:
     return os.environ.get(MODELS_ROOT_ENV, DEFAULT_MODELS_ROOT)
 
 
-def data_fingerprint(data_uri: str, min_examples_per_intent: int | None = None) -> str:
-    """The data hash of a bot's training file, after the same read and validation the pipeline runs.
+def data_fingerprint(data_uri: str, parameters: dict | None = None) -> str:
+    """The data hash of a bot's training file, after the same read and validation the pipeline runs
+    (with the run's ``min_examples_per_intent`` and ``on_label_conflict``).
 
     Bad data raises ``DataValidationError`` here, before any cluster time is spent.
     """
     from botyard.components.base.training_data import load_training_data
 
-    config = ValidationConfig() if min_examples_per_intent is None else ValidationConfig(min_examples_per_intent=int(min_examples_per_intent))
-    return load_training_data(data_uri, config).data_hash
+    return load_training_data(data_uri, ValidationConfig.from_run_parameters(parameters)).data_hash

@@ -141,7 +141,7 @@ def submit_bot_run(
 
     check_cluster_uri("data_uri", data_uri)
     check_cluster_uri("models_root", models_root)
-    digest = data_hash or data_fingerprint(data_uri, params.get("min_examples_per_intent"))
+    digest = data_hash or data_fingerprint(data_uri, params)
     connection = connect(host)
     pipeline_id, version_id, version_name, uploaded = ensure_pipeline_version(connection, gpu)
     experiment_id = ensure_experiment(connection, bot_id)

@@ -101,7 +101,7 @@ def schedule_bot(
     models_root = models_root or default_models_root()
     check_cluster_uri("data_uri", data_uri)
     check_cluster_uri("models_root", models_root)
-    data_fingerprint(data_uri, params.get("min_examples_per_intent"))  # fail now, not at 3 a.m.
+    data_fingerprint(data_uri, params)  # fail now, not at 3 a.m.
     connection = connect(host)
     pipeline_id, version_id, version_name, _ = ensure_pipeline_version(connection, gpu)
     experiment_id = ensure_experiment(connection, bot_id)

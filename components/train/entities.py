@@ -1,0 +1,348 @@
+"""The entity tagger: a BiLSTM over word embeddings and a character CNN per token, BIO tags out.
+
+Characters let it tag values it never saw ("7:45pm", "tuesday the 3rd") from their shape; the
+word-level LSTM keeps cuDNN-eligible settings (tanh / sigmoid, no recurrent dropout, not
+unrolled, bias, right-padded masks), as the intent model's does. It is trained beside the
+intent classifier, from the same training split's spans, and exported in the same SavedModel
+(``serving_default`` gains per-token tag probabilities and token offsets).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from botyard.components.base import contracts as c
+from botyard.components.base import entity_featurizer as ef
+from botyard.components.base.config import EntityConfig
+from botyard.components.base.entities import allowed_transitions, entity_types, spans_to_tags, tag_set
+from botyard.components.train.model import cudnn_lstm
+
+log = logging.getLogger(__name__)
+
+
+class CharCNN(keras.layers.Layer):
+    """``[batch, tokens, chars]`` character ids -> ``[batch, tokens, filters]`` (max over characters)."""
+
+    def __init__(self, vocabulary_size: int, embedding_dim: int, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(vocabulary_size, embedding_dim)
+        self.conv = keras.layers.Conv1D(filters, 3, padding="same", activation="relu")
+        self.filters = filters
+
+    def call(self, char_ids):
+        shape = tf.shape(char_ids)
+        flat = tf.reshape(char_ids, [-1, shape[2]])
+        x = self.conv(self.embedding(flat))
+        present = tf.cast(flat > 0, x.dtype)[:, :, None]
+        x = tf.reduce_max(x * present, axis=1)  # relu >= 0, so padding never wins the max
+        return tf.reshape(x, [shape[0], shape[1], self.filters])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.filters)
+
+
+class WordDropout(keras.layers.Layer):
+    """While training, replace a share of the word ids with the out-of-vocabulary id, so the
+    tagger learns to tag from characters and context too: test values it never saw look like that."""
+
+    def __init__(self, rate: float, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, ids, training=False):
+        if not training or self.rate <= 0:
+            return ids
+        drop = keras.random.uniform(tf.shape(ids), seed=self.seed_generator) < self.rate
+        return tf.where(drop & (ids > 1), tf.ones_like(ids), ids)
+
+
+class CRF(keras.layers.Layer):
+    """Learned transition scores over the tags, trained with the CRF sequence log-likelihood.
+
+    Called with ``(emissions, tags, mask)`` while training it adds the negative log-likelihood
+    of the gold tag sequences as the model's loss (forward algorithm, masked, right-padded);
+    decoding (Viterbi, marginals) happens outside the graph with the learned scores
+    (``base.entities.Transitions``), so the exported model returns emissions.
+    """
+
+    def __init__(self, n_tags: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n_tags = n_tags
+        self.supports_masking = True
+
+    def build(self, *args, **kwargs):
+        n = self.n_tags
+        self.start = self.add_weight(name="start", shape=(n,), initializer="zeros")
+        self.pairs = self.add_weight(name="pairs", shape=(n, n), initializer="zeros")
+        self.end = self.add_weight(name="end", shape=(n,), initializer="zeros")
+
+    def call(self, emissions, tags=None, mask=None):
+        if tags is not None:
+            self.add_loss(tf.reduce_mean(self.negative_log_likelihood(emissions, tags, mask)))
+        return emissions
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def negative_log_likelihood(self, emissions, tags, mask):
+        emissions = tf.cast(emissions, tf.float32)
+        mask = tf.cast(mask, tf.float32)
+        tags = tf.cast(tags, tf.int32)
+        lengths = tf.cast(tf.reduce_sum(mask, axis=1), tf.int32)
+        emitted = tf.reduce_sum(tf.gather(emissions, tags, batch_dims=2) * mask, axis=1)
+        pair_idx = tf.stack([tags[:, :-1], tags[:, 1:]], axis=-1)
+        moved = tf.reduce_sum(tf.gather_nd(self.pairs, pair_idx) * mask[:, 1:], axis=1)
+        last = tf.gather(tags, tf.maximum(lengths - 1, 0), batch_dims=1)
+        gold = emitted + moved + tf.gather(self.start, tags[:, 0]) + tf.gather(self.end, last)
+        steps = tf.transpose(emissions, [1, 0, 2])  # the forward algorithm runs over tokens
+        step_mask = tf.transpose(mask, [1, 0])
+
+        def forward(alpha, inputs):
+            emit, m = inputs
+            new = tf.reduce_logsumexp(alpha[:, :, None] + self.pairs[None], axis=1) + emit
+            return tf.where(m[:, None] > 0, new, alpha)
+
+        alpha0 = steps[0] + self.start[None]
+        final = tf.foldl(forward, (steps[1:], step_mask[1:]), initializer=alpha0)
+        log_z = tf.reduce_logsumexp(final + self.end[None], axis=1)
+        return log_z - gold
+
+    def decode(self, emissions, mask, tags: list[str]):
+        """In-graph constrained decoding: ``(tag ids [batch, tokens] (-1 = padding), confidence [batch, tokens])``."""
+        return crf_decode(emissions, mask, self.start, self.pairs, self.end, tags)
+
+    def transitions(self):
+        from botyard.components.base.entities import Transitions
+
+        return Transitions(self.start.numpy(), self.pairs.numpy(), self.end.numpy())
+
+
+GOLD_TAGS = "gold_tags"  # the training model's extra input
+
+
+@dataclass
+class Tagger:
+    """The inference model (features -> per-token emission scores) and its CRF transitions."""
+
+    model: keras.Model
+    crf: CRF
+
+    def transitions(self):
+        return self.crf.transitions()
+
+    def decode(self, emissions, mask, tags: list[str]):
+        return self.crf.decode(emissions, mask, tags)
+
+
+def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: int) -> tuple[keras.Model, Tagger]:
+    """``(training model, tagger)``: the training model also takes the gold tags and carries the CRF loss."""
+    token_ids = keras.Input(shape=(None,), dtype="int64", name=ef.TOKEN_IDS)
+    char_ids = keras.Input(shape=(None, featurizer.max_chars), dtype="int64", name=ef.CHAR_IDS)
+    gold = keras.Input(shape=(None,), dtype="int64", name=GOLD_TAGS)
+    kept = WordDropout(config.word_dropout, config.seed, name="word_dropout")(token_ids)
+    words = keras.layers.Embedding(featurizer.word_vocabulary_size, config.embedding_dim, mask_zero=True, name="entity_embedding")(kept)
+    chars = CharCNN(featurizer.char_vocabulary_size, config.char_embedding_dim, config.char_filters, name="char_cnn")(char_ids)
+    x = keras.layers.Concatenate()([words, chars])
+    x = keras.layers.SpatialDropout1D(config.dropout)(x)
+    x = keras.layers.Bidirectional(cudnn_lstm(config.lstm_units, return_sequences=True), name="entity_bilstm")(x)
+    x = keras.layers.Dropout(config.dropout)(x)
+    emissions = keras.layers.Dense(n_tags, dtype="float32", name="entity_emissions")(x)
+    crf = CRF(n_tags, name="crf")
+    inputs = {ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids}
+    inference = keras.Model(inputs, crf(emissions), name="entity_tagger")
+    mask = keras.ops.cast(keras.ops.greater(token_ids, 0), "float32")
+    training = keras.Model({**inputs, GOLD_TAGS: gold}, crf(emissions, gold, mask), name="entity_tagger_training")
+    training.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    return training, Tagger(inference, crf)
+
+
+@dataclass
+class TaggerResult:
+    tags: list[str]
+    history: dict[str, list[float]]
+    epochs_run: int
+    train_seconds: float
+    dropped_spans: int  # gold spans not on token boundaries (not learnable as whole tokens)
+
+
+def _tag_ids(frame: pd.DataFrame, tags: list[str]) -> tuple[list[list[int]], int]:
+    index = {t: i for i, t in enumerate(tags)}
+    rows, dropped = [], 0
+    for text, spans in zip(frame[c.UTTERANCE], frame[c.ENTITIES]):
+        aligned = spans_to_tags(text, [s for s in spans if f"B-{s['entity']}" in index])
+        dropped += len(aligned.dropped)
+        rows.append([index[t] for t in aligned.tags])
+    return rows, dropped
+
+
+def _dataset(featurizer, frame: pd.DataFrame, tags: list[str], batch_size: int, shuffle: bool, seed: int):
+    ids, dropped = _tag_ids(frame, tags)
+    longest = max((len(r) for r in ids), default=1) or 1
+    y = np.zeros((len(ids), longest), dtype="int64")
+    for i, row in enumerate(ids):
+        y[i, : len(row)] = row
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(frame[c.UTTERANCE].tolist()), y))
+    if shuffle:
+        ds = ds.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
+
+    def featurize(text, tag):
+        features = featurizer(text)
+        length = tf.shape(features[ef.TOKEN_IDS])[1]
+        return {ef.TOKEN_IDS: features[ef.TOKEN_IDS], ef.CHAR_IDS: features[ef.CHAR_IDS], GOLD_TAGS: tag[:, :length]}
+
+    return ds.batch(batch_size).map(featurize).prefetch(tf.data.AUTOTUNE), dropped
+
+
+def train_tagger(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig, featurizer: ef.EntityFeaturizer,
+                 tags: list[str]) -> tuple[Tagger, TaggerResult]:
+    """Fit the tagger on ``train``'s spans, early-stopping on ``val`` loss."""
+    keras.utils.set_random_seed(config.seed)
+    training, tagger = build_tagger(config, featurizer, len(tags))
+    batch_size = max(8, min(config.batch_size, len(train) // 16 or 8))
+    train_ds, dropped = _dataset(featurizer, train, tags, batch_size, True, config.seed)
+    val_ds = _dataset(featurizer, val, tags, batch_size, False, config.seed)[0] if len(val) else None
+    monitor = "val_loss" if val_ds is not None else "loss"
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=config.patience, restore_best_weights=True)
+    started = time.perf_counter()
+    history = training.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[stop], verbose=0)
+    seconds = time.perf_counter() - started
+    log.info("trained the entity tagger (%d tags) in %.1fs, %d epochs", len(tags), seconds, len(history.history["loss"]))
+    return tagger, TaggerResult(tags, {k: [float(v) for v in vs] for k, vs in history.history.items()},
+                                len(history.history["loss"]), round(seconds, 3), dropped)
+
+
+@dataclass
+class EntityModel:
+    """A trained tagger with its featurizer: what the export adds to ``serving_default``."""
+
+    featurizer: ef.EntityFeaturizer
+    tagger: Tagger
+    spec: dict  # the featurizer's settings and vocabularies
+    result: TaggerResult
+
+    @property
+    def tags(self) -> list[str]:
+        return self.result.tags
+
+    def outputs(self, utterances) -> dict:
+        return entity_outputs(self.featurizer, self.tagger, self.tags, utterances)
+
+    def metadata(self) -> dict:
+        """What a model version records about its tagger (``contracts.ENTITY_TAGS`` ...)."""
+        return {
+            c.ENTITY_TAGS: self.tags,
+            c.ENTITY_TRANSITIONS: self.tagger.transitions().to_json(),
+            c.TOKENIZER: {k: v for k, v in self.spec.items() if k not in ("vocabulary", "characters")},
+        }
+
+    def training_summary(self) -> dict:
+        r = self.result
+        return {"epochs_run": r.epochs_run, "train_seconds": r.train_seconds, "history": r.history,
+                "unaligned_spans": r.dropped_spans, "entity_types": entity_types_of(self.tags)}
+
+
+def entity_types_of(tags: list[str]) -> list[str]:
+    return [t[2:] for t in tags if t.startswith("B-")]
+
+
+def has_annotations(frame: pd.DataFrame) -> bool:
+    """Whether any row of ``frame`` carries an entity span (entity training runs only then)."""
+    return c.ENTITIES in frame and any(len(spans or ()) for spans in frame[c.ENTITIES])
+
+
+def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig) -> EntityModel | None:
+    """The bot's tagger, or ``None`` when its training split has no entity spans."""
+    if not has_annotations(train):
+        return None
+    tags = tag_set(entity_types(train[c.ENTITIES]))
+    spec = ef.adapt_entity_spec(train[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token)
+    featurizer = ef.build_entity_featurizer(spec)
+    tagger, result = train_tagger(train, val, config, featurizer, tags)
+    return EntityModel(featurizer, tagger, spec, result)
+
+
+def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, tags: list[str], utterances) -> dict:
+    """The SavedModel's entity outputs for ``utterances`` (see ``contracts``): decoded in the graph."""
+    features = featurizer(utterances)
+    ids = features[ef.TOKEN_IDS]
+    emissions = tagger.model({ef.TOKEN_IDS: ids, ef.CHAR_IDS: features[ef.CHAR_IDS]}, training=False)
+    tag_ids, confidence = tagger.decode(emissions, ids > 0, tags)
+    return {
+        c.OUTPUT_ENTITY_TAGS: tag_ids,
+        c.OUTPUT_ENTITY_CONFIDENCE: confidence,
+        c.OUTPUT_TOKEN_STARTS: features[ef.TOKEN_STARTS],
+        c.OUTPUT_TOKEN_ENDS: features[ef.TOKEN_ENDS],
+    }
+
+
+FORBIDDEN = -1e4  # log-potential of an ill-formed step (finite: no inf - inf = nan)
+
+
+def crf_decode(emissions, mask, start, pairs, end, tags: list[str]):
+    """Viterbi's best well-formed tag sequence and each chosen tag's marginal probability.
+
+    The same computation as ``base.entities.viterbi`` and ``marginals`` (the reference, in
+    NumPy), written with TensorFlow ops so the SavedModel's ``serving_default`` returns decoded
+    tags: TF Serving users need neither the transition scores nor a decoder of their own.
+    ``mask`` is ``[batch, tokens]``, true on real tokens (right-padded).
+    """
+    start_ok, pair_ok = allowed_transitions(tags)
+    tokens = tf.shape(emissions)[1]
+    # one padding column more: a batch of utterances without a token still has a first step
+    emissions = tf.pad(tf.cast(emissions, tf.float32), [[0, 0], [0, 1], [0, 0]])
+    mask = tf.pad(tf.cast(mask, tf.bool), [[0, 0], [0, 1]])
+    start = tf.cast(start, tf.float32) + tf.constant(np.where(start_ok, 0.0, FORBIDDEN), tf.float32)
+    pairs = tf.cast(pairs, tf.float32) + tf.constant(np.where(pair_ok, 0.0, FORBIDDEN), tf.float32)
+    end = tf.cast(end, tf.float32)
+    n = len(tags)
+    steps = tf.transpose(emissions, [1, 0, 2])  # [tokens, batch, tags]
+    active = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
+    batch = tf.shape(emissions)[0]
+    first = steps[0] + start[None]
+    identity = tf.broadcast_to(tf.range(n, dtype=tf.int32)[None], [batch, n])
+
+    def best_step(carry, inputs):
+        score, _ = carry
+        emit, on = inputs
+        candidates = score[:, :, None] + pairs[None]  # [batch, from, to]
+        best = tf.reduce_max(candidates, axis=1) + emit
+        back = tf.argmax(candidates, axis=1, output_type=tf.int32)
+        return tf.where(on[:, None], best, score), tf.where(on[:, None], back, identity)
+
+    scores, backs = tf.scan(best_step, (steps[1:], active[1:]), initializer=(first, identity))
+    final = tf.concat([first[None], scores], axis=0)[-1] + end[None]
+    last = tf.argmax(final, axis=1, output_type=tf.int32)
+
+    def backtrack(tag, back):
+        return tf.gather(back, tag, batch_dims=1)
+
+    earlier = tf.scan(backtrack, backs, initializer=last, reverse=True)  # tags at tokens 0 .. T-2
+    path = tf.transpose(tf.concat([earlier, last[None]], axis=0), [1, 0])
+
+    def forward(alpha, inputs):
+        emit, on = inputs
+        new = tf.reduce_logsumexp(alpha[:, :, None] + pairs[None], axis=1) + emit
+        return tf.where(on[:, None], new, alpha)
+
+    alphas = tf.concat([first[None], tf.scan(forward, (steps[1:], active[1:]), initializer=first)], axis=0)
+
+    def backward(beta, inputs):
+        emit, on = inputs  # of the next token
+        new = tf.reduce_logsumexp(pairs[None] + (emit + beta)[:, None, :], axis=2)
+        return tf.where(on[:, None], new, tf.broadcast_to(end[None], tf.shape(beta)))
+
+    last_beta = tf.broadcast_to(end[None], [batch, n])
+    betas = tf.scan(backward, (steps[1:], active[1:]), initializer=last_beta, reverse=True)
+    betas = tf.concat([betas, last_beta[None]], axis=0)
+    log_z = tf.reduce_logsumexp(alphas[-1] + end[None], axis=1)
+    probabilities = tf.exp(tf.transpose(alphas + betas, [1, 0, 2]) - log_z[:, None, None])
+    confidence = tf.gather(probabilities, path, batch_dims=2)
+    return tf.where(mask, path, -1)[:, :tokens], tf.where(mask, confidence, 0.0)[:, :tokens]

@@ -1,0 +1,177 @@
+"""hwu64-entities suite: entity extraction on HWU64 fold 1, beside a CRF baseline.
+
+``train.jsonl`` (with its entity spans) less a stratified 10% validation split trains the
+pipeline's own train core twice: with the entity tagger (the bot's data has spans, as in the
+pipeline) and without (the intent-only model), so the intent accuracy of the two can be
+compared on the same split. ``test.jsonl`` is scored once, by the pipeline's evaluate core,
+from the exported SavedModel: entity micro precision / recall / F1 (exact span and type).
+
+The baseline is a linear-chain CRF (``sklearn-crfsuite``, installed with the ``bench`` extra)
+over hand-made token features (the word, its affixes, shape, neighbours) on the same
+tokenization and the same training rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from botyard.components.base import contracts as c
+from botyard.components.base.config import EntityConfig, SplitConfig
+from botyard.components.base.data_formats import read_training_data
+from botyard.components.base.entities import MICRO_F1, MICRO_PRECISION, MICRO_RECALL, span_scores, spans_to_tags, tags_to_spans
+from botyard.components.base.errors import ConfigError
+from botyard.components.base.tokenizer import tokenize
+from botyard.components.split.core import split_table
+from botyard.pipelines.bench.harness import BenchContext, PeakRss, check_targets, latency, require_file, size_mb
+
+TRAIN_FILE = "hwu64/train.jsonl"
+TEST_FILE = "hwu64/test.jsonl"
+VAL_FRACTION = 0.1
+TAGGER = "bilstm_cnn_crf"
+CRF_BASELINE = "crf_baseline"
+INTENT_ONLY = "bilstm_intent_only"
+TARGETS = [
+    (MICRO_F1, TAGGER, ">=", 0.80),
+]
+QUICK_ROWS = 400  # --quick: a slice of the training rows and a tiny tagger (figures meaningless)
+QUICK_ENTITY_CONFIG = {"epochs": 1, "embedding_dim": 8, "lstm_units": 8, "char_filters": 4, "patience": 1}
+
+
+def run(context: BenchContext) -> dict:
+    train_all = read_training_data(str(require_file(Path(context.data_dir) / TRAIN_FILE)))
+    test = read_training_data(str(require_file(Path(context.data_dir) / TEST_FILE)))
+    quick = context.quick
+    if quick:
+        train_all, test = train_all.head(QUICK_ROWS), test.head(QUICK_ROWS // 4)
+    train_all[c.SPLIT] = ""
+    parts = split_table(train_all, SplitConfig(val_fraction=VAL_FRACTION, test_fraction=0.0))
+    train, val = parts["train"], parts["val"]
+    entity_config = EntityConfig.from_dict({**EntityConfig().to_dict(), **(QUICK_ENTITY_CONFIG if quick else {})})
+    systems = {
+        TAGGER: _bench_botyard(context, train, val, test, entity_config),
+        CRF_BASELINE: _bench_crf(context, train, test),
+    }
+    if not quick:
+        systems[INTENT_ONLY] = _bench_botyard(context, train, val, test, None)
+    return {
+        "description": "HWU64 fold 1: entity extraction (exact span and type)",
+        "protocol": [
+            f"train: `train.jsonl` less a stratified {VAL_FRACTION:.0%} val split (seed 13) = {len(train):,} rows, "
+            f"{sum(len(s) for s in train[c.ENTITIES]):,} spans; val {len(val):,} rows for early stopping",
+            f"scored once on `test.jsonl` ({len(test):,} rows, {sum(len(s) for s in test[c.ENTITIES]):,} spans) from the "
+            "exported SavedModel by the evaluate core: entity micro P/R/F1, exact span and type",
+            f"{TAGGER}: the pipeline's train step (intent model + BiLSTM-CNN-CRF tagger, EntityConfig defaults); "
+            f"{INTENT_ONLY}: the same without spans; {CRF_BASELINE}: sklearn-crfsuite over hand-made token features",
+            "training time is the whole train step for the botyard rows (intent model and tagger), the CRF fit for the baseline",
+        ],
+        "systems": systems,
+        "targets": check_targets(systems, TARGETS),
+    }
+
+
+def _bench_botyard(context: BenchContext, train, val, test, entity_config: EntityConfig | None) -> dict:
+    """The train core (with or without spans) and the evaluate core, on the exported SavedModel."""
+    import tensorflow as tf
+
+    from botyard.components.base.model_io import load_signature
+    from botyard.components.evaluate.core import evaluate
+    from botyard.pipelines.in_process import train_model
+
+    work = tempfile.mkdtemp(prefix="work-", dir=context.output_dir)
+    try:
+        if entity_config is None:  # intent-only: the same rows without their spans
+            train = train.assign(**{c.ENTITIES: [[] for _ in range(len(train))]})
+        with PeakRss() as rss:
+            started = time.perf_counter()
+            trained = train_model(train, val, context.train_config, work, entity_config or EntityConfig())
+            seconds = time.perf_counter() - started
+        saved_model = os.path.join(work, c.SAVED_MODEL_DIR)
+        signature = load_signature(saved_model)
+        tags = None
+        if trained.entities:
+            import json
+
+            with open(os.path.join(work, c.TRAINING_FILE), encoding="utf-8") as f:
+                tags = json.load(f)[c.ENTITY_TAGS]
+        evaluation = evaluate(signature, trained.labels, val, test, tags)
+        m = evaluation.metrics
+        figures = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+        if tags:
+            figures.update({k: m[k] for k in (MICRO_F1, MICRO_PRECISION, MICRO_RECALL)})
+            figures["entity_train_seconds"] = trained.entities["train_seconds"]
+            figures["entity_epochs_run"] = trained.entities["epochs_run"]
+        figures.update(train_seconds=seconds, peak_rss_mb=rss.peak_mb, model_mb=size_mb(saved_model))
+
+        def predict(texts):
+            return {k: v.numpy() for k, v in signature(**{c.SIGNATURE_INPUT: tf.constant(texts)}).items()}
+
+        figures.update(latency(predict, test[c.UTTERANCE].tolist(), context.latency_calls, context.throughput_batches))
+        return figures
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- the CRF baseline --------------------------------------------------------------------------
+
+
+def _token_features(tokens) -> list[dict]:
+    words = [t.text.lower() for t in tokens]
+    rows = []
+    for i, word in enumerate(words):
+        f = {
+            "w": word, "pre3": word[:3], "suf3": word[-3:], "suf2": word[-2:], "digit": word.isdigit(),
+            "has_digit": any(ch.isdigit() for ch in word), "title": tokens[i].text.istitle(), "len": min(len(word), 8),
+        }
+        for d in (-2, -1, 1, 2):
+            j = i + d
+            f[f"w{d:+d}"] = words[j] if 0 <= j < len(words) else ("<s>" if j < 0 else "</s>")
+        f["w-1|w"], f["w|w+1"] = f["w-1"] + "|" + word, word + "|" + f["w+1"]
+        rows.append(f)
+    return rows
+
+
+def _bench_crf(context: BenchContext, train: pd.DataFrame, test: pd.DataFrame) -> dict:
+    try:
+        import sklearn_crfsuite
+    except ImportError as exc:
+        raise ConfigError("the hwu64-entities baseline needs sklearn-crfsuite: pip install 'botyard[bench]'") from exc
+
+    x, y = [], []
+    for text, spans in zip(train[c.UTTERANCE], train[c.ENTITIES]):
+        aligned = spans_to_tags(text, spans)
+        x.append(_token_features(aligned.tokens))
+        y.append(aligned.tags)
+    crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=0.05, c2=0.05, max_iterations=200, all_possible_transitions=True)
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        crf.fit(x, y)
+        seconds = time.perf_counter() - started
+    tag_list = sorted({t for row in y for t in row})
+    index = {t: i for i, t in enumerate(tag_list)}
+
+    def extract(text: str) -> list[dict]:
+        tokens = tokenize(text)
+        if not tokens:
+            return []
+        predicted = crf.predict_single(_token_features(tokens))
+        return tags_to_spans(text, [index[t] for t in predicted], [t.start for t in tokens], [t.end for t in tokens], tag_list)
+
+    predicted = [extract(text) for text in test[c.UTTERANCE]]
+    scored = span_scores(list(test[c.ENTITIES]), predicted)
+    model_file = os.path.join(tempfile.mkdtemp(prefix="crf-", dir=context.output_dir), "crf.pkl")
+    import pickle
+
+    with open(model_file, "wb") as f:
+        pickle.dump(crf, f)
+    figures = {k: scored[k] for k in (MICRO_F1, MICRO_PRECISION, MICRO_RECALL)}
+    figures.update(train_seconds=seconds, peak_rss_mb=rss.peak_mb, model_mb=size_mb(model_file))
+    shutil.rmtree(os.path.dirname(model_file), ignore_errors=True)
+    figures.update(latency(lambda texts: [extract(t) for t in texts], test[c.UTTERANCE].tolist(),
+                           context.latency_calls, context.throughput_batches))
+    return figures

@@ -1,0 +1,102 @@
+"""Offset-keeping tokenisation (Python and in-graph), BIO alignment, constrained decoding, span metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from botyard.components.base.entities import (
+    MICRO_F1, allowed_transitions, decode, span_scores, spans_to_tags, tag_set, tags_to_spans, viterbi,
+)
+from botyard.components.base.tokenizer import graph_tokenize, tokenize
+
+TRICKY = [
+    "book a table for two at 7:45pm!",
+    "  several   spaces\tand\ttabs  ",
+    "",
+    "emoji 🙂 ok 👍🏽 and a family 👨‍👩‍👧",
+    "cafe\u0301 naïve Ünïcödé",
+    "a_b-c, (d) [e] {f}",
+    "ça coûte 5€ à Paris.",
+    "日本語のテキスト と 中文",
+    "x",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_tokens_round_trip_to_their_exact_offsets(text):
+    for token in tokenize(text):
+        assert text[token.start : token.end] == token.text
+        assert token.text.strip() == token.text and token.text
+
+
+def test_graph_tokenizer_equals_the_reference():
+    tokens, starts, ends = graph_tokenize(tf.constant(TRICKY))
+    for i, text in enumerate(TRICKY):
+        expected = [(t.text, t.start, t.end) for t in tokenize(text)]
+        got = list(zip([v.decode() for v in tokens[i].numpy()], starts[i].numpy().tolist(), ends[i].numpy().tolist()))
+        assert got == expected, text
+
+
+def test_spans_become_bio_tags_and_back():
+    text = "book a table for two at 7:45pm please"
+    spans = [{"start": 17, "end": 20, "value": "two", "entity": "party_size"},
+             {"start": 24, "end": 30, "value": "7:45pm", "entity": "time"}]
+    aligned = spans_to_tags(text, spans)
+    assert [t.text for t in aligned.tokens] == ["book", "a", "table", "for", "two", "at", "7", ":", "45pm", "please"]
+    assert aligned.tags == ["O", "O", "O", "O", "B-party_size", "O", "B-time", "I-time", "I-time", "O"]
+    tags = tag_set(["party_size", "time"])
+    ids = [tags.index(t) for t in aligned.tags]
+    back = tags_to_spans(text, ids, [t.start for t in aligned.tokens], [t.end for t in aligned.tokens], tags)
+    assert [(s["entity"], s["value"], s["start"], s["end"]) for s in back] == [
+        ("party_size", "two", 17, 20), ("time", "7:45pm", 24, 30)]
+
+
+def test_a_span_off_token_boundaries_is_reported_not_guessed():
+    aligned = spans_to_tags("seventy", [{"start": 0, "end": 5, "value": "seven", "entity": "n"}])
+    assert aligned.tags == ["O"] and len(aligned.dropped) == 1
+
+
+def test_decoding_only_allows_well_formed_sequences():
+    tags = tag_set(["time"])  # O, B-time, I-time
+    start_ok, pair_ok = allowed_transitions(tags)
+    assert start_ok.tolist() == [True, True, False] and not pair_ok[0, 2] and pair_ok[1, 2] and pair_ok[2, 2]
+    # the argmax would be "O I-time I-time": ill-formed; Viterbi makes it "O B-time I-time"
+    probs = np.array([[[0.9, 0.05, 0.05], [0.3, 0.3, 0.4], [0.1, 0.2, 0.7]]])
+    assert viterbi(np.log(probs), np.array([3]), tags).tolist() == [[0, 1, 2]]
+
+
+def test_learned_transitions_and_marginals():
+    from botyard.components.base.entities import Transitions, marginals
+
+    tags = tag_set(["city"])
+    scores = np.log(np.array([[[0.5, 0.5, 1e-9], [0.5, 1e-9, 0.5]]]))
+    # a strong learned B-city -> I-city preference turns the tie into one two-token span
+    pairs = np.zeros((3, 3))
+    pairs[1, 2] = 3.0
+    best = viterbi(scores, np.array([2]), tags, Transitions(np.zeros(3), pairs, np.zeros(3)))
+    assert best.tolist() == [[1, 2]]
+    m = marginals(scores, np.array([2]), tags)
+    np.testing.assert_allclose(m.sum(axis=2), 1.0, atol=1e-6)
+    assert m[0, 1, 2] > 0  # I-city only after B-city: its marginal comes from those paths alone
+
+
+def test_decode_is_batched_and_respects_padding():
+    tags = tag_set(["city"])
+    texts = ["to paris", "hi"]
+    probs = np.array([[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]], [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]])
+    starts = np.array([[0, 3], [0, -1]])
+    ends = np.array([[2, 8], [2, -1]])
+    spans = decode(texts, np.log(probs), starts, ends, tags)
+    assert [{k: v for k, v in s.items() if k != "confidence"} for s in spans[0]] == [
+        {"entity": "city", "value": "paris", "start": 3, "end": 8}]
+    assert spans[1] == [] and 0.5 < spans[0][0]["confidence"] < 1.0
+
+
+def test_span_scores_are_exact_match_micro_and_per_type():
+    gold = [[{"start": 0, "end": 3, "entity": "a"}, {"start": 4, "end": 6, "entity": "b"}], []]
+    pred = [[{"start": 0, "end": 3, "entity": "a"}, {"start": 4, "end": 7, "entity": "b"}], [{"start": 0, "end": 1, "entity": "a"}]]
+    scores = span_scores(gold, pred)
+    assert scores[MICRO_F1] == pytest.approx(0.4)  # 1 hit of 3 predicted, 2 gold
+    assert scores["per_entity"]["a"]["precision"] == 0.5 and scores["per_entity"]["b"]["f1"] == 0.0
