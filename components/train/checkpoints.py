@@ -4,9 +4,9 @@ After every epoch the training loop hands its whole state to ``Checkpoints.save`
 variables (weights and the dropout seed generators' states), the optimizer's variables (step
 counter, Adam moments, loss scale), the epoch counter, the early-stopping state (best monitored
 value, epochs since, the best epoch's weights), the history so far and the data-order RNG's
-state. It is one ``.npz`` file, written atomically through the storage layer (a local
-temporary file then ``os.replace``; one PUT on object storage), so a kill at any moment leaves
-the previous checkpoint or the new one, never a part.
+state. It is one ``.npz`` file, written atomically (a local temporary file then
+``os.replace``; one PUT on object storage), so a kill at any moment leaves the previous
+checkpoint or the new one, never a part.
 
 A train step started again with the same checkpoint location restores that state and goes on
 with the next epoch, so it takes the same steps on the same batches it would have taken, and
@@ -16,15 +16,20 @@ differs) is ignored with a log line, never resumed from.
 The location is beside the train step's output, never in the model store: no checkpoint is
 ever visible as a model version. ``clear`` removes it once the model is exported.
 
-Cost: one write of about 3x the classifier's weights per epoch (weights, two Adam moments), 4x
-while early stopping keeps an older epoch as the best; the training log and ``training.json``
-give the seconds spent (``checkpoint_seconds``).
+Cost: a write of about 3x the classifier's weights (weights, two Adam moments; 4x while early
+stopping keeps an older epoch as the best). Every epoch is checkpointed while that stays within
+``MAX_SHARE`` (10%) of the training time; a bot whose epochs are short next to its checkpoint
+writes one every few epochs (``Checkpoints.due``). The training log and ``training.json`` give
+the seconds spent (``checkpoint_seconds``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import tempfile
 import json
 import logging
 import time
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = 1
+MAX_SHARE = 0.10  # checkpoints take at most this share of the training time (after the first one)
 
 
 def location_for(output_uri: str, output_path: str) -> str:
@@ -66,7 +72,14 @@ class Checkpoints:
         self.location, self.digest = location, digest
         self.uri = storage.join(location, CHECKPOINT_FILE)
         self.seconds = 0.0  # spent writing checkpoints in this process
+        self.saved = 0  # checkpoints written by this process
         self.enabled = True  # False after a failed write (no credentials, no space): training goes on without
+
+    def due(self, training_seconds: float) -> bool:
+        """Whether to checkpoint after this epoch: always the first time, then only while the time
+        spent writing checkpoints stays within ``MAX_SHARE`` of ``training_seconds`` (a big bot whose
+        checkpoint costs more than a tenth of an epoch checkpoints every few epochs instead)."""
+        return self.enabled and (self.saved == 0 or self.seconds <= MAX_SHARE * training_seconds)
 
     def save(self, *, epoch: int, model, optimizer, rng: np.random.Generator, history: dict, best: float,
              since_best: int, best_weights: list | None, best_is_current: bool, stopped: bool) -> None:
@@ -83,17 +96,37 @@ class Checkpoints:
             "stopped": stopped, "rng": rng.bit_generator.state,
         }
         arrays["state"] = np.frombuffer(json.dumps(state).encode("utf-8"), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
         try:
-            storage.write_bytes(self.uri, buffer.getvalue())
-        except StorageError as exc:  # training goes on; only a resume is lost
+            if storage.is_remote(self.uri):  # one PUT: the object appears whole
+                buffer = io.BytesIO()
+                np.savez(buffer, **arrays)
+                storage.write_bytes(self.uri, buffer.getvalue())
+            else:
+                self._write_local(arrays)
+        except (StorageError, OSError) as exc:  # training goes on; only a resume is lost
             log.warning("checkpoints off for this run: %s", exc)
             self.enabled = False
             return
         finally:
             self.seconds += time.perf_counter() - started
-        log.info("checkpoint after epoch %d: %.1f MiB in %.2fs", epoch, buffer.tell() / 2**20, time.perf_counter() - started)
+        self.saved += 1
+        log.info("checkpoint after epoch %d in %.2fs (%.2fs in all)", epoch, time.perf_counter() - started, self.seconds)
+
+    def _write_local(self, arrays: dict) -> None:
+        """Streamed into a temporary file beside the checkpoint, then renamed over it: a killed
+        process leaves the old file or the new one. No fsync: what a killed (or preempted, then
+        restarted) process wrote is in the page cache; a lost machine takes a local disk anyway."""
+        path = storage.local_path(self.uri)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", dir=os.path.dirname(os.path.abspath(path)))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def restore(self, *, model, optimizer, rng: np.random.Generator) -> dict | None:
         """Load the last checkpoint into ``model``, ``optimizer`` and ``rng``; returns the loop's

@@ -47,6 +47,7 @@ class TrainResult:
     resumed_from_epoch: int = 0  # > 0: this run went on from a checkpoint made after that epoch
     epochs_this_run: int = 0
     checkpoint_seconds: float = 0.0  # spent writing checkpoints in this run
+    checkpoints_written: int = 0
     entities: dict | None = None  # the entity tagger's training summary; None: no spans, no tagger
 
     def logged_metrics(self) -> dict[str, float]:
@@ -267,7 +268,7 @@ def train_intent_model(
         else:
             since_best += 1
             stopped = since_best >= schedule.patience_epochs
-        if checkpoints:
+        if checkpoints and checkpoints.due(time.perf_counter() - started):
             checkpoints.save(epoch=epoch + 1, model=model, optimizer=optimizer, rng=rng, history=history, best=best,
                              since_best=since_best, best_weights=best_weights, best_is_current=improved, stopped=stopped)
         if stopped:
@@ -291,6 +292,7 @@ def train_intent_model(
         resumed_from_epoch=start_epoch,
         epochs_this_run=len(history["loss"]) - start_epoch,
         checkpoint_seconds=round(checkpoints.seconds, 3) if checkpoints else 0.0,
+        checkpoints_written=checkpoints.saved if checkpoints else 0,
         entities=entity_model.training_summary() if entity_model else None,
     )
     info = {c.LABELS: labels, c.HYPERPARAMETERS: config.to_dict(), **result.__dict__}
