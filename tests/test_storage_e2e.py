@@ -25,7 +25,8 @@ from conftest import SAMPLE_BOT
 pytestmark = pytest.mark.slow
 
 TINY = {"epochs": 3, "embedding_dim": 8, "lstm_units": 8, "max_ngrams": 300, "max_char_ngrams": 300, "ngram_units": 16,
-        "batch_size": 16, "min_accuracy": 0.0}  # fmt: skip
+        "batch_size": 16, "min_accuracy": 0.0,
+        "entity_epochs": 2, "entity_embedding_dim": 8, "entity_lstm_units": 8, "entity_char_filters": 4}  # fmt: skip
 ROOT = "s3://bots/models"
 
 

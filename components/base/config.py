@@ -218,6 +218,7 @@ class EntityConfig(ConfigBase):
     batch_size: int = 32  # upper bound: small bots get smaller batches
     learning_rate: float = 3e-3  # Adam
     patience: int = 4  # epochs without val-loss improvement before stopping
+    min_steps: int = 600  # early stopping may end training only after this many optimizer steps (small bots)
     max_tokens: int = 20_000  # token vocabulary, incl. padding and OOV
     seed: int = 13
 
@@ -233,6 +234,7 @@ class EntityConfig(ConfigBase):
         "batch_size": (1, 65536),
         "learning_rate": (1e-6, 1.0),
         "patience": (1, 1000),
+        "min_steps": (0, 10_000_000),
         "max_tokens": (16, 10_000_000),
         "seed": (0, 2**31 - 1),
     }

@@ -210,7 +210,12 @@ def train_tagger(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig, f
     train_ds, dropped = _dataset(featurizer, train, tags, batch_size, True, config.seed)
     val_ds = _dataset(featurizer, val, tags, batch_size, False, config.seed)[0] if len(val) else None
     monitor = "val_loss" if val_ds is not None else "loss"
-    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=config.patience, restore_best_weights=True)
+    # a small bot's epochs are a handful of steps: early stopping may end training only once it
+    # has taken ``min_steps`` steps (else a 200-utterance bot stopped before learning a span)
+    steps_per_epoch = max(1, -(-len(train) // batch_size))
+    start_from_epoch = min(config.epochs - 1, -(-config.min_steps // steps_per_epoch))
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=config.patience, restore_best_weights=True,
+                                         start_from_epoch=start_from_epoch)
     started = time.perf_counter()
     history = training.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[stop], verbose=0)
     seconds = time.perf_counter() - started
