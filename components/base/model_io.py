@@ -38,19 +38,9 @@ def load_signature(saved_model_dir: str):
 
 
 def predict_probabilities(signature, utterances: list[str]) -> np.ndarray:
-    """``float32 [len(utterances), n_labels]``, computed in batches of ``PREDICT_BATCH``."""
-    import tensorflow as tf
-
-    if not len(utterances):
-        return np.zeros((0, signature.structured_outputs[c.OUTPUT_PROBABILITIES].shape[-1]), dtype="float32")
-    utterances = list(utterances)
-    chunks = [
-        signature(**{c.SIGNATURE_INPUT: tf.constant(utterances[i : i + PREDICT_BATCH], dtype=tf.string)})[
-            c.OUTPUT_PROBABILITIES
-        ].numpy()
-        for i in range(0, len(utterances), PREDICT_BATCH)
-    ]
-    return np.concatenate(chunks)
+    """``float32 [len(utterances), n_labels]`` from a ``serving_default`` signature, in batches (``predict_all``)."""
+    n_labels = signature.structured_outputs[c.OUTPUT_PROBABILITIES].shape[-1]
+    return predict_all(signature_outputs(signature), utterances, n_labels)[0]
 
 
 def predict_all(outputs_of, utterances: list[str], n_labels: int, entity_tags: list[str] | None = None):
