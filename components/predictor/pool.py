@@ -85,6 +85,15 @@ class _Memory:
             self._trim(0)  # ctypes releases the GIL during the call
 
 
+LOADER_NICE = int(os.environ.get("BOTYARD_LOADER_NICE", "10"))
+
+
+def _lower_priority() -> None:
+    """Run this loader thread at a lower CPU priority than the threads answering requests."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
+
+
 class BotPool:
     """Which bots are loaded; loads, evicts and swaps their versions (see the module docstring)."""
 
@@ -101,7 +110,9 @@ class BotPool:
         self.most_requested = config.preload_most_requested
         self.window_s = config.popularity_window_s
         self.memory = _Memory()
-        self._executor = concurrent.futures.ThreadPoolExecutor(config.load_workers, thread_name_prefix="botyard-load")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            config.load_workers, thread_name_prefix="botyard-load", initializer=_lower_priority
+        )
         self._lock = threading.RLock()
         self._lru: collections.OrderedDict[str, None] = collections.OrderedDict()  # loaded bots, least recent first
         self._pins: collections.Counter[str] = collections.Counter()  # requests using or waiting for a bot

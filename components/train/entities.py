@@ -22,6 +22,7 @@ from botyard.components.base import contracts as c
 from botyard.components.base import entity_featurizer as ef
 from botyard.components.base.config import EntityConfig
 from botyard.components.base.entities import allowed_transitions, entity_types, spans_to_tags, tag_set
+from botyard.components.train import fused_lstm
 from botyard.components.train.model import cudnn_lstm
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,18 @@ class Tagger:
     def transitions(self):
         return self.crf.transitions()
 
+    def emissions(self, token_ids, char_ids, fused: bool = True):
+        """Per-token emission scores at inference: ``model``'s layers in ``build_tagger``'s order,
+        with the BiLSTM through ``fused_lstm`` (one op a direction, not a loop of steps) when
+        ``fused``; word dropout and dropout are identities at inference."""
+        bilstm = self.model.get_layer("entity_bilstm")
+        if not (fused and fused_lstm.fusable(bilstm)):
+            return self.model({ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids}, training=False)
+        words = self.model.get_layer("entity_embedding")(token_ids)
+        chars = self.model.get_layer("char_cnn")(char_ids)
+        x = fused_lstm.bidirectional(bilstm, keras.ops.concatenate([words, chars], axis=-1), token_ids > 0)
+        return self.model.get_layer("entity_emissions")(x)
+
     def decode(self, emissions, mask, tags: list[str]):
         return self.crf.decode(emissions, mask, tags)
 
@@ -152,7 +165,11 @@ def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: 
     chars = CharCNN(featurizer.char_vocabulary_size, config.char_embedding_dim, config.char_filters, name="char_cnn")(char_ids)
     x = keras.layers.Concatenate()([words, chars])
     x = keras.layers.SpatialDropout1D(config.dropout)(x)
-    x = keras.layers.Bidirectional(cudnn_lstm(config.lstm_units, return_sequences=True), name="entity_bilstm")(x)
+    # the mask is passed explicitly: Keras does not carry the embedding's mask through the
+    # concatenation with the character features, and an unmasked backward LSTM would read an
+    # utterance's padding first (its tags would change with the batch it is in)
+    bilstm = keras.layers.Bidirectional(cudnn_lstm(config.lstm_units, return_sequences=True), name="entity_bilstm")
+    x = bilstm(x, mask=keras.ops.greater(token_ids, 0))
     x = keras.layers.Dropout(config.dropout)(x)
     emissions = keras.layers.Dense(n_tags, dtype="float32", name="entity_emissions")(x)
     crf = CRF(n_tags, name="crf")
@@ -278,7 +295,7 @@ def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, tags: list[s
     """The SavedModel's entity outputs for ``utterances`` (see ``contracts``): decoded in the graph."""
     features = featurizer(utterances)
     ids = features[ef.TOKEN_IDS]
-    emissions = tagger.model({ef.TOKEN_IDS: ids, ef.CHAR_IDS: features[ef.CHAR_IDS]}, training=False)
+    emissions = tagger.emissions(ids, features[ef.CHAR_IDS])
     tag_ids, confidence = tagger.decode(emissions, ids > 0, tags)
     return {
         c.OUTPUT_ENTITY_TAGS: tag_ids,

@@ -19,7 +19,9 @@ layer and the wide head share one kernel (its columns side by side), so one read
 
 LSTM settings stay cuDNN-eligible (tanh / sigmoid activations, no recurrent dropout, not
 unrolled, with bias; masks are right-padded by the featurizer), so the same model trains on
-the fused GPU kernel when a GPU is present.
+the fused GPU kernel when a GPU is present. The export serves the BiLSTM through TensorFlow's
+fused ``BlockLSTMV2`` kernel instead of Keras's per-step loop (``fused_lstm``): the same weights
+and answers in a fraction of the graph nodes, so requests and cold loads cost less.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from botyard.components.base import contracts as c
 from botyard.components.base import featurizer as features
 from botyard.components.base.config import TrainConfig
 from botyard.components.base.featurizer import Featurizer
+from botyard.components.train import fused_lstm
 
 
 def cudnn_lstm(units: int, **kwargs) -> keras.layers.LSTM:
@@ -113,11 +116,15 @@ class IntentModel(keras.Model):
         self.deep_out = keras.layers.Dense(n_labels, dtype="float32", name="deep_logits")
         self.heads = ("deep", "wide") if self.views else ("deep",)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, fused=False):
+        """``fused``: run the BiLSTM as ``fused_lstm`` does (inference only; what the export serves)."""
         ids = inputs[features.TOKEN_IDS]
         mask = ids > 0
         x = self.embedding_dropout(self.embedding(ids), training=training)
-        pooled = self.bilstm(x, mask=mask, training=training)  # the last state of each direction
+        if fused and not training and fused_lstm.fusable(self.bilstm):
+            pooled = fused_lstm.bidirectional(self.bilstm, x, mask)
+        else:
+            pooled = self.bilstm(x, mask=mask, training=training)  # the last state of each direction
         logits = {}
         deep = [pooled]
         if self.views:
@@ -133,9 +140,12 @@ class IntentModel(keras.Model):
     def _default_save_signature(self):
         return None  # the export writes its own signatures (sparse inputs have no dense default)
 
-    def probabilities(self, inputs):
-        """What serving returns: the heads' geometric mean (the softmax of their mean log-probabilities)."""
-        heads = self(inputs, training=False)
+    def probabilities(self, inputs, fused=False):
+        """What serving returns: the heads' geometric mean (the softmax of their mean log-probabilities).
+
+        ``fused``: through the fused LSTM kernel (``fused_lstm``), as the exported SavedModel does.
+        """
+        heads = self(inputs, training=False, fused=fused)
         return tf.nn.softmax(tf.add_n(list(heads.values())) / float(len(heads)))
 
 
@@ -204,7 +214,7 @@ def export_serving_model(featurizer: Featurizer, classifier: IntentModel, path: 
 
     @tf.function(input_signature=spec)
     def serve(utterances):
-        outputs = {c.OUTPUT_PROBABILITIES: classifier.probabilities(featurizer(utterances))}
+        outputs = {c.OUTPUT_PROBABILITIES: classifier.probabilities(featurizer(utterances), fused=True)}
         if entities is not None:
             outputs.update(entities.outputs(utterances))
         return outputs

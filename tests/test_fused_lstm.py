@@ -1,0 +1,88 @@
+"""The export's fused BiLSTM (``BlockLSTMV2``) answers what the trained Keras layer answers."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from botyard.components.train import fused_lstm
+from botyard.components.train.model import cudnn_lstm
+
+LENGTHS = [7, 3, 1, 0]  # right-padded, an empty utterance included
+
+
+def _inputs(time=7, dim=5):
+    x = np.random.default_rng(3).normal(size=(len(LENGTHS), time, dim)).astype("float32")
+    mask = np.arange(time)[None, :] < np.array(LENGTHS)[:, None]
+    return x * mask[..., None], mask
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_fused_bidirectional_equals_the_keras_layer(return_sequences):
+    keras.utils.set_random_seed(5)
+    layer = keras.layers.Bidirectional(cudnn_lstm(6, return_sequences=return_sequences))
+    x, mask = _inputs()
+    expected = layer(x, mask=mask, training=False).numpy()
+    assert fused_lstm.fusable(layer)
+    got = fused_lstm.bidirectional(layer, tf.constant(x), tf.constant(mask)).numpy()
+    assert got.shape == expected.shape
+    if return_sequences:  # padded steps carry no answer: compare the valid ones, zeros elsewhere
+        np.testing.assert_allclose(got[mask], expected[mask], atol=1e-5)
+        assert not got[~mask].any()
+    else:
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert not got[3].any()  # the empty utterance: the initial state
+
+
+def test_a_batch_of_empty_utterances_has_zero_states():
+    layer = keras.layers.Bidirectional(cudnn_lstm(4))
+    layer(np.zeros((1, 1, 3), "float32"))
+    got = fused_lstm.bidirectional(layer, tf.zeros([2, 0, 3]), tf.zeros([2, 0], tf.bool)).numpy()
+    assert got.shape == (2, 8) and not got.any()
+
+
+def test_layers_it_cannot_compute_exactly_are_left_to_keras():
+    assert not fused_lstm.fusable(keras.layers.Bidirectional(keras.layers.LSTM(4, activation="relu")))
+    assert not fused_lstm.fusable(keras.layers.Bidirectional(cudnn_lstm(4), merge_mode="sum"))
+    assert not fused_lstm.fusable(keras.layers.Bidirectional(keras.layers.GRU(4)))
+
+
+def test_the_exported_savedmodel_serves_what_the_keras_model_computes(tmp_path):
+    from botyard.components.base import contracts as c
+    from botyard.components.base import featurizer as features
+    from botyard.components.base.config import TrainConfig
+    from botyard.components.train.model import build_classifier, export_serving_model
+
+    config = TrainConfig(lstm_units=8, embedding_dim=6, ngram_units=4)
+    texts = ["book a table for two", "what is my balance", "hi", "cancel my order please now", "thanks a lot"]
+    featurizer = features.build(features.adapt_spec(config, texts))
+    classifier = build_classifier(config, featurizer, n_labels=3)
+    export_serving_model(featurizer, classifier, str(tmp_path / "saved_model"))
+
+    utterances = ["book a table for two at seven", "balance", "", "hi  there!", "an unseen utterance entirely"]
+    expected = classifier.probabilities(featurizer(tf.constant(utterances)), fused=False).numpy()
+    serving = tf.saved_model.load(str(tmp_path / "saved_model")).signatures[c.SERVING_SIGNATURE]
+    got = serving(**{c.SIGNATURE_INPUT: tf.constant(utterances)})[c.OUTPUT_PROBABILITIES].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    ops = {n.op for f in serving.graph.as_graph_def().library.function for n in f.node_def}
+    assert "BlockLSTMV2" in ops and "While" not in ops and "StatelessWhile" not in ops
+
+
+def test_the_taggers_fused_emissions_equal_the_keras_models():
+    from botyard.components.base import entity_featurizer as ef
+    from botyard.components.base.config import EntityConfig
+    from botyard.components.train.entities import build_tagger
+
+    texts = ["book a table for two at 7pm", "a large latte", "hi"]
+    featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12))
+    keras.utils.set_random_seed(2)
+    _, tagger = build_tagger(EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4), featurizer, 5)
+    features = featurizer(tf.constant(["book a table for two at 7:45pm please", "latte", ""]))
+    ids, chars = features[ef.TOKEN_IDS], features[ef.CHAR_IDS]
+    expected = tagger.emissions(ids, chars, fused=False).numpy()
+    got = tagger.emissions(ids, chars).numpy()
+    valid = ids.numpy() > 0
+    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    alone = featurizer(tf.constant(["latte"]))  # an utterance's tags never depend on its batch's padding
+    np.testing.assert_allclose(tagger.emissions(alone[ef.TOKEN_IDS], alone[ef.CHAR_IDS]).numpy()[0, 0], got[1, 0], atol=1e-5)
+    np.testing.assert_allclose(tagger.emissions(alone[ef.TOKEN_IDS], alone[ef.CHAR_IDS], fused=False).numpy()[0, 0], got[1, 0], atol=1e-5)
