@@ -74,33 +74,38 @@ EAGER, SESSION = "eager", "session"  # how ``load_version`` runs the serving sig
 
 
 class SessionSignature:
-    """The SavedModel's serving signature run by a TF1-style ``Session`` over its graph.
+    """The SavedModel's serving signature, loaded and run through TensorFlow's C API.
 
-    TensorFlow's C++ loader does the work: no Python object is built per graph node or
-    function (``tf.saved_model.load`` builds ~15,000 per version of botyard's model), so a
-    load holds Python's lock far less and is faster, and dropping the version frees it
-    without a long garbage-collection pass over the process. Before loading, the graph is cut
-    down to what ``serving_default`` needs (its output, the variables' restore and the tables'
-    init op): the other signature (``features``) and the functions only the Python object
-    graph refers to (Keras's traces, duplicated by the export) are never instantiated, and the
-    second copy of the weights the export writes is freed after the restore. The same ops run
-    on the same variables, so the outputs equal ``tf.saved_model.load``'s.
+    TensorFlow's C++ loader does the work (``tf_c_session.CSession``: import, restore, init op),
+    with Python's lock released for the whole load and every call, so a cold load never stalls
+    the requests of loaded bots; no Python object is built per graph node or function either
+    (``tf.saved_model.load`` builds ~15,000 per version of botyard's model), so dropping a
+    version frees it without a long garbage-collection pass. Before loading, the graph is cut
+    down to what ``serving_default`` needs (its outputs, the variables' restore and the tables'
+    init op): the other signature (``features``) and the functions only the Python object graph
+    refers to (Keras's traces, duplicated by the export) are never instantiated, and the second
+    copy of the weights the export writes is freed right after the restore. The same ops run on
+    the same variables, so the outputs equal ``tf.saved_model.load``'s.
     Grappler's rewrites are off: on these models they only delayed the first call by 0.5-1 s.
     """
 
     def __init__(self, saved_model_dir: str):
-        import tensorflow as tf
-        from tensorflow.core.protobuf import config_pb2
+        import tempfile
+
+        from tensorflow.core.protobuf import config_pb2, saved_model_pb2
         from tensorflow.python.saved_model import loader_impl
         from tensorflow.python.util import deprecation
 
+        from botyard.components.base.tf_c_session import CSession, TFError
+
         loader = loader_impl.SavedModelLoader(saved_model_dir)
-        meta_graph = loader.get_meta_graph_def_from_tags([tf.saved_model.SERVING])
+        meta_graph = loader.get_meta_graph_def_from_tags(["serve"])
         signature = meta_graph.signature_def[c.SERVING_SIGNATURE]
-        self._input = signature.inputs[c.SIGNATURE_INPUT].name
-        self._outputs = {name: tensor.name for name, tensor in signature.outputs.items()}
+        self._names = list(signature.outputs)
+        tensors = [signature.outputs[name].name for name in self._names]
         with deprecation.silence():
-            _keep_only_serving(meta_graph, list(self._outputs.values()))  # in place: ``loader.load`` reads this proto
+            _keep_only_serving(meta_graph, tensors)
+            free = _free_unused_variables(meta_graph.graph_def, tensors)
         config = config_pb2.ConfigProto(
             # Run each call in the caller's thread, one core per op: a load runs on its loader
             # thread alone instead of occupying every core that requests to loaded bots need;
@@ -109,36 +114,50 @@ class SessionSignature:
             intra_op_parallelism_threads=1,
         )
         config.graph_options.rewrite_options.disable_meta_optimizer = True
-        graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=graph, config=config)
-        with graph.as_default(), deprecation.silence():
-            loader.load(self._session, [tf.saved_model.SERVING])
-            self._drop_unused_variables(graph)
-
-    def _drop_unused_variables(self, graph) -> None:
-        """Free the variables the serving output never reads.
-
-        The restore fills every variable of the checkpoint, and Keras's export saves each
-        weight twice (the layers' variables and the copies the traced functions capture): only
-        one copy is used, so the other half of the model's weights is freed here.
-        """
-        import tensorflow as tf
-        from tensorflow.python.framework import graph_util
-
-        outputs = [name.split(":")[0] for name in self._outputs.values()]
-        used = {node.name for node in graph_util.extract_sub_graph(graph.as_graph_def(), outputs).node}
-        unused = [op.outputs[0] for op in graph.get_operations() if op.type == "VarHandleOp" and op.name not in used]
-        if unused:
-            self._session.run([tf.raw_ops.DestroyResourceOp(resource=handle, ignore_lookup_error=True) for handle in unused])
+        with tempfile.TemporaryDirectory(prefix="botyard-serving-graph-") as pruned:
+            # the cut-down graph beside links to the version's files (nothing is copied)
+            saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1, meta_graphs=[meta_graph])
+            with open(os.path.join(pruned, "saved_model.pb"), "wb") as f:
+                f.write(saved_model.SerializeToString())
+            for name in ("variables", "assets"):
+                if os.path.exists(os.path.join(saved_model_dir, name)):
+                    os.symlink(os.path.abspath(os.path.join(saved_model_dir, name)), os.path.join(pruned, name))
+            try:
+                self._session = CSession(pruned, config.SerializeToString())
+            except TFError as exc:  # name the version's folder, not this temporary one
+                raise TFError(str(exc).replace(pruned, saved_model_dir)) from None
+        if free:
+            self._session.run(targets=self._session.operations([free]))
+        self._input = self._session.outputs([signature.inputs[c.SIGNATURE_INPUT].name])[0]
+        self._fetches = self._session.outputs(tensors)
 
     def __call__(self, utterances: list[str]) -> dict[str, np.ndarray]:
         """Every output of ``serving_default`` for one batch."""
-        return self._session.run(self._outputs, {self._input: utterances})
+        values = self._session.run(self._input, list(utterances), self._fetches)
+        return dict(zip(self._names, values))
 
-    def __del__(self):
-        session = getattr(self, "_session", None)
-        if session is not None:
-            session.close()
+
+_FREE_UNUSED = "botyard_free_unused_variables"
+
+
+def _free_unused_variables(graph_def, outputs: list[str]) -> str | None:
+    """Add an op that frees the variables the serving outputs never read; returns its name.
+
+    The restore fills every variable of the checkpoint, and Keras's export saves each weight
+    twice (the layers' variables and the copies the traced functions capture): only one copy is
+    used, so running this op after the restore frees the other half of the model's weights.
+    """
+    from tensorflow.python.framework import graph_util
+
+    used = {node.name for node in graph_util.extract_sub_graph(graph_def, [o.split(":")[0] for o in outputs]).node}
+    unused = [node.name for node in graph_def.node if node.op == "VarHandleOp" and node.name not in used]
+    if not unused:
+        return None
+    for k, variable in enumerate(unused):
+        node = graph_def.node.add(name=f"{_FREE_UNUSED}/{k}", op="DestroyResourceOp", input=[variable])
+        node.attr["ignore_lookup_error"].b = True
+    graph_def.node.add(name=_FREE_UNUSED, op="NoOp", input=[f"^{_FREE_UNUSED}/{k}" for k in range(len(unused))])
+    return _FREE_UNUSED
 
 
 def _keep_only_serving(meta_graph, outputs: list[str]) -> None:

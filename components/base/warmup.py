@@ -74,6 +74,8 @@ def read_warmup_requests(saved_model_dir: str) -> list[list[str]]:
     Raises ``ModelLoadError`` when the file exists but is not a valid warm-up file.
     """
     import tensorflow as tf
+    from tensorflow.python.lib.io import tf_record
+    from tensorflow.python.util import deprecation
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = warmup_path(saved_model_dir)
@@ -81,15 +83,18 @@ def read_warmup_requests(saved_model_dir: str) -> list[list[str]]:
         return []
     batches = []
     try:
-        for n, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator(), start=1):
-            if n > MAX_WARMUP_RECORDS:
-                raise ModelLoadError(f"{path}: more than {MAX_WARMUP_RECORDS} warm-up records")
-            log = prediction_log_pb2.PredictionLog.FromString(record)
-            request = log.predict_log.request
-            if c.SIGNATURE_INPUT not in request.inputs:
-                raise ModelLoadError(f"{path}: record {n} has no '{c.SIGNATURE_INPUT}' input")
-            values = tf.make_ndarray(request.inputs[c.SIGNATURE_INPUT]).reshape(-1)
-            batches.append([v.decode("utf-8") for v in values])
+        # the record reader, not tf.data: 0.04 ms instead of 16 ms a file, most of it holding
+        # Python's lock (a cold load must not stall the predictor's other requests)
+        with deprecation.silence():
+            for n, record in enumerate(tf_record.tf_record_iterator(path), start=1):
+                if n > MAX_WARMUP_RECORDS:
+                    raise ModelLoadError(f"{path}: more than {MAX_WARMUP_RECORDS} warm-up records")
+                log = prediction_log_pb2.PredictionLog.FromString(record)
+                request = log.predict_log.request
+                if c.SIGNATURE_INPUT not in request.inputs:
+                    raise ModelLoadError(f"{path}: record {n} has no '{c.SIGNATURE_INPUT}' input")
+                values = tf.make_ndarray(request.inputs[c.SIGNATURE_INPUT]).reshape(-1)
+                batches.append([v.decode("utf-8") for v in values])
     except ModelLoadError:
         raise
     except Exception as exc:  # TFRecord / protobuf / decode errors: the file is corrupt

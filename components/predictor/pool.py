@@ -35,7 +35,6 @@ import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
-import gc
 import logging
 import os
 import statistics
@@ -79,13 +78,17 @@ class _Memory:
         return self._process.memory_info().rss
 
     def release(self) -> None:
-        """Collect cycles (TF functions hold some) and return free heap pages to the OS."""
-        gc.collect()
+        """Return free heap pages to the OS.
+
+        No garbage collection: a version loaded through the C API (``model_io.SessionSignature``)
+        is freed when its last reference goes, and a full collection held Python's lock for
+        6-10 ms at every eviction, stalling every request meanwhile.
+        """
         if self._trim is not None:
             self._trim(0)  # ctypes releases the GIL during the call
 
 
-LOADER_NICE = int(os.environ.get("BOTYARD_LOADER_NICE", "10"))
+LOADER_NICE = 10  # loader threads' CPU priority (nice), below the threads answering requests (0)
 
 
 def _lower_priority() -> None:
