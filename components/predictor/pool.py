@@ -4,8 +4,8 @@ Every bot of the store has a ``BotModel`` in KServe's registry from the start (a
 model loaded); at most a bounded set of them holds a loaded version at a time:
 
 * **Cold load.** A request for a bot that is not loaded waits for its promoted (``CURRENT``)
-  version to load on a loader thread (``load_workers`` of them, each load on one core:
-  ``model_io.SessionSignature``), then is answered. Concurrent
+  version to load on a loader thread (``load_workers`` of them, each load on one core,
+  through TensorFlow's C API with Python's lock released: ``model_io.SessionSignature``), then is answered. Concurrent
   first requests for one bot wait on the same load; requests for loaded bots are answered
   meanwhile (the event loop never waits for a load).
 * **Hot bots.** ``preload`` bots, and the ``preload_most_requested`` bots with the most
@@ -88,15 +88,6 @@ class _Memory:
             self._trim(0)  # ctypes releases the GIL during the call
 
 
-LOADER_NICE = 10  # loader threads' CPU priority (nice), below the threads answering requests (0)
-
-
-def _lower_priority() -> None:
-    """Run this loader thread at a lower CPU priority than the threads answering requests."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
-
-
 class BotPool:
     """Which bots are loaded; loads, evicts and swaps their versions (see the module docstring)."""
 
@@ -113,9 +104,7 @@ class BotPool:
         self.most_requested = config.preload_most_requested
         self.window_s = config.popularity_window_s
         self.memory = _Memory()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            config.load_workers, thread_name_prefix="botyard-load", initializer=_lower_priority
-        )
+        self._executor = concurrent.futures.ThreadPoolExecutor(config.load_workers, thread_name_prefix="botyard-load")
         self._lock = threading.RLock()
         self._lru: collections.OrderedDict[str, None] = collections.OrderedDict()  # loaded bots, least recent first
         self._pins: collections.Counter[str] = collections.Counter()  # requests using or waiting for a bot
