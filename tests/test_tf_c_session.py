@@ -1,6 +1,5 @@
 """``tf_c_session``: a SavedModel loaded and run through TensorFlow's C API (the predictor's runtime)."""
 
-import os
 import threading
 import time
 
@@ -31,8 +30,7 @@ def lengths_model(tmp_path_factory):
 
     module = Lengths()
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    meta = tf.saved_model.load(path).signatures["serving_default"]
-    return path, meta
+    return path
 
 
 
@@ -46,7 +44,7 @@ def _graph_names(path):
 
 
 def test_strings_of_every_kind_round_trip(lengths_model):
-    path, _ = lengths_model
+    path = lengths_model
     feed_name, outputs = _graph_names(path)
     session = CSession(path, CONFIG)
     feed, fetches = session.outputs([feed_name])[0], session.outputs([outputs["scaled"], outputs["lengths"]])
@@ -60,7 +58,7 @@ def test_strings_of_every_kind_round_trip(lengths_model):
 
 
 def test_long_strings_do_not_leak(lengths_model):
-    path, _ = lengths_model
+    path = lengths_model
     feed_name, outputs = _graph_names(path)
     session = CSession(path, CONFIG)
     feed, fetches = session.outputs([feed_name])[0], session.outputs([outputs["lengths"]])
@@ -74,7 +72,7 @@ def test_long_strings_do_not_leak(lengths_model):
 
 def test_calls_run_without_holding_pythons_lock(lengths_model):
     """A Python thread keeps running while loads and calls are in the C library."""
-    path, _ = lengths_model
+    path = lengths_model
     ticks, stop = [], threading.Event()
 
     def tick():
@@ -99,7 +97,7 @@ def test_calls_run_without_holding_pythons_lock(lengths_model):
 def test_errors_carry_tensorflows_message(lengths_model, tmp_path):
     with pytest.raises(TFError, match="loading .*nowhere"):
         CSession(str(tmp_path / "nowhere"), CONFIG)
-    path, _ = lengths_model
+    path = lengths_model
     session = CSession(path, CONFIG)
     with pytest.raises(TFError, match="no operation 'missing_op'"):
         session.outputs(["missing_op:0"])

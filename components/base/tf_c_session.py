@@ -109,23 +109,23 @@ class CSession:
         finally:
             lib.TF_DeleteSessionOptions(options)
 
-    def _output(self, name: str) -> _Output:
-        op_name, _, index = name.partition(":")
-        op = self.lib.TF_GraphOperationByName(self._graph, op_name.encode())
+    def _operation(self, name: str):
+        op = self.lib.TF_GraphOperationByName(self._graph, name.encode())
         if not op:
-            raise TFError(f"the graph has no operation '{op_name}'")
-        return _Output(op, int(index or 0))
+            raise TFError(f"the graph has no operation '{name}'")
+        return op
 
-    def outputs(self, names: list[str]):
+    def outputs(self, names: list[str]) -> list[_Output]:
         """Resolved fetch / feed handles for tensor names such as ``"StatefulPartitionedCall_1:0"``."""
-        return [self._output(n) for n in names]
+        resolved = []
+        for name in names:
+            op_name, _, index = name.partition(":")
+            resolved.append(_Output(self._operation(op_name), int(index or 0)))
+        return resolved
 
-    def operations(self, names: list[str]):
-        ops = [self.lib.TF_GraphOperationByName(self._graph, n.encode()) for n in names]
-        missing = [n for n, op in zip(names, ops) if not op]
-        if missing:
-            raise TFError(f"the graph has no operation {missing}")
-        return ops
+    def operations(self, names: list[str]) -> list:
+        """Resolved target handles for operation names."""
+        return [self._operation(n) for n in names]
 
     def run(self, feed=None, strings: list[str] | None = None, fetches=(), targets=()) -> list[np.ndarray]:
         """Run with ``strings`` (a 1-D ``tf.string`` tensor) fed to ``feed``; returns ``fetches``' values."""
@@ -168,9 +168,9 @@ class CSession:
         if dtype is None:
             raise TFError(f"output of TensorFlow type {lib.TF_TensorType(tensor)} is not supported here")
         shape = tuple(lib.TF_Dim(tensor, d) for d in range(lib.TF_NumDims(tensor)))
-        size = lib.TF_TensorByteSize(tensor)
-        raw = ctypes.string_at(lib.TF_TensorData(tensor), size) if size else b""
-        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy() if size else np.zeros(shape, dtype=dtype)
+        array = np.empty(shape, dtype=dtype)
+        ctypes.memmove(array.ctypes.data, lib.TF_TensorData(tensor), min(array.nbytes, lib.TF_TensorByteSize(tensor)))
+        return array
 
     def close(self) -> None:
         lib, session, self._session = self.lib, self._session, None
