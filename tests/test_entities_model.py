@@ -193,3 +193,58 @@ def test_a_bot_without_entities_trains_and_serves_as_before(tmp_path):
     assert set(signature.structured_outputs) == {c.OUTPUT_PROBABILITIES}
     evaluation = evaluate_model_dir(model_dir, parts["val"], parts["test"], str(tmp_path / "evaluation"))
     assert MICRO_F1 not in evaluation.metrics and not os.path.exists(tmp_path / "evaluation" / c.ENTITY_MISTAKES_FILE)
+
+
+def _all_outputs(outputs_of, utterances):
+    return {k: np.asarray(v) for k, v in outputs_of(utterances).items()}
+
+
+def test_the_serving_graph_stored_at_export_answers_as_the_savedmodel(sample_bot, tmp_path):
+    """The predictor loads ``assets.extra/botyard_serving_graph.pb.gz`` (cut down, inlined and
+    optimized once, at export): every output -- probabilities, tags, confidences, offsets --
+    equals ``tf.saved_model.load``'s, and so does a version exported without the file."""
+    import gzip
+    import shutil
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from botyard.components.base.model_io import SessionSignature, signature_outputs
+    from botyard.components.base.serving_graph import serving_graph_path
+
+    saved_model = os.path.join(sample_bot["model_dir"], c.SAVED_MODEL_DIR)
+    path = serving_graph_path(saved_model)
+    stored = saved_model_pb2.SavedModel.FromString(gzip.open(path, "rb").read()).meta_graphs[0]
+    assert set(stored.signature_def) == {c.SERVING_SIGNATURE, "__saved_model_init_op"}  # no `features` signature
+    calls = [n for n in stored.graph_def.node if n.op in ("StatefulPartitionedCall", "PartitionedCall")]
+    assert [n.name for n in calls] == [stored.saver_def.restore_op_name.split(":")[0]]  # the rest is inlined
+    assert all(not n.device for n in stored.graph_def.node)  # places on any machine's CPU
+    order, _ = sample_bot["learned"]
+    utterances = [order, "", "a  b", "zzqx unseen wörds ☕ at 7:45pm", "bye " * 40]
+    expected = _all_outputs(signature_outputs(tf.saved_model.load(saved_model).signatures[c.SERVING_SIGNATURE]), utterances)
+    got = _all_outputs(SessionSignature(saved_model), utterances)
+    old_export = str(tmp_path / "saved_model")  # a version exported before the serving graph existed
+    shutil.copytree(saved_model, old_export)
+    os.remove(serving_graph_path(old_export))
+    fallback = _all_outputs(SessionSignature(old_export), utterances)
+    assert set(got) == set(fallback) == set(expected) == {c.OUTPUT_PROBABILITIES, c.OUTPUT_ENTITY_TAGS,
+                                                          c.OUTPUT_ENTITY_CONFIDENCE, c.OUTPUT_TOKEN_STARTS, c.OUTPUT_TOKEN_ENDS}
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(fallback[name], expected[name], atol=1e-6, err_msg=name)
+
+
+def test_a_damaged_serving_graph_fails_the_load_naming_the_file(sample_bot, tmp_path):
+    import shutil
+
+    from botyard.components.base.errors import ModelLoadError
+    from botyard.components.base.model_io import SESSION
+    from botyard.components.base.serving_graph import serving_graph_path
+
+    models = str(tmp_path / "models")
+    shutil.copytree(sample_bot["models"], models)
+    store = ModelStore(models)
+    path = serving_graph_path(os.path.join(store.version_dir("sample-bot", sample_bot["version"]), c.SAVED_MODEL_DIR))
+    with open(path, "wb") as f:
+        f.write(b"\x00 not a graph")
+    with pytest.raises(ModelLoadError, match=r"botyard_serving_graph\.pb\.gz: not a readable serving graph"):
+        load_version(store, "sample-bot", sample_bot["version"], runtime=SESSION)

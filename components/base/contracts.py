@@ -53,6 +53,8 @@ OUTPUT_ENTITY_CONFIDENCE = "entity_confidence"  # float32 [None, tokens]: each d
 OUTPUT_TOKEN_STARTS = "token_starts"  # int64 [None, tokens]: code-point offsets, -1 = padding
 OUTPUT_TOKEN_ENDS = "token_ends"  # int64 [None, tokens]: exclusive ends, -1 = padding
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+# serving_default cut down and optimized at export, what the predictor loads (base.serving_graph)
+SERVING_GRAPH_FILE = "assets.extra/botyard_serving_graph.pb.gz"
 
 # --- the predictor's wire contract ------------------------------------------------------------
 LOAD_FAILED = "failed to load"  # in the 503 message of a bot whose live version failed to load

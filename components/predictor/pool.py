@@ -115,7 +115,6 @@ class BotPool:
         self._requests: collections.Counter[str] = collections.Counter()  # this popularity window
         self._previous_requests: collections.Counter[str] = collections.Counter()
         self._window_started = time.monotonic()
-        self.hot: set[str] = set(self.preload)
         self.listed = threading.Event()  # the first listing of the store is done
         m = series()
         m["loaded_bots"].set_function(lambda: len(self._lru))
@@ -321,8 +320,9 @@ class BotPool:
         """The least recently used loaded bot not in use, cold bots before hot ones."""
         with self._lock:
             candidates = [b for b in self._lru if b != exclude and not self._pins.get(b) and b not in self._jobs]
+        hot = self.hot_bots()
         for bot_id in candidates:
-            if bot_id not in self.hot:
+            if bot_id not in hot:
                 return bot_id
         return candidates[0] if candidates else None
 
@@ -360,19 +360,29 @@ class BotPool:
         return True
 
     # --- hot bots -----------------------------------------------------------------------------
-    def refresh_hot(self) -> None:
-        """Recompute the hot set and load hot bots that are not loaded (if they fit without evicting a hot bot)."""
+    def _most_requested(self) -> list[str]:
+        if not self.most_requested:
+            return []
         with self._lock:
             counts = self._previous_requests + self._requests
-        top = [b for b, _ in counts.most_common(self.most_requested)] if self.most_requested else []
-        self.hot = set(self.preload) | set(top)
+        return [b for b, _ in counts.most_common(self.most_requested)]
+
+    def hot_bots(self) -> set[str]:
+        """The hot bots now: ``preload`` and the most requested of the popularity window (counted
+        at each eviction, not at the last refresh: a bot that just became popular is kept)."""
+        return set(self.preload) | set(self._most_requested())
+
+    def refresh_hot(self) -> None:
+        """Load hot bots that are not loaded (if they fit without evicting a hot bot)."""
+        top = self._most_requested()
+        hot = set(self.preload) | set(top)
         for bot_id in [*self.preload, *top]:
             model = self.repository.get_model(bot_id)
             if model is None or model.active is not None or bot_id in self._jobs:
                 continue
             if (bot_id, model.target_version) in self._failed_at or bot_id in self._no_live:
                 continue
-            if self._over(1, self.bot_cost()) and self._victim(None) in self.hot | {None}:
+            if self._over(1, self.bot_cost()) and self._victim(None) in hot | {None}:
                 continue  # it would push out another hot bot
             self.load_ahead(bot_id)
 

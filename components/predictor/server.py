@@ -62,8 +62,8 @@ class PredictorServer:
         # must not wait for TensorFlow's import (seconds).
         import tensorflow as tf
 
-        # Grappler's graph rewrites cost a cold load ~0.5-1 s at a version's first call and
-        # gave these models no measurable latency gain (and identical outputs): see README, Sizing.
+        # Grappler runs once per version, at export (base.serving_graph); at a load it would
+        # cost a version's first call 0.1-1 s for no latency gain: see README, Sizing.
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
         self.repository = ModelRepository()

@@ -179,6 +179,7 @@ def train_intent_model(
     import tensorflow as tf
 
     from botyard.components.base import featurizer as features
+    from botyard.components.base.serving_graph import write_serving_graph
     from botyard.components.base.warmup import write_warmup_file
     from botyard.components.train.checkpoints import Checkpoints, fingerprint
     from botyard.components.train.entities import train_entities
@@ -280,6 +281,7 @@ def train_intent_model(
     entity_model = train_entities(train, val, entity_config) if entity_config is not None else None
     export_serving_model(vectorizer, model, os.path.join(output_dir, c.SAVED_MODEL_DIR), entities=entity_model)
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
+    write_serving_graph(os.path.join(output_dir, c.SAVED_MODEL_DIR))
     if checkpoints:  # the model is out: nothing to resume any more
         checkpoints.clear()
     result = TrainResult(
