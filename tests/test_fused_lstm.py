@@ -86,3 +86,27 @@ def test_the_taggers_fused_emissions_equal_the_keras_models():
     alone = featurizer(tf.constant(["latte"]))  # an utterance's tags never depend on its batch's padding
     np.testing.assert_allclose(tagger.emissions(alone[ef.TOKEN_IDS], alone[ef.CHAR_IDS]).numpy()[0, 0], got[1, 0], atol=1e-5)
     np.testing.assert_allclose(tagger.emissions(alone[ef.TOKEN_IDS], alone[ef.CHAR_IDS], fused=False).numpy()[0, 0], got[1, 0], atol=1e-5)
+
+
+def test_an_intent_conditioned_taggers_fused_emissions_equal_the_keras_models_and_follow_the_intent():
+    from botyard.components.base import entity_featurizer as ef
+    from botyard.components.base.config import EntityConfig
+    from botyard.components.train.entities import build_tagger
+
+    texts = ["book a table for two at 7pm", "a large latte", "hi"]
+    featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12))
+    keras.utils.set_random_seed(3)
+    config = EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4, intent_dim=5)
+    _, tagger = build_tagger(config, featurizer, 5, n_intents=3)
+    assert tagger.uses_intents and not build_tagger(config, featurizer, 5, n_intents=1)[1].uses_intents
+    features = featurizer(tf.constant(["book a table for two at 7:45pm please", "latte", ""]))
+    ids, chars = features[ef.TOKEN_IDS], features[ef.CHAR_IDS]
+    intents = tf.constant([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]])
+    expected = tagger.emissions(ids, chars, intents, fused=False).numpy()
+    got = tagger.emissions(ids, chars, intents).numpy()
+    valid = ids.numpy() > 0
+    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    other = tagger.emissions(ids, chars, tf.constant([[0.0, 0.0, 1.0]] * 3)).numpy()
+    assert np.abs(other[valid] - got[valid]).max() > 1e-4  # the intent changes the scores
+    with pytest.raises(ValueError, match="conditioned on the intent"):
+        tagger.emissions(ids, chars)

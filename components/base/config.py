@@ -214,6 +214,10 @@ class EntityConfig(ConfigBase):
     lstm_units: int = 128  # per direction of the word-level BiLSTM
     dropout: float = 0.5
     word_dropout: float = 0.2  # share of training words seen as unknown: teaches tagging unseen values
+    # the utterance's intent (one-hot in training, the intent model's probabilities when serving),
+    # projected to this size and given to every token: which values an intent takes. 0: off
+    intent_dim: int = 32
+    intent_dropout: float = 0.3  # share of training rows whose intent is replaced by "unsure" (uniform)
     epochs: int = 40  # upper bound; early stopping on validation loss ends sooner
     batch_size: int = 32  # upper bound: small bots get smaller batches
     learning_rate: float = 3e-3  # Adam
@@ -224,6 +228,8 @@ class EntityConfig(ConfigBase):
 
     _ranges = {
         "word_dropout": (0.0, 0.9),
+        "intent_dim": (0, 4096),
+        "intent_dropout": (0.0, 1.0),
         "embedding_dim": (4, 4096),
         "char_embedding_dim": (2, 1024),
         "char_filters": (4, 4096),

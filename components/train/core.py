@@ -278,7 +278,7 @@ def train_intent_model(
         for w, value in zip(model.weights, best_weights):
             w.assign(value)
     seconds = time.perf_counter() - started
-    entity_model = train_entities(train, val, entity_config) if entity_config is not None else None
+    entity_model = train_entities(train, val, entity_config, labels) if entity_config is not None else None
     export_serving_model(vectorizer, model, os.path.join(output_dir, c.SAVED_MODEL_DIR), entities=entity_model)
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     write_serving_graph(os.path.join(output_dir, c.SAVED_MODEL_DIR))

@@ -49,6 +49,33 @@ class CharCNN(keras.layers.Layer):
         return (input_shape[0], input_shape[1], self.filters)
 
 
+class PerToken(keras.layers.Layer):
+    """``([batch, dim] vector, [batch, tokens] ids)`` -> the vector repeated for every token: ``[batch, tokens, dim]``."""
+
+    def call(self, vector, token_ids):
+        return tf.tile(vector[:, None, :], tf.stack([1, tf.shape(token_ids)[1], 1]))
+
+    def compute_output_shape(self, vector_shape, token_ids_shape):
+        return (vector_shape[0], token_ids_shape[1], vector_shape[1])
+
+
+class IntentDropout(keras.layers.Layer):
+    """While training, replace a share of the (one-hot, gold) intent rows by the uniform
+    distribution, so the tagger also tags well when the intent model is unsure at serving."""
+
+    def __init__(self, rate: float, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, intents, training=False):
+        if not training or self.rate <= 0:
+            return intents
+        drop = keras.random.uniform(tf.shape(intents)[:1], seed=self.seed_generator) < self.rate
+        uniform = tf.ones_like(intents) / tf.cast(tf.shape(intents)[1], intents.dtype)
+        return tf.where(drop[:, None], uniform, intents)
+
+
 class WordDropout(keras.layers.Layer):
     """While training, replace a share of the word ids with the out-of-vocabulary id, so the
     tagger learns to tag from characters and context too: test values it never saw look like that."""
@@ -127,6 +154,7 @@ class CRF(keras.layers.Layer):
 
 
 GOLD_TAGS = "gold_tags"  # the training model's extra input
+INTENTS = "entity_intents"  # the intent distribution input of an intent-conditioned tagger
 
 
 @dataclass
@@ -139,31 +167,55 @@ class Tagger:
     def transitions(self):
         return self.crf.transitions()
 
-    def emissions(self, token_ids, char_ids, fused: bool = True):
+    @property
+    def uses_intents(self) -> bool:
+        """Whether the tagger takes the utterance's intent probabilities (``EntityConfig.intent_dim``)."""
+        return any(layer.name == "intent_projection" for layer in self.model.layers)
+
+    def emissions(self, token_ids, char_ids, intents=None, fused: bool = True):
         """Per-token emission scores at inference: ``model``'s layers in ``build_tagger``'s order,
         with the BiLSTM through ``fused_lstm`` (one op a direction, not a loop of steps) when
-        ``fused``; word dropout and dropout are identities at inference."""
+        ``fused``; word dropout and dropout are identities at inference. ``intents``: the
+        intent probabilities ``[batch, n_intents]``, for a tagger that ``uses_intents``."""
+        if self.uses_intents and intents is None:
+            raise ValueError("this tagger is conditioned on the intent: pass the intent probabilities")
+        if self.uses_intents:
+            intents = tf.cast(intents, "float32")
+        inputs = {ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids, **({INTENTS: intents} if self.uses_intents else {})}
         bilstm = self.model.get_layer("entity_bilstm")
         if not (fused and fused_lstm.fusable(bilstm)):
-            return self.model({ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids}, training=False)
-        words = self.model.get_layer("entity_embedding")(token_ids)
-        chars = self.model.get_layer("char_cnn")(char_ids)
-        x = fused_lstm.bidirectional(bilstm, keras.ops.concatenate([words, chars], axis=-1), token_ids > 0)
+            return self.model(inputs, training=False)
+        features = [self.model.get_layer("entity_embedding")(token_ids), self.model.get_layer("char_cnn")(char_ids)]
+        if self.uses_intents:
+            features.append(self.model.get_layer("intent_per_token")(self.model.get_layer("intent_projection")(intents), token_ids))
+        x = fused_lstm.bidirectional(bilstm, keras.ops.concatenate(features, axis=-1), token_ids > 0)
         return self.model.get_layer("entity_emissions")(x)
 
     def decode(self, emissions, mask, tags: list[str]):
         return self.crf.decode(emissions, mask, tags)
 
 
-def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: int) -> tuple[keras.Model, Tagger]:
-    """``(training model, tagger)``: the training model also takes the gold tags and carries the CRF loss."""
+def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: int,
+                 n_intents: int = 0) -> tuple[keras.Model, Tagger]:
+    """``(training model, tagger)``: the training model also takes the gold tags and carries the CRF loss.
+
+    With ``n_intents`` > 1 and ``config.intent_dim`` > 0 both take the intent as well (``INTENTS``:
+    a distribution over the bot's intents), projected and given to every token beside its features.
+    """
     token_ids = keras.Input(shape=(None,), dtype="int64", name=ef.TOKEN_IDS)
     char_ids = keras.Input(shape=(None, featurizer.max_chars), dtype="int64", name=ef.CHAR_IDS)
     gold = keras.Input(shape=(None,), dtype="int64", name=GOLD_TAGS)
+    inputs = {ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids}
     kept = WordDropout(config.word_dropout, config.seed, name="word_dropout")(token_ids)
     words = keras.layers.Embedding(featurizer.word_vocabulary_size, config.embedding_dim, mask_zero=True, name="entity_embedding")(kept)
     chars = CharCNN(featurizer.char_vocabulary_size, config.char_embedding_dim, config.char_filters, name="char_cnn")(char_ids)
-    x = keras.layers.Concatenate()([words, chars])
+    features = [words, chars]
+    if config.intent_dim and n_intents > 1:
+        inputs[INTENTS] = keras.Input(shape=(n_intents,), dtype="float32", name=INTENTS)
+        intents = IntentDropout(config.intent_dropout, config.seed, name="intent_dropout")(inputs[INTENTS])
+        projected = keras.layers.Dense(config.intent_dim, name="intent_projection")(intents)
+        features.append(PerToken(name="intent_per_token")(projected, token_ids))
+    x = keras.layers.Concatenate()(features)
     x = keras.layers.SpatialDropout1D(config.dropout)(x)
     # the mask is passed explicitly: Keras does not carry the embedding's mask through the
     # concatenation with the character features, and an unmasked backward LSTM would read an
@@ -173,7 +225,6 @@ def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: 
     x = keras.layers.Dropout(config.dropout)(x)
     emissions = keras.layers.Dense(n_tags, dtype="float32", name="entity_emissions")(x)
     crf = CRF(n_tags, name="crf")
-    inputs = {ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids}
     inference = keras.Model(inputs, crf(emissions), name="entity_tagger")
     mask = keras.ops.cast(keras.ops.greater(token_ids, 0), "float32")
     training = keras.Model({**inputs, GOLD_TAGS: gold}, crf(emissions, gold, mask), name="entity_tagger_training")
@@ -200,32 +251,47 @@ def _tag_ids(frame: pd.DataFrame, tags: list[str]) -> tuple[list[list[int]], int
     return rows, dropped
 
 
-def _dataset(featurizer, frame: pd.DataFrame, tags: list[str], batch_size: int, shuffle: bool, seed: int):
+def _one_hot_intents(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """The rows' gold intents as one-hot rows over ``labels`` (the tagger's intent input in training)."""
+    index = {label: i for i, label in enumerate(labels)}
+    one_hot = np.zeros((len(frame), max(1, len(labels))), dtype="float32")
+    for row, intent in enumerate(frame[c.INTENT]):
+        if intent in index:
+            one_hot[row, index[intent]] = 1.0
+    return one_hot
+
+
+def _dataset(featurizer, frame: pd.DataFrame, tags: list[str], batch_size: int, shuffle: bool, seed: int,
+             labels: list[str] | None = None):
     ids, dropped = _tag_ids(frame, tags)
     longest = max((len(r) for r in ids), default=1) or 1
     y = np.zeros((len(ids), longest), dtype="int64")
     for i, row in enumerate(ids):
         y[i, : len(row)] = row
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(frame[c.UTTERANCE].tolist()), y))
+    intents = _one_hot_intents(frame, labels or [])
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(frame[c.UTTERANCE].tolist()), intents, y))
     if shuffle:
         ds = ds.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
 
-    def featurize(text, tag):
+    def featurize(text, intent, tag):
         features = featurizer(text)
         length = tf.shape(features[ef.TOKEN_IDS])[1]
-        return {ef.TOKEN_IDS: features[ef.TOKEN_IDS], ef.CHAR_IDS: features[ef.CHAR_IDS], GOLD_TAGS: tag[:, :length]}
+        inputs = {ef.TOKEN_IDS: features[ef.TOKEN_IDS], ef.CHAR_IDS: features[ef.CHAR_IDS], GOLD_TAGS: tag[:, :length]}
+        return {**inputs, INTENTS: intent} if labels else inputs
 
     return ds.batch(batch_size).map(featurize).prefetch(tf.data.AUTOTUNE), dropped
 
 
 def train_tagger(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig, featurizer: ef.EntityFeaturizer,
-                 tags: list[str]) -> tuple[Tagger, TaggerResult]:
-    """Fit the tagger on ``train``'s spans, early-stopping on ``val`` loss."""
+                 tags: list[str], labels: list[str] | None = None) -> tuple[Tagger, TaggerResult]:
+    """Fit the tagger on ``train``'s spans, early-stopping on ``val`` loss. ``labels``: the bot's
+    intents, in the intent model's output order (the tagger is conditioned on them; gold in training)."""
     keras.utils.set_random_seed(config.seed)
-    training, tagger = build_tagger(config, featurizer, len(tags))
+    training, tagger = build_tagger(config, featurizer, len(tags), len(labels or []))
+    intents = labels if tagger.uses_intents else None
     batch_size = max(8, min(config.batch_size, len(train) // 16 or 8))
-    train_ds, dropped = _dataset(featurizer, train, tags, batch_size, True, config.seed)
-    val_ds = _dataset(featurizer, val, tags, batch_size, False, config.seed)[0] if len(val) else None
+    train_ds, dropped = _dataset(featurizer, train, tags, batch_size, True, config.seed, intents)
+    val_ds = _dataset(featurizer, val, tags, batch_size, False, config.seed, intents)[0] if len(val) else None
     monitor = "val_loss" if val_ds is not None else "loss"
     # a small bot's epochs are a handful of steps: early stopping may end training only once it
     # has taken ``min_steps`` steps (else a 200-utterance bot stopped before learning a span)
@@ -254,8 +320,8 @@ class EntityModel:
     def tags(self) -> list[str]:
         return self.result.tags
 
-    def outputs(self, utterances) -> dict:
-        return entity_outputs(self.featurizer, self.tagger, self.tags, utterances)
+    def outputs(self, utterances, intent_probabilities=None) -> dict:
+        return entity_outputs(self.featurizer, self.tagger, self.tags, utterances, intent_probabilities)
 
     def metadata(self) -> dict:
         """What a model version records about its tagger (``contracts.ENTITY_TAGS`` ...)."""
@@ -280,22 +346,26 @@ def has_annotations(frame: pd.DataFrame) -> bool:
     return c.ENTITIES in frame and any(len(spans or ()) for spans in frame[c.ENTITIES])
 
 
-def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig) -> EntityModel | None:
-    """The bot's tagger, or ``None`` when its training split has no entity spans."""
+def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig,
+                   labels: list[str] | None = None) -> EntityModel | None:
+    """The bot's tagger, or ``None`` when its training split has no entity spans. ``labels``:
+    the intent model's labels, in its output order (the tagger conditions on the intent)."""
     if not has_annotations(train):
         return None
     tags = tag_set(entity_types(train[c.ENTITIES]))
     spec = ef.adapt_entity_spec(train[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token)
     featurizer = ef.build_entity_featurizer(spec)
-    tagger, result = train_tagger(train, val, config, featurizer, tags)
+    tagger, result = train_tagger(train, val, config, featurizer, tags, labels)
     return EntityModel(featurizer, tagger, spec, result)
 
 
-def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, tags: list[str], utterances) -> dict:
-    """The SavedModel's entity outputs for ``utterances`` (see ``contracts``): decoded in the graph."""
+def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, tags: list[str], utterances,
+                   intent_probabilities=None) -> dict:
+    """The SavedModel's entity outputs for ``utterances`` (see ``contracts``): decoded in the graph.
+    ``intent_probabilities``: the intent model's output for them (an intent-conditioned tagger)."""
     features = featurizer(utterances)
     ids = features[ef.TOKEN_IDS]
-    emissions = tagger.emissions(ids, features[ef.CHAR_IDS])
+    emissions = tagger.emissions(ids, features[ef.CHAR_IDS], intent_probabilities)
     tag_ids, confidence = tagger.decode(emissions, ids > 0, tags)
     return {
         c.OUTPUT_ENTITY_TAGS: tag_ids,

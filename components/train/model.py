@@ -215,8 +215,8 @@ def export_serving_model(featurizer: Featurizer, classifier: IntentModel, path: 
     @tf.function(input_signature=spec)
     def serve(utterances):
         outputs = {c.OUTPUT_PROBABILITIES: classifier.probabilities(featurizer(utterances), fused=True)}
-        if entities is not None:
-            outputs.update(entities.outputs(utterances))
+        if entities is not None:  # the tagger conditions on the intent model's answer
+            outputs.update(entities.outputs(utterances, outputs[c.OUTPUT_PROBABILITIES]))
         return outputs
 
     @tf.function(input_signature=spec)
