@@ -59,37 +59,40 @@ class PerToken(keras.layers.Layer):
         return (vector_shape[0], token_ids_shape[1], vector_shape[1])
 
 
-class IntentDropout(keras.layers.Layer):
+class TrainingDropout(keras.layers.Layer):
+    """A seeded layer that, while training only, replaces a share (``rate``) of its input by
+    ``replace``'s answer; an identity at inference."""
+
+    def __init__(self, rate: float, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training or self.rate <= 0:
+            return x
+        return self.replace(x)
+
+    def draw(self, shape):
+        """``True`` where the input is replaced, for a share ``rate`` of the positions of ``shape``."""
+        return keras.random.uniform(shape, seed=self.seed_generator) < self.rate
+
+
+class IntentDropout(TrainingDropout):
     """While training, replace a share of the (one-hot, gold) intent rows by the uniform
     distribution, so the tagger also tags well when the intent model is unsure at serving."""
 
-    def __init__(self, rate: float, seed: int, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, intents, training=False):
-        if not training or self.rate <= 0:
-            return intents
-        drop = keras.random.uniform(tf.shape(intents)[:1], seed=self.seed_generator) < self.rate
+    def replace(self, intents):
         uniform = tf.ones_like(intents) / tf.cast(tf.shape(intents)[1], intents.dtype)
-        return tf.where(drop[:, None], uniform, intents)
+        return tf.where(self.draw(tf.shape(intents)[:1])[:, None], uniform, intents)
 
 
-class WordDropout(keras.layers.Layer):
+class WordDropout(TrainingDropout):
     """While training, replace a share of the word ids with the out-of-vocabulary id, so the
     tagger learns to tag from characters and context too: test values it never saw look like that."""
 
-    def __init__(self, rate: float, seed: int, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, ids, training=False):
-        if not training or self.rate <= 0:
-            return ids
-        drop = keras.random.uniform(tf.shape(ids), seed=self.seed_generator) < self.rate
-        return tf.where(drop & (ids > 1), tf.ones_like(ids), ids)
+    def replace(self, ids):
+        return tf.where(self.draw(tf.shape(ids)) & (ids > 1), tf.ones_like(ids), ids)
 
 
 class CRF(keras.layers.Layer):
