@@ -135,7 +135,8 @@ class TrainConfig(ConfigBase):
 
     The schedule fits the data's size (``botyard.components.train.core.plan_schedule``): the
     batch shrinks for small bots, and a bot trains for as many epochs as it takes to reach
-    ``min_steps`` optimizer steps, between ``min_epochs`` and ``epochs``; early stopping on the
+    ``min_steps`` optimizer steps (and ``min_steps_per_intent`` for each intent: a bot of 150
+    intents needs more steps than one of 15), between ``min_epochs`` and ``epochs``; early stopping on the
     validation loss ends it sooner, after ``patience`` epochs and at least ``patience_steps``
     steps without improvement.
     """
@@ -147,6 +148,7 @@ class TrainConfig(ConfigBase):
     epochs: int = 100  # upper bound on epochs (small bots take many short ones)
     min_epochs: int = 3  # lower bound on epochs (early stopping may still end sooner)
     min_steps: int = 600  # small bots train for more epochs until they have taken this many steps
+    min_steps_per_intent: int = 8  # ... and at least this many per intent (150 intents: 1,200 steps)
     batch_size: int = 128  # upper bound: small bots get smaller batches (train.core.MIN_STEPS_PER_EPOCH)
     learning_rate: float = 2e-3  # Adam (lazy: sparse rows are updated only where a batch touches them)
     max_tokens: int = 20_000  # word vocabulary size, incl. padding and OOV
@@ -171,6 +173,7 @@ class TrainConfig(ConfigBase):
         "epochs": (1, 1000),
         "min_epochs": (1, 1000),
         "min_steps": (0, 10_000_000),
+        "min_steps_per_intent": (0, 100_000),
         "batch_size": (1, 65536),
         "learning_rate": (1e-6, 1.0),
         "max_tokens": (16, 10_000_000),

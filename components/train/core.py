@@ -6,8 +6,11 @@ history, wall time, device).
 
 The schedule fits the data's size (``plan_schedule``): the batch shrinks for small bots so an
 epoch still has several steps, and the number of epochs is what it takes to reach
-``TrainConfig.min_steps`` optimizer steps (at most ``max_epochs``), so a bot of 50 utterances
-trains for many short epochs and a bot of 15,000 for a few long ones. Early stopping on the
+``TrainConfig.min_steps`` optimizer steps, and ``min_steps_per_intent`` for each intent (at most
+``max_epochs``), so a bot of 50 utterances trains for many short epochs, a bot of 15,000 for a
+few long ones, and a bot of 150 intents for more steps than one of 15 (on CLINC150's validation
+data, 6 epochs of 150 intents scored 1 point below 11; 15-intent bots gained nothing from
+doubling their 25). Early stopping on the
 validation loss does the rest; its patience counts steps as well as epochs, so a small bot
 is never stopped after a few noisy epochs while it is still improving, and the weights of the
 best validation epoch are the ones exported.
@@ -111,11 +114,13 @@ def effective_batch_size(batch_size: int, n_train: int) -> int:
     return max(1, min(batch_size, max(MIN_BATCH, n_train // MIN_STEPS_PER_EPOCH)))
 
 
-def plan_schedule(config: TrainConfig, n_train: int) -> Schedule:
-    """The batch size, epochs and patience for ``n_train`` training utterances (see the module docstring)."""
+def plan_schedule(config: TrainConfig, n_train: int, n_intents: int = 1) -> Schedule:
+    """The batch size, epochs and patience for ``n_train`` training utterances of ``n_intents``
+    intents (see the module docstring)."""
     batch = effective_batch_size(config.batch_size, n_train)
     steps = max(1, math.ceil(n_train / batch))
-    epochs = min(config.epochs, max(config.min_epochs, math.ceil(config.min_steps / steps)))
+    min_steps = max(config.min_steps, config.min_steps_per_intent * n_intents)
+    epochs = min(config.epochs, max(config.min_epochs, math.ceil(min_steps / steps)))
     # patience: ``patience`` epochs, but never fewer than ``patience_steps`` optimizer steps
     patience = max(config.patience, math.ceil(config.patience_steps / steps))
     return Schedule(batch, steps, max(1, epochs), patience, config.learning_rate)
@@ -197,7 +202,7 @@ def train_intent_model(
     vectorizer = features.build(featurizer_spec)
     vectors = (featurizer_spec.get("word_vectors") or {}).get("rows")
     model = build_classifier(config, vectorizer, len(labels), vectors)
-    schedule = plan_schedule(config, len(train))
+    schedule = plan_schedule(config, len(train), len(labels))
     x_train, y_train = _Features(vectorizer, texts), tf.constant(_labels_index(train[c.INTENT], labels))
     has_val = len(val) > 0
     if has_val:

@@ -68,6 +68,7 @@ QUICK_TRAIN_CONFIG = {
     "epochs": 1,
     "min_epochs": 1,
     "min_steps": 0,
+    "min_steps_per_intent": 0,
     "patience_steps": 0,
     "batch_size": 64,
     "max_tokens": 500,
