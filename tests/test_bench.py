@@ -31,6 +31,12 @@ def _rows(intent: str, n: int, offset: int) -> list[list[str]]:
     return [[f"{WORDS[intent]} {i + offset}", intent] for i in range(n)]
 
 
+def _number_span(text: str) -> dict:
+    """HWU64 rows carry entity spans: the utterance's closing number as a ``number`` entity."""
+    value = text.rsplit(" ", 1)[1]
+    return {"entity": "number", "value": value, "start": len(text) - len(value), "end": len(text)}
+
+
 @pytest.fixture()
 def data_dir(tmp_path):
     root = tmp_path / "data"
@@ -49,7 +55,7 @@ def data_dir(tmp_path):
         (root / "clinc150" / name).write_text(json.dumps(full))
     (root / "clinc150" / "domains.json").write_text(json.dumps(INTENTS))
     for name, n, offset in (("train", 12, 0), ("test", 4, 200)):
-        lines = [json.dumps({"text": u, "intent": f"hwu_{i}", "entities": []}) for i in intents for u, _ in _rows(i, n, offset)]
+        lines = [json.dumps({"text": u, "intent": f"hwu_{i}", "entities": [_number_span(u)]}) for i in intents for u, _ in _rows(i, n, offset)]
         (root / "hwu64" / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
     return root
 
@@ -138,6 +144,17 @@ def test_fewshot_samples_are_seeded_and_disjoint(data_dir):
     hwu = fewshot.hwu_bot(str(data_dir), 10, 0)
     assert len(hwu["train"]) == 40 and len(hwu["val"]) == 8 and len(hwu["dev"]) == 0
     assert not set(hwu["train"]["utterance"]) & set(hwu["val"]["utterance"])
+    assert not any(hwu["train"]["entities"].map(len))  # an intent suite: spans dropped, no tagger trained
+
+
+def test_the_hwu64_intent_suite_trains_the_intent_model_alone(data_dir, monkeypatch):
+    from botyard.pipelines.bench import hwu
+
+    trained = []
+    monkeypatch.setattr(hwu, "bench_lstm", lambda context, train, *rest, **kw: trained.append(train) or {"accuracy": 1.0})
+    monkeypatch.setattr(hwu, "bench_baseline", lambda *a, **kw: {"accuracy": 0.5})
+    hwu.run(harness.BenchContext(str(data_dir), "unused"))
+    assert len(trained[0]) > 0 and not any(trained[0]["entities"].map(len))
 
 
 def test_end_to_end_files_carry_the_split(data_dir, tmp_path, monkeypatch):

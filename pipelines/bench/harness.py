@@ -145,6 +145,16 @@ def require_file(path: Path) -> Path:
     return path
 
 
+def without_entities(table):
+    """``table`` with every row's entity spans removed: what an intent suite trains on, so it
+    measures the intent model alone (``hwu64-entities`` measures the tagger)."""
+    from botyard.components.base import contracts as c
+
+    if c.ENTITIES not in table.columns:
+        return table
+    return table.assign(**{c.ENTITIES: [[] for _ in range(len(table))]})
+
+
 def train_config_with(overrides: dict[str, Any] | None = None, quick: bool = False) -> TrainConfig:
     """The tuned ``TrainConfig`` defaults, then the quick preset, then ``overrides``."""
     values = TrainConfig().to_dict()

@@ -1,7 +1,8 @@
 """HWU64 suite: fold 1 of the authors' split, 64 intents, no out-of-scope rows.
 
 ``train.jsonl`` is read with the pipeline's own ingest core and split into train / val with
-its split core (val picks the epoch); ``test.jsonl`` is scored once.
+its split core (val picks the epoch); ``test.jsonl`` is scored once. Its entity spans are
+dropped: this suite measures the intent model (``hwu64-entities`` measures the tagger).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from botyard.pipelines.bench.harness import (
     check_targets,
     require_file,
     versus_baseline,
+    without_entities,
 )
 
 TRAIN_FILE = "hwu64/train.jsonl"
@@ -39,7 +41,7 @@ def run(context: BenchContext) -> dict:
     # the files carry no ``split`` field: the split core makes a seeded, stratified val split
     train_all[c.SPLIT] = ""
     parts = split_table(train_all, SplitConfig(val_fraction=VAL_FRACTION, test_fraction=0.0))
-    train, val = parts["train"], parts["val"]
+    train, val = without_entities(parts["train"]), parts["val"]
     systems = {
         LSTM: bench_lstm(context, train, val, val, test),
         BASELINE: bench_baseline(context, train, val, test),

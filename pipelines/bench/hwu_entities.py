@@ -28,7 +28,7 @@ from botyard.components.base.entities import MICRO_F1, MICRO_PRECISION, MICRO_RE
 from botyard.components.base.errors import ConfigError
 from botyard.components.base.tokenizer import tokenize
 from botyard.components.split.core import split_table
-from botyard.pipelines.bench.harness import BenchContext, PeakRss, check_targets, latency, require_file, size_mb
+from botyard.pipelines.bench.harness import BenchContext, PeakRss, check_targets, latency, require_file, size_mb, without_entities
 
 TRAIN_FILE = "hwu64/train.jsonl"
 TEST_FILE = "hwu64/test.jsonl"
@@ -86,7 +86,7 @@ def _bench_botyard(context: BenchContext, train, val, test, entity_config: Entit
     work = tempfile.mkdtemp(prefix="work-", dir=context.output_dir)
     try:
         if entity_config is None:  # intent-only: the same rows without their spans
-            train = train.assign(**{c.ENTITIES: [[] for _ in range(len(train))]})
+            train = without_entities(train)
         with PeakRss() as rss:
             started = time.perf_counter()
             trained = train_model(train, val, context.train_config, work, entity_config or EntityConfig())
