@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from botyard.components.base.entities import (
-    MICRO_F1, allowed_transitions, decode, span_scores, spans_to_tags, tag_set, tags_to_spans, viterbi,
+    ENTITY_THRESHOLD_GRID, MICRO_F1, allowed_transitions, choose_entity_threshold, decode, keep_confident, span_scores,
+    spans_to_tags, tag_set, tags_to_spans, viterbi,
 )
 from botyard.components.base.tokenizer import graph_tokenize, tokenize
 
@@ -100,3 +101,26 @@ def test_span_scores_are_exact_match_micro_and_per_type():
     scores = span_scores(gold, pred)
     assert scores[MICRO_F1] == pytest.approx(0.4)  # 1 hit of 3 predicted, 2 gold
     assert scores["per_entity"]["a"]["precision"] == 0.5 and scores["per_entity"]["b"]["f1"] == 0.0
+
+
+def _span(start: int, entity: str = "a", confidence: float = 1.0) -> dict:
+    return {"start": start, "end": start + 1, "entity": entity, "confidence": confidence}
+
+
+def test_the_entity_threshold_drops_the_unconfident_wrong_spans_on_validation_data():
+    gold = [[_span(0)], [_span(0)], [_span(0)], []]
+    # right spans are confident, wrong ones (a wrong type, a span where none is) are not
+    guess = [[_span(0, confidence=0.9)], [_span(0, "b", 0.3)], [_span(0, confidence=0.7)], [_span(2, confidence=0.4)]]
+    threshold = choose_entity_threshold(gold, guess)
+    assert 0.4 < threshold <= 0.7 and threshold in ENTITY_THRESHOLD_GRID
+    kept = keep_confident(guess, threshold)
+    assert span_scores(gold, kept)[MICRO_F1] == pytest.approx(0.8)
+    assert span_scores(gold, guess)[MICRO_F1] == pytest.approx(4 / 7)
+    assert kept == [[guess[0][0]], [], [guess[2][0]], []]
+
+
+def test_the_entity_threshold_keeps_every_span_when_nothing_is_gained():
+    gold = [[_span(0)], [_span(0, "b")]]
+    assert choose_entity_threshold(gold, [[_span(0, confidence=0.2)], [_span(0, "b", 0.9)]]) == 0.0  # all right
+    assert choose_entity_threshold([[], []], [[_span(0, confidence=0.2)], []]) == 0.0  # no gold spans
+    assert choose_entity_threshold(gold, [[], []]) == 0.0  # nothing predicted

@@ -18,7 +18,10 @@ import tensorflow as tf
 
 from botyard.components.base import contracts as c
 from botyard.components.base.config import EntityConfig, TrainConfig
-from botyard.components.base.entities import MICRO_F1, Transitions, marginals, spans_from_outputs, tag_set, viterbi
+from botyard.components.base.entities import (
+    ENTITY_THRESHOLD_GRID, MICRO_F1, Transitions, marginals, spans_from_outputs, tag_set, viterbi,
+)
+from botyard.components.base.errors import ModelLoadError
 from botyard.components.base.model_io import load_version
 from botyard.components.base.model_store import ModelStore
 from botyard.components.base.predictor_client import start_predictor
@@ -180,6 +183,37 @@ def test_the_predictor_serves_entities_over_http_v1_and_v2(sample_bot):
         assert json.loads(outputs["entities"]["data"][0]) == spans
 
 
+def test_the_entity_threshold_is_chosen_on_val_recorded_and_applied(sample_bot, tmp_path):
+    import dataclasses
+    import shutil
+
+    evaluation = sample_bot["evaluation"]
+    assert evaluation.entity_threshold in ENTITY_THRESHOLD_GRID
+    assert json.load(open(os.path.join(sample_bot["evaluation_dir"], c.EVALUATION_FILE)))[c.ENTITY_THRESHOLD] == evaluation.entity_threshold
+    store = ModelStore(sample_bot["models"])
+    loaded = load_version(store, "sample-bot", sample_bot["version"])
+    assert loaded.metadata[c.ENTITY_THRESHOLD] == evaluation.entity_threshold == loaded.entity_threshold
+    # what a version serves: its spans at or above its threshold, no others
+    texts = sample_bot["parts"]["train"][c.UTTERANCE].tolist()
+    everything = dataclasses.replace(loaded, metadata={**loaded.metadata, c.ENTITY_THRESHOLD: 0.0})
+    _, all_spans = everything.predict_all(texts)
+    confidences = sorted(s["confidence"] for row in all_spans for s in row)
+    cut = confidences[len(confidences) // 2]
+    stricter = dataclasses.replace(loaded, metadata={**loaded.metadata, c.ENTITY_THRESHOLD: cut})
+    _, kept = stricter.predict_all(texts)
+    assert kept == [[s for s in row if s["confidence"] >= cut] for row in all_spans]
+    assert 0 < sum(map(len, kept)) < sum(map(len, all_spans))
+    assert stricter.predict(texts[:3])[1] == kept[:3]  # the predictor's per-request path too
+    # a threshold that is not a probability fails the load, naming the file and the key
+    copy = ModelStore(str(tmp_path / "models"))
+    shutil.copytree(store.version_dir("sample-bot", sample_bot["version"]), copy.version_dir("sample-bot", sample_bot["version"]))
+    meta_path = os.path.join(copy.version_dir("sample-bot", sample_bot["version"]), c.METADATA_FILE)
+    meta = json.load(open(meta_path))
+    json.dump({**meta, c.ENTITY_THRESHOLD: "high"}, open(meta_path, "w"))
+    with pytest.raises(ModelLoadError, match=f"metadata.json: '{c.ENTITY_THRESHOLD}' = 'high'"):
+        load_version(copy, "sample-bot", sample_bot["version"])
+
+
 def test_a_bot_without_entities_trains_and_serves_as_before(tmp_path):
     rows = pd.DataFrame(tiny_rows(per_intent=8))
     rows[c.ENTITIES] = [[] for _ in range(len(rows))]
@@ -193,6 +227,7 @@ def test_a_bot_without_entities_trains_and_serves_as_before(tmp_path):
     assert set(signature.structured_outputs) == {c.OUTPUT_PROBABILITIES}
     evaluation = evaluate_model_dir(model_dir, parts["val"], parts["test"], str(tmp_path / "evaluation"))
     assert MICRO_F1 not in evaluation.metrics and not os.path.exists(tmp_path / "evaluation" / c.ENTITY_MISTAKES_FILE)
+    assert evaluation.entity_threshold is None and c.ENTITY_THRESHOLD not in evaluation.to_json()
 
 
 def _all_outputs(outputs_of, utterances):

@@ -72,6 +72,9 @@ METRICS = "metrics"
 ENTITY_TAGS = "entity_tags"  # BIO tag set in output order; absent: no entity tagger
 ENTITY_TRANSITIONS = "entity_transitions"  # the CRF's learned scores: {"start", "pairs", "end"}
 TOKENIZER = "tokenizer"  # the entity tokenizer's settings
+# spans less confident than this are not returned (chosen on validation data by the evaluate step;
+# absent: 0, every span); TF Serving users apply it to ``OUTPUT_ENTITY_CONFIDENCE`` themselves
+ENTITY_THRESHOLD = "entity_threshold"
 METADATA_KEYS = (BOT_ID, VERSION, CREATED_AT, DATA_HASH, LABELS, OOS_THRESHOLD, HYPERPARAMETERS, METRICS)
 CODE_VERSION = "code_version"  # added by the store on register: botyard, TensorFlow, Python versions, git commit
 # keys of a version's manifest (PUBLISHED) and of its gate verdict (verdicts/<version>.json)

@@ -44,10 +44,12 @@ def predict_probabilities(signature, utterances: list[str]) -> np.ndarray:
     return predict_all(signature_outputs(signature), utterances, n_labels)[0]
 
 
-def predict_all(outputs_of, utterances: list[str], n_labels: int, entity_tags: list[str] | None = None):
+def predict_all(outputs_of, utterances: list[str], n_labels: int, entity_tags: list[str] | None = None,
+                entity_threshold: float = 0.0):
     """``(probabilities [n, n_labels], entity spans per utterance or None)`` over any number of
     utterances, in batches of ``PREDICT_BATCH``; ``outputs_of(batch)`` returns the signature's
-    outputs as arrays. Spans are decoded per batch (their token axis differs between batches)."""
+    outputs as arrays. Spans are decoded per batch (their token axis differs between batches);
+    those below ``entity_threshold`` are left out."""
     utterances = list(utterances)
     probabilities, entities = [], [] if entity_tags else None
     for i in range(0, len(utterances), PREDICT_BATCH):
@@ -55,7 +57,7 @@ def predict_all(outputs_of, utterances: list[str], n_labels: int, entity_tags: l
         outputs = outputs_of(batch)
         probabilities.append(outputs[c.OUTPUT_PROBABILITIES])
         if entities is not None:
-            entities += spans_from_outputs(batch, outputs, entity_tags)
+            entities += spans_from_outputs(batch, outputs, entity_tags, entity_threshold)
     if not probabilities:
         return np.zeros((0, n_labels), dtype="float32"), entities
     return np.concatenate(probabilities), entities
@@ -174,6 +176,11 @@ class LoadedVersion:
         """The entity tagger's tag set, or ``None``: this version has no tagger."""
         return self.metadata.get(c.ENTITY_TAGS)
 
+    @property
+    def entity_threshold(self) -> float:
+        """Spans less confident than this are not returned (0 for a version that records none)."""
+        return float(self.metadata.get(c.ENTITY_THRESHOLD) or 0.0)
+
     def outputs(self, utterances: list[str]) -> dict[str, np.ndarray]:
         """One batch through the signature: every output (the predictor's per-request call)."""
         if isinstance(self._signature, SessionSignature):
@@ -191,11 +198,12 @@ class LoadedVersion:
         """One batch's intent probabilities and entity spans (``None`` without a tagger)."""
         outputs = self.outputs(utterances)
         tags = self.entity_tags
-        return outputs[c.OUTPUT_PROBABILITIES], spans_from_outputs(list(utterances), outputs, tags) if tags else None
+        spans = spans_from_outputs(list(utterances), outputs, tags, self.entity_threshold) if tags else None
+        return outputs[c.OUTPUT_PROBABILITIES], spans
 
     def predict_all(self, utterances: list[str]) -> tuple[np.ndarray, list[list[dict]] | None]:
         """``predict`` over any number of utterances, in batches (scoring a data set)."""
-        return predict_all(self.outputs, utterances, len(self.labels), self.entity_tags)
+        return predict_all(self.outputs, utterances, len(self.labels), self.entity_tags, self.entity_threshold)
 
     def probabilities_of(self, utterances: list[str]) -> np.ndarray:
         """Any number of utterances' intent probabilities, in batches (scoring a data set)."""
@@ -209,6 +217,9 @@ def _check_metadata(path: str, meta: dict) -> tuple[tuple[str, ...], float]:
     threshold = meta[c.OOS_THRESHOLD]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ModelLoadError(f"{path}: '{c.OOS_THRESHOLD}' = {threshold!r}; expected a number from 0 to 1")
+    entity_threshold = meta.get(c.ENTITY_THRESHOLD, 0.0)
+    if isinstance(entity_threshold, bool) or not isinstance(entity_threshold, (int, float)) or not 0.0 <= entity_threshold <= 1.0:
+        raise ModelLoadError(f"{path}: '{c.ENTITY_THRESHOLD}' = {entity_threshold!r}; expected a number from 0 to 1")
     return tuple(labels), float(threshold)
 
 

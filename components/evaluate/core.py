@@ -20,7 +20,7 @@ import pandas as pd
 
 from botyard.components.base import contracts as c
 from botyard.components.base.artifacts import read_training_info, write_json
-from botyard.components.base.entities import MICRO_F1, MICRO_PRECISION, MICRO_RECALL, span_scores
+from botyard.components.base.entities import MICRO_F1, MICRO_PRECISION, MICRO_RECALL, choose_entity_threshold, span_scores
 from botyard.components.base.model_io import load_signature, predict_all, signature_outputs
 from botyard.components.base.scoring import score
 from botyard.components.evaluate.threshold import choose_threshold
@@ -37,6 +37,7 @@ class Evaluation:
     misclassified: pd.DataFrame
     per_entity: dict[str, dict[str, float]] | None = None  # None: the model has no entity tagger
     entity_mistakes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    entity_threshold: float | None = None  # spans below it are left out (chosen on val); None: no tagger
 
     def to_json(self) -> dict:
         return {
@@ -46,12 +47,15 @@ class Evaluation:
             c.METRICS: self.metrics,
             "per_intent": self.per_intent,
             **({"per_entity": self.per_entity} if self.per_entity is not None else {}),
+            **({c.ENTITY_THRESHOLD: self.entity_threshold} if self.entity_threshold is not None else {}),
         }
 
     def logged_metrics(self) -> dict[str, float]:
         """The scalar figures the KFP ``Metrics`` artifact shows."""
         logged = {k: round(float(v), 4) for k, v in self.metrics.items() if isinstance(v, (int, float))}
         logged[c.OOS_THRESHOLD] = round(self.oos_threshold, 4)
+        if self.entity_threshold is not None:
+            logged[c.ENTITY_THRESHOLD] = round(self.entity_threshold, 4)
         return logged
 
 
@@ -82,10 +86,15 @@ def entity_mistakes(test: pd.DataFrame, predicted: list[list[dict]]) -> pd.DataF
 def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame, entity_tags: list[str] | None = None) -> Evaluation:
     """Choose the threshold on ``val``, then score ``test`` with it (and its entity spans, with a tagger)."""
     outputs_of = signature_outputs(signature)
-    val_probs, _ = predict_all(outputs_of, val[c.UTTERANCE].tolist(), len(labels))
+    val_probs, val_spans = predict_all(outputs_of, val[c.UTTERANCE].tolist(), len(labels), entity_tags)
     threshold, criterion = choose_threshold(val_probs, val[c.INTENT].to_numpy(dtype=object), labels)
+    # the entity threshold too is chosen on val (0, every span, when val has no spans)
+    entity_threshold = None
+    if val_spans is not None:
+        expected = list(val[c.ENTITIES]) if c.ENTITIES in val.columns else [[] for _ in range(len(val))]
+        entity_threshold = choose_entity_threshold(expected, val_spans)
     intents = test[c.INTENT].to_numpy(dtype=object)
-    probs, spans = predict_all(outputs_of, test[c.UTTERANCE].tolist(), len(labels), entity_tags)
+    probs, spans = predict_all(outputs_of, test[c.UTTERANCE].tolist(), len(labels), entity_tags, entity_threshold or 0.0)
     scored = score(probs, labels, threshold, intents)
     metrics = {**scored.metrics, "val_size": int(len(val))}
     per_entity, mistakes = None, pd.DataFrame()
@@ -105,7 +114,7 @@ def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame
         }
     )
     return Evaluation(labels, threshold, criterion, metrics, scored.per_intent, scored.confusion, misclassified,
-                      per_entity, mistakes)
+                      per_entity, mistakes, entity_threshold)
 
 
 def per_intent_markdown(evaluation: Evaluation) -> str:
@@ -128,7 +137,9 @@ def per_intent_markdown(evaluation: Evaluation) -> str:
             "",
             f"Micro-F1 **{m[MICRO_F1]:.3f}** (precision {m[MICRO_PRECISION]:.3f}, recall {m[MICRO_RECALL]:.3f}) over "
             f"{m['entity_support']} expected spans (exact span and type); "
-            f"{len(evaluation.entity_mistakes)} test utterances with a mistaken span ({c.ENTITY_MISTAKES_FILE}).",
+            f"{len(evaluation.entity_mistakes)} test utterances with a mistaken span ({c.ENTITY_MISTAKES_FILE}); "
+            f"spans less confident than **{evaluation.entity_threshold or 0.0:.2f}** are left out "
+            "(the threshold of span confidence that maximises micro-F1 on validation data).",
             "",
             "| entity | precision | recall | F1 | support |",
             "| --- | ---: | ---: | ---: | ---: |",

@@ -27,6 +27,8 @@ def register_model_version(
     for key in (c.ENTITY_TAGS, c.ENTITY_TRANSITIONS, c.TOKENIZER):  # only a version with an entity tagger
         if key in training:
             metadata[key] = training[key]
+    if c.ENTITY_THRESHOLD in evaluation:  # chosen on val by the evaluate step
+        metadata[c.ENTITY_THRESHOLD] = evaluation[c.ENTITY_THRESHOLD]
     if training.get("entities"):
         metadata["training"]["entities"] = {k: v for k, v in training["entities"].items() if k != "history"}
     store = ModelStore(models_root)
