@@ -111,7 +111,7 @@ def test_the_entity_threshold_drops_the_unconfident_wrong_spans_on_validation_da
     gold = [[_span(0)], [_span(0)], [_span(0)], []]
     # right spans are confident, wrong ones (a wrong type, a span where none is) are not
     guess = [[_span(0, confidence=0.9)], [_span(0, "b", 0.3)], [_span(0, confidence=0.7)], [_span(2, confidence=0.4)]]
-    threshold = choose_entity_threshold(gold, guess)
+    threshold = choose_entity_threshold(gold, guess, min_spans=3)
     assert 0.4 < threshold <= 0.7 and threshold in ENTITY_THRESHOLD_GRID
     kept = keep_confident(guess, threshold)
     assert span_scores(gold, kept)[MICRO_F1] == pytest.approx(0.8)
@@ -121,6 +121,13 @@ def test_the_entity_threshold_drops_the_unconfident_wrong_spans_on_validation_da
 
 def test_the_entity_threshold_keeps_every_span_when_nothing_is_gained():
     gold = [[_span(0)], [_span(0, "b")]]
-    assert choose_entity_threshold(gold, [[_span(0, confidence=0.2)], [_span(0, "b", 0.9)]]) == 0.0  # all right
-    assert choose_entity_threshold([[], []], [[_span(0, confidence=0.2)], []]) == 0.0  # no gold spans
-    assert choose_entity_threshold(gold, [[], []]) == 0.0  # nothing predicted
+    assert choose_entity_threshold(gold, [[_span(0, confidence=0.2)], [_span(0, "b", 0.9)]], min_spans=1) == 0.0  # all right
+    assert choose_entity_threshold([[], []], [[_span(0, confidence=0.2)], []], min_spans=0) == 0.0  # no gold spans
+    assert choose_entity_threshold(gold, [[], []], min_spans=1) == 0.0  # nothing predicted
+
+
+def test_too_few_validation_spans_choose_no_threshold():
+    gold = [[_span(0)], [_span(0)], [_span(0)], []]
+    guess = [[_span(0, confidence=0.9)], [_span(0, "b", 0.3)], [_span(0, confidence=0.7)], [_span(2, confidence=0.4)]]
+    assert choose_entity_threshold(gold, guess, min_spans=3) > 0
+    assert choose_entity_threshold(gold, guess) == 0.0  # 3 expected spans < MIN_THRESHOLD_SPANS: every span kept
