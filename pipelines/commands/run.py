@@ -25,8 +25,9 @@ def handle(args: argparse.Namespace) -> int:
           f"(on {m['test_size']} test utterances)")
     if "entity_micro_f1" in m:
         print(f"entity micro-F1:   {m['entity_micro_f1']:.3f}   precision: {m['entity_micro_precision']:.3f}   "
-              f"recall: {m['entity_micro_recall']:.3f}   (on {m['entity_support']} test spans; "
-              f"spans below confidence {run.metadata.get(c.ENTITY_THRESHOLD, 0.0):.2f} left out)")
+              f"recall: {m['entity_micro_recall']:.3f}   (on {m['entity_support']} test spans)")
+        cut = run.metadata.get(c.ENTITY_THRESHOLD) or 0.0
+        print(f"entity threshold:  {cut:.2f}   " + ("(spans less confident are left out)" if cut else "(every span kept)"))
     print(f"out-of-scope threshold: {run.metadata[c.OOS_THRESHOLD]:.3f}")
     print(f"confusion matrix:  {run.confusion_matrix_csv}")
     if run.confusion_matrix_artifact:
