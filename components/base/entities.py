@@ -210,8 +210,6 @@ def keep_confident(spans: list[list[dict]], threshold: float) -> list[list[dict]
 
 
 ENTITY_THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(20))  # 0, 0.05, ... 0.95
-
-
 MIN_THRESHOLD_SPANS = 50  # fewer expected spans in validation data: keep every span (threshold 0)
 
 

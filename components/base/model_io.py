@@ -214,13 +214,15 @@ def _check_metadata(path: str, meta: dict) -> tuple[tuple[str, ...], float]:
     labels = meta[c.LABELS]
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise ModelLoadError(f"{path}: '{c.LABELS}' must be a non-empty list of intent names")
-    threshold = meta[c.OOS_THRESHOLD]
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise ModelLoadError(f"{path}: '{c.OOS_THRESHOLD}' = {threshold!r}; expected a number from 0 to 1")
-    entity_threshold = meta.get(c.ENTITY_THRESHOLD, 0.0)
-    if isinstance(entity_threshold, bool) or not isinstance(entity_threshold, (int, float)) or not 0.0 <= entity_threshold <= 1.0:
-        raise ModelLoadError(f"{path}: '{c.ENTITY_THRESHOLD}' = {entity_threshold!r}; expected a number from 0 to 1")
-    return tuple(labels), float(threshold)
+    _check_probability(path, c.ENTITY_THRESHOLD, meta.get(c.ENTITY_THRESHOLD, 0.0))
+    return tuple(labels), _check_probability(path, c.OOS_THRESHOLD, meta[c.OOS_THRESHOLD])
+
+
+def _check_probability(path: str, key: str, value) -> float:
+    """``value`` of metadata ``key`` as a float from 0 to 1, or ``ModelLoadError`` naming both."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ModelLoadError(f"{path}: '{key}' = {value!r}; expected a number from 0 to 1")
+    return float(value)
 
 
 def load_version(store: ModelStore, bot_id: str, version: str, runtime: str = EAGER) -> LoadedVersion:

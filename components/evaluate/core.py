@@ -89,10 +89,7 @@ def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame
     val_probs, val_spans = predict_all(outputs_of, val[c.UTTERANCE].tolist(), len(labels), entity_tags)
     threshold, criterion = choose_threshold(val_probs, val[c.INTENT].to_numpy(dtype=object), labels)
     # the entity threshold too is chosen on val (0, every span, when val has no spans)
-    entity_threshold = None
-    if val_spans is not None:
-        expected = list(val[c.ENTITIES]) if c.ENTITIES in val.columns else [[] for _ in range(len(val))]
-        entity_threshold = choose_entity_threshold(expected, val_spans)
+    entity_threshold = choose_entity_threshold(list(val[c.ENTITIES]), val_spans) if val_spans is not None else None
     intents = test[c.INTENT].to_numpy(dtype=object)
     probs, spans = predict_all(outputs_of, test[c.UTTERANCE].tolist(), len(labels), entity_tags, entity_threshold or 0.0)
     scored = score(probs, labels, threshold, intents)

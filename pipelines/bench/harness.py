@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from botyard.components.base import contracts as c
 from botyard.components.base.config import TrainConfig
 from botyard.components.base.errors import ConfigError, DataValidationError
 from botyard.pipelines.bench.stats import percentile
@@ -148,8 +149,6 @@ def require_file(path: Path) -> Path:
 def without_entities(table):
     """``table`` with every row's entity spans removed: what an intent suite trains on, so it
     measures the intent model alone (``hwu64-entities`` measures the tagger)."""
-    from botyard.components.base import contracts as c
-
     if c.ENTITIES not in table.columns:
         return table
     return table.assign(**{c.ENTITIES: [[] for _ in range(len(table))]})
@@ -533,7 +532,6 @@ def bench_lstm(context: BenchContext, train, val_stop, val_threshold, test, meas
     """
     import tensorflow as tf
 
-    from botyard.components.base import contracts as c
     from botyard.components.base.model_io import load_signature
     from botyard.components.evaluate.core import evaluate
     from botyard.pipelines.in_process import train_model
@@ -586,7 +584,6 @@ def bench_baseline(context: BenchContext, train, val_threshold, test, measure_la
     """The TF-IDF + logistic-regression baseline, scored by the same evaluate core."""
     import pickle
 
-    from botyard.components.base import contracts as c
     from botyard.components.evaluate.core import evaluate
     from botyard.pipelines.bench.baseline import SklearnSignature, train_baseline
 
