@@ -80,14 +80,21 @@ class SparseBag(keras.layers.Layer):
         if training and self.feature_dropout > 0:
             keep = keras.random.uniform(tf.shape(values), seed=self.seed) >= self.feature_dropout
             values = tf.where(keep, values / (1.0 - self.feature_dropout), tf.zeros_like(values))
-        # gather the kernel rows the batch uses (once each), then a sparse x dense product over
-        # them: the kernel's gradient is those rows only (IndexedSlices), and nothing of size
-        # n-grams x units is ever materialised
+        # gather the kernel rows the batch uses (once each), then multiply the batch's weights
+        # [utterances x used n-grams] by them: the kernel's gradient is those rows only
+        # (IndexedSlices), and nothing of size n-grams x units is ever materialised
         used, position = tf.unique(cols)
         kernel_rows = tf.cast(_rows(self.kernel, used), self.compute_dtype)
-        batch = tf.stack([views[0].dense_shape[0], tf.cast(tf.shape(used)[0], tf.int64)])
-        local = tf.SparseTensor(tf.stack([rows, tf.cast(position, tf.int64)], axis=1), tf.stop_gradient(values), batch)
-        return tf.sparse.sparse_dense_matmul(local, kernel_rows) + tf.cast(self.bias, self.compute_dtype)
+        at = tf.stack([rows, tf.cast(position, tf.int64)], axis=1)
+        shape = tf.stack([views[0].dense_shape[0], tf.cast(tf.shape(used)[0], tf.int64)])
+        values = tf.stop_gradient(values)
+        if training:
+            # a training batch (at most ``batch_size`` rows) as a dense matrix: on a CPU its
+            # matmul and gradient take a third of the sparse kernel's time (~7% of a train step)
+            out = tf.matmul(tf.scatter_nd(at, values, shape), kernel_rows)
+        else:  # any number of utterances: the weights stay sparse
+            out = tf.sparse.sparse_dense_matmul(tf.SparseTensor(at, values, shape), kernel_rows)
+        return out + tf.cast(self.bias, self.compute_dtype)
 
 
 class IntentModel(keras.Model):
