@@ -1,4 +1,4 @@
-"""Read one bot's training data (CSV, JSON Lines or Rasa ``nlu.yml``) into the canonical table.
+"""Read one bot's training data (CSV, JSON Lines, one JSON document or Rasa ``nlu.yml``) into the canonical table.
 
 File-level problems (unreadable, not UTF-8, unknown format, required columns absent, malformed
 CSV/JSON/YAML, a limit exceeded) raise ``DataValidationError`` here, naming the file and line;
@@ -15,6 +15,7 @@ first offending event, before anything is built from it.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import json
@@ -30,7 +31,7 @@ from botyard.components.base.errors import DataValidationError, StorageError
 from botyard.components.base.storage import open_uri
 from botyard.components.base.table import make_table
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".yml": "rasa", ".yaml": "rasa"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "json", ".yml": "rasa", ".yaml": "rasa"}
 TEXT_FIELD = "text"  # the utterance field's name in CSV and JSONL files
 INTENT_FIELD = "intent"
 
@@ -238,23 +239,154 @@ def parse_jsonl(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> li
             obj = load_json(line, limits.max_depth)
         except ValueError as exc:
             raise _fail(uri, i, f"{exc}; each line must be one JSON object, e.g. {{\"text\": \"hi there\", \"intent\": \"greet\"}}") from exc
-        if not isinstance(obj, dict):
-            raise _fail(uri, i, f"expected a JSON object, got {type(obj).__name__}")
-        entities = obj.get("entities") or []
-        if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
-            raise _fail(uri, i, "'entities' must be a list of objects")
-        for field in (TEXT_FIELD, INTENT_FIELD, c.SPLIT):
-            _check_field_size(obj.get(field), field, uri, i, limits)
-        rows.append(
-            {
-                c.UTTERANCE: obj.get(TEXT_FIELD),
-                c.INTENT: obj.get(INTENT_FIELD),
-                c.ENTITIES: entities,
-                c.SPLIT: obj.get(c.SPLIT) or "",
-                c.SOURCE_ROW: i,
-            }
-        )
+        rows.append(_object_row(obj, uri, i, limits))
         _check_row_count(rows, uri, i, limits)
+    return rows
+
+
+def _object_row(obj, uri: str, line: int, limits: ParseLimits) -> dict:
+    """One ``{"text", "intent", "entities", "split"}`` object (a JSON Lines line, an item of a JSON list) as a row."""
+    if not isinstance(obj, dict):
+        raise _fail(uri, line, f"expected a JSON object, got {_json_type(obj)}")
+    entities = obj.get("entities") or []
+    if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
+        raise _fail(uri, line, "'entities' must be a list of objects")
+    for field in (TEXT_FIELD, INTENT_FIELD, c.SPLIT):
+        _check_field_size(obj.get(field), field, uri, line, limits)
+    return {
+        c.UTTERANCE: obj.get(TEXT_FIELD),
+        c.INTENT: obj.get(INTENT_FIELD),
+        c.ENTITIES: entities,
+        c.SPLIT: obj.get(c.SPLIT) or "",
+        c.SOURCE_ROW: line,
+    }
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+# --- one JSON document (.json) ---------------------------------------------------------------
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_LAYOUTS = (
+    'a .json file is JSON Lines (one {"text", "intent"} object a line) or one JSON document: a list of '
+    '{"text", "intent"} objects, or an object of split-keyed lists of [utterance, intent] pairs '
+    '({"train": [["hi there", "greet"], ...], "val": [...], "test": [...]}, as CLINC150 ships)'
+)
+
+
+def split_of_key(key: str) -> str | None:
+    """The split a key of the split-keyed layout holds: ``train``, ``val`` or ``test``, or a name
+    ending ``_train`` / ``_val`` / ``_test`` (CLINC150's ``oos_train`` ...); ``None`` for any other key."""
+    return next((split for split in c.SPLITS if key == split or key.endswith("_" + split)), None)
+
+
+def _is_json_lines(text: str, max_depth: int) -> bool:
+    """Whether a ``.json`` file is JSON Lines: its first line is one JSON object of its own that is
+    not the split-keyed layout (a one-line document is a list, or an object of lists)."""
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    if not first.lstrip().startswith(("{", "[")):
+        return True  # not a document either: JSON Lines names the line and what is wrong
+    try:
+        value = load_json(first, max_depth)
+    except ValueError:
+        return False  # a document over several lines (pretty-printed)
+    return isinstance(value, dict) and not (value and all(isinstance(v, list) for v in value.values()))
+
+
+class _Items:
+    """The items of a JSON document's top-level list (or of the lists under its keys), each with
+    the line it starts on: rows are named by line, as in the other formats. Run only over text
+    ``load_json`` accepted, so the decoder meets valid, bounded JSON."""
+
+    def __init__(self, text: str):
+        self.text, self.at = text, 0
+        self.decoder = json.JSONDecoder()
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
+
+    def line(self, index: int) -> int:
+        return bisect.bisect_left(self.newlines, index) + 1
+
+    def _space(self) -> str:
+        self.at = _JSON_SPACE.match(self.text, self.at).end()
+        return self.text[self.at : self.at + 1]
+
+    def _value(self):
+        value, self.at = self.decoder.raw_decode(self.text, self.at)
+        return value
+
+    def list_items(self):
+        """``(line, item)`` for each item of the list starting here."""
+        self._space()
+        self.at += 1  # [
+        while self._space() != "]":
+            line = self.line(self.at)
+            yield line, self._value()
+            if self._space() == ",":
+                self.at += 1
+        self.at += 1
+
+    def keyed_lists(self):
+        """``(key, line, items)`` for each key of the object starting here; ``items`` is ``None``
+        where the key's value is not a list (a repeated key's first value may be anything)."""
+        self._space()
+        self.at += 1  # {
+        while self._space() != "}":
+            line = self.line(self.at)
+            key = self._value()
+            self._space()
+            self.at += 1  # :
+            if self._space() == "[":
+                yield key, line, self.list_items()
+            else:
+                self._value()
+                yield key, line, None
+            if self._space() == ",":
+                self.at += 1
+
+
+def parse_json(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> list[dict]:
+    """A ``.json`` file: JSON Lines (read as ``.jsonl``), or one JSON document (``_JSON_LAYOUTS``).
+
+    In the split-keyed layout a key names its rows' split (``split_of_key``), so CLINC150's
+    ``data_full.json`` is one bot's file as it is published: ``oos_*`` rows carry the intent
+    ``oos``. Each row is named by the line its item starts on.
+    """
+    if _is_json_lines(text, limits.max_depth):
+        return parse_jsonl(text, uri, limits)
+    try:
+        document = load_json(text, limits.max_depth)
+    except ValueError as exc:
+        line = exc.__cause__.lineno if isinstance(exc.__cause__, json.JSONDecodeError) else None
+        raise _fail(uri, line, f"{exc}; {_JSON_LAYOUTS}") from exc
+    items = _Items(text)
+    rows: list[dict] = []
+    if isinstance(document, list):
+        for line, item in items.list_items():
+            rows.append(_object_row(item, uri, line, limits))
+            _check_row_count(rows, uri, line, limits)
+        return rows
+    if not (isinstance(document, dict) and document and all(isinstance(v, list) for v in document.values())):
+        raise _fail(uri, 1, f"the document is {_json_type(document)}{' whose values are not all lists' if isinstance(document, dict) and document else ''}; {_JSON_LAYOUTS}")
+    seen: dict[str, int] = {}
+    for key, key_line, pairs in items.keyed_lists():
+        split = split_of_key(key)
+        if split is None:
+            raise _fail(uri, key_line, f"key {key!r} names no split; use train, val or test, or a name ending _train, _val or _test (oos_train)")
+        if key in seen:
+            raise _fail(uri, key_line, f"key {key!r} appears twice (first on line {seen[key]}); a JSON object's keys must differ")
+        seen[key] = key_line
+        if pairs is None:
+            raise _fail(uri, key_line, f"{key!r}: expected a list of [utterance, intent] pairs")
+        for line, pair in pairs:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                shape = f"a list of {len(pair)}" if isinstance(pair, list) else _json_type(pair)
+                raise _fail(uri, line, f"{key!r}: expected an [utterance, intent] pair, got {shape}")
+            for field, value in zip((TEXT_FIELD, INTENT_FIELD), pair):
+                _check_field_size(value, field, uri, line, limits)
+            rows.append({c.UTTERANCE: pair[0], c.INTENT: pair[1], c.ENTITIES: [], c.SPLIT: split, c.SOURCE_ROW: line})
+            _check_row_count(rows, uri, line, limits)
     return rows
 
 
@@ -410,7 +542,7 @@ def parse_rasa(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> lis
     return rows
 
 
-PARSERS = {"csv": parse_csv, "jsonl": parse_jsonl, "rasa": parse_rasa}
+PARSERS = {"csv": parse_csv, "jsonl": parse_jsonl, "json": parse_json, "rasa": parse_rasa}
 
 
 def read_training_data(uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> pd.DataFrame:

@@ -1,10 +1,11 @@
 """End-to-end suites: the whole ``botyard run`` (a fresh CLI process, every pipeline step through
 kfp.local) on a large bot, timed by the wall clock.
 
-- ``run-clinc150``: the whole CLINC150 Full file as one bot's JSON Lines file (``split`` given:
-  ``train`` + ``oos_train``, ``val`` + ``oos_val``, ``test`` + ``oos_test``; out-of-scope rows
-  as intent ``oos``) with ``--param on_label_conflict=drop`` (the file has 4 conflicting
-  utterances). Quality is the run's own evaluation of its test split.
+- ``run-clinc150``: the whole CLINC150 Full file, ``data_full.json`` as published, as one bot's
+  training file (its keys give the splits: ``train`` + ``oos_train``, ``val`` + ``oos_val``,
+  ``test`` + ``oos_test``; out-of-scope rows carry the intent ``oos``) with ``--param
+  on_label_conflict=drop`` (the file has 4 conflicting utterances). Quality is the run's own
+  evaluation of its test split.
 - ``run-long-bot``: a 7-intent bot of long utterances, 15,000 training utterances: each
   utterance joins ``SENTENCES_PER_UTTERANCE`` CLINC150 ``train`` utterances of one domain (the
   domain is the intent), so utterances are about 50 words long.
@@ -39,20 +40,6 @@ LONG_TRAIN, LONG_VAL, LONG_TEST = 15_000, 1_000, 1_000
 SENTENCES_PER_UTTERANCE = 6
 SEED = 0
 _STEP = re.compile(r"\[\s*([\d.]+)s\] (Executing task|Task) (\S+)")
-
-
-def write_clinc_file(data_dir: str, path: str) -> int:
-    """CLINC150 Full as one JSON Lines training file with a ``split`` field; returns its rows."""
-    with open(require_file(Path(data_dir) / CLINC_FILE), encoding="utf-8") as f:
-        data = json.load(f)
-    rows = 0
-    with open(path, "w", encoding="utf-8") as out:
-        for split, keys in (("train", ("train", "oos_train")), ("val", ("val", "oos_val")), ("test", ("test", "oos_test"))):
-            for key in keys:
-                for text, intent in data[key]:
-                    out.write(json.dumps({"text": text, "intent": intent, "split": split}) + "\n")
-                    rows += 1
-    return rows
 
 
 def write_long_bot_file(data_dir: str, path: str) -> int:
@@ -145,16 +132,16 @@ def _result(description: str, protocol: list[str], figures: dict, command: str) 
 
 
 def run_clinc150(context: BenchContext) -> dict:
-    with tempfile.TemporaryDirectory(prefix="data-", dir=context.output_dir) as folder:
-        path = os.path.join(folder, "clinc150_full.jsonl")
-        rows = write_clinc_file(context.data_dir, path)
-        figures = timed_run(context, "clinc150", path, ["--param", "on_label_conflict=drop"])
+    path = str(require_file(Path(context.data_dir) / CLINC_FILE))
+    with open(path, encoding="utf-8") as f:
+        rows = sum(len(pairs) for pairs in json.load(f).values())
+    figures = timed_run(context, "clinc150", path, ["--param", "on_label_conflict=drop"])
     return _result(
         "`botyard run --param on_label_conflict=drop` on the whole CLINC150 Full file",
-        [f"data: `data_full.json` as one JSON Lines file ({rows:,} rows, `split` given, out-of-scope rows as intent `oos`)",
+        [f"data: `data_full.json` as published ({rows:,} rows; its keys give the splits, out-of-scope rows carry the intent `oos`)",
          "wall time of a fresh `botyard run` process: every step, from ingest to deploy"],
         figures,
-        "botyard run --bot-id clinc150 --data clinc150_full.jsonl --param on_label_conflict=drop",
+        "botyard run --bot-id clinc150 --data ../shared/data/clinc150/data_full.json --param on_label_conflict=drop",
     )
 
 

@@ -74,7 +74,7 @@ def register(subparsers) -> None:
         "file and rows at fault (exit code 2).",
     )
     p.add_argument("--bot-id", default="sample-bot", help="bot id: lower-case letters, digits, '-' (default: sample-bot)")
-    p.add_argument("--data", metavar="PATH_OR_URI", help="training file: .csv, .jsonl or Rasa nlu.yml; a path, s3://... or gs://... (default: the sample bot)")
+    p.add_argument("--data", metavar="PATH_OR_URI", help="training file: .csv, .jsonl, .json or Rasa nlu.yml; a path, s3://... or gs://... (default: the sample bot)")
     p.add_argument("--models-root", default="models", metavar="DIR_OR_URI", help="model store root: a folder, s3://bucket/prefix or gs://bucket/prefix (default: ./models)")
     p.add_argument("--pipeline-root", default="runs", metavar="DIR", help="where kfp.local keeps step artifacts and logs (default: ./runs)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter, e.g. --param epochs=10 (repeatable)")

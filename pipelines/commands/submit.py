@@ -49,7 +49,7 @@ def register(subparsers) -> None:
         f"${HOST_ENV} unset) the run happens on this machine through kfp.local, like `botyard run`.",
     )
     p.add_argument("--bot", "--bot-id", dest="bot", required=True, metavar="BOT_ID", help="bot id: lower-case letters, digits, '-'")
-    p.add_argument("--data", required=True, metavar="URI", help="training file (.csv, .jsonl, Rasa nlu.yml); for a cluster a gs://, s3:// URI or an absolute path the pods mount")
+    p.add_argument("--data", required=True, metavar="URI", help="training file (.csv, .jsonl, .json, Rasa nlu.yml); for a cluster a gs://, s3:// URI or an absolute path the pods mount")
     add_kfp_arguments(p, host_help="KFP endpoint, e.g. http://localhost:8080 after kubectl port-forward; none: run locally")
     add_service_account_argument(p)
     p.add_argument("--models-root", metavar="URI", help="model store the run registers into (default: $BOTYARD_MODELS_ROOT or ./models)")
