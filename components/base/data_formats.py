@@ -282,6 +282,11 @@ def split_of_key(key: str) -> str | None:
     return next((split for split in c.SPLITS if key == split or key.endswith("_" + split)), None)
 
 
+def _is_keyed_lists(value) -> bool:
+    """Whether a JSON value is the split-keyed layout's shape: a non-empty object of lists."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, list) for v in value.values())
+
+
 def _is_json_lines(text: str, max_depth: int) -> bool:
     """Whether a ``.json`` file is JSON Lines: its first line is one JSON object of its own that is
     not the split-keyed layout (a one-line document is a list, or an object of lists)."""
@@ -292,7 +297,7 @@ def _is_json_lines(text: str, max_depth: int) -> bool:
         value = load_json(first, max_depth)
     except ValueError:
         return False  # a document over several lines (pretty-printed)
-    return isinstance(value, dict) and not (value and all(isinstance(v, list) for v in value.values()))
+    return isinstance(value, dict) and not _is_keyed_lists(value)
 
 
 class _Items:
@@ -367,8 +372,9 @@ def parse_json(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> lis
             rows.append(_object_row(item, uri, line, limits))
             _check_row_count(rows, uri, line, limits)
         return rows
-    if not (isinstance(document, dict) and document and all(isinstance(v, list) for v in document.values())):
-        raise _fail(uri, 1, f"the document is {_json_type(document)}{' whose values are not all lists' if isinstance(document, dict) and document else ''}; {_JSON_LAYOUTS}")
+    if not _is_keyed_lists(document):
+        shape = "an object whose values are not all lists" if isinstance(document, dict) and document else _json_type(document)
+        raise _fail(uri, 1, f"the document is {shape}; {_JSON_LAYOUTS}")
     seen: dict[str, int] = {}
     for key, key_line, pairs in items.keyed_lists():
         split = split_of_key(key)
