@@ -26,7 +26,7 @@ V2 response: ``model_version`` is the version that answered; outputs, each of sh
     ==================  ========  ======================================================
     ``intent``          BYTES     top in-scope intent (a learned ``oos`` intent is never one)
     ``confidence``      FP32      its probability
-    ``out_of_scope``    BOOL      its lead (``decision.leads``) below the version's ``oos_threshold``
+    ``out_of_scope``    BOOL      confidence below the version's ``oos_threshold``
     ``ranking``         BYTES     JSON text ``[{"intent": ..., "confidence": ...}, ...]``
                                   (top k, best first)
     ``entities``        BYTES     JSON text of the V1 ``entities`` list (versions with an
