@@ -80,27 +80,6 @@ def test_threshold_with_oos_examples_separates_them():
     assert choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"], min_oos_recall=1.01)[1].startswith("maximises in-scope accuracy + out-of-scope recall")
 
 
-def test_a_learned_oos_intent_lowers_the_lead_the_threshold_is_compared_with():
-    """With a learned ``oos`` intent the threshold applies to the top intent's lead over it:
-    0.5 against 0.4 leads by 0.1 and is rejected at 0.2, though its probability is above it."""
-    from botyard.components.base.decision import decisions, leads
-    from botyard.components.base.scoring import score
-
-    labels = ["a", "b", c.OOS_INTENT]
-    probs = np.array([[0.9, 0.05, 0.05], [0.5, 0.1, 0.4], [0.3, 0.1, 0.6], [0.15, 0.8, 0.05]])
-    np.testing.assert_allclose(leads(probs, labels), [0.85, 0.1, 0.0, 0.75])
-    intents, rejected = decisions(probs, labels, 0.2)
-    assert list(intents) == ["a", "a", "a", "b"] and list(rejected) == [False, True, True, False]
-    assert not decisions(probs, labels, 0.0)[1].any()  # threshold 0 answers every utterance
-    scored = score(probs, labels, 0.2, np.array(["a", "a", c.OOS_INTENT, "b"]))
-    np.testing.assert_allclose(scored.confidence, [0.9, 0.5, 0.3, 0.8])  # what a client sees stays the probability
-    assert scored.metrics["in_scope_accuracy"] == pytest.approx(2 / 3) and scored.metrics["oos_recall"] == 1.0
-    # the threshold is chosen among the leads: 0.1 keeps the second row, which is in scope here
-    threshold, _ = choose_threshold(probs, np.array(["a", "a", c.OOS_INTENT, "b"]), labels)
-    assert threshold == pytest.approx(0.1)
-    # without an ``oos`` intent the lead is the probability itself
-    np.testing.assert_allclose(leads(probs[:, :2], ["a", "b"]), [0.9, 0.5, 0.3, 0.8])
-
 def test_the_featurizer_inside_the_saved_model_equals_the_featurize_artifact(trained):
     """Serving featurizes exactly as the featurize step's artifact does, unseen words included."""
     from botyard.components.base import featurizer

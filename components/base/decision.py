@@ -1,13 +1,9 @@
 """The out-of-scope decision rule, shared by evaluation, the promotion gate and the predictor.
 
 A prediction's answer is the most probable *in-scope* intent (a bot's own learned ``oos``
-intent is never an answer); it is reported as out of scope when that intent's *lead* is below
-the model version's ``oos_threshold``. The lead is the intent's probability less the learned
-``oos`` intent's probability, floored at 0 (a bot without an ``oos`` intent: the probability
-itself). Measured on CLINC150 validation data, the lead separates in-scope from out-of-scope
-utterances better than the probability alone: at the same out-of-scope floor it kept 0 to 0.9
-points more in-scope accuracy and rejected as many or more out-of-scope utterances.
-``evaluate.threshold`` chooses the threshold; its criterion:
+intent is never an answer); it is reported as out of scope when that intent's probability
+is below the model version's ``oos_threshold``. ``evaluate.threshold`` chooses the threshold;
+its criterion:
 
 * the validation data has out-of-scope examples (intent ``oos``): the threshold that
   maximises in-scope accuracy (a rejected in-scope utterance counts as wrong) among those
@@ -30,22 +26,14 @@ def decisions(probabilities: np.ndarray, labels: list[str], threshold: float) ->
     """Top in-scope intent per row and whether the row is out of scope at ``threshold``.
 
     When the bot learned an ``oos`` intent, its probability is not a candidate answer: the top
-    intent is the most probable in-scope one, and the threshold applies to its lead over the
-    ``oos`` intent (``leads``), so one threshold weighs both signals.
+    intent is the most probable in-scope one, and the ``oos`` mass lowers that intent's
+    confidence, so one threshold weighs both signals.
     """
     names = np.asarray(labels, dtype=object)
-    top = answerable_scores(probabilities, labels).argmax(axis=1)
-    return names[top], (leads(probabilities, labels) < threshold) | (names[top] == c.OOS_INTENT)
-
-
-def leads(probabilities: np.ndarray, labels: list[str]) -> np.ndarray:
-    """Per row, what the threshold is compared with: the top in-scope intent's probability less
-    the learned ``oos`` intent's, floored at 0 (no ``oos`` intent: the top probability)."""
-    top = answerable_scores(probabilities, labels).max(axis=1)
-    oos = np.asarray(labels, dtype=object) == c.OOS_INTENT
-    if not oos.any() or oos.all():
-        return top
-    return np.maximum(top - probabilities[:, oos].sum(axis=1), 0.0)
+    scored = answerable_scores(probabilities, labels)
+    top = scored.argmax(axis=1)
+    confidence = scored.max(axis=1)
+    return names[top], (confidence < threshold) | (names[top] == c.OOS_INTENT)
 
 
 def answerable_scores(probabilities: np.ndarray, labels: list[str]) -> np.ndarray:

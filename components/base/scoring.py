@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from botyard.components.base import contracts as c
-from botyard.components.base.decision import decisions, leads, scores
+from botyard.components.base.decision import decisions, scores
 
 # keys of a version's metrics (metadata.json ``metrics``, evaluation.json, blessing.json)
 ACCURACY = "accuracy"
@@ -43,7 +43,6 @@ class Scores:
     predicted: np.ndarray  # top in-scope intent per row
     out_of_scope: np.ndarray  # rejected at the threshold
     confidence: np.ndarray  # the top in-scope intent's probability
-    lead: np.ndarray  # what the threshold is compared with (``decision.leads``): = confidence without an ``oos`` intent
 
 
 def score(probabilities: np.ndarray, labels: list[str], threshold: float, intents) -> Scores:
@@ -85,5 +84,4 @@ def score(probabilities: np.ndarray, labels: list[str], threshold: float, intent
     known = np.isin(intents, labels)
     matrix = (confusion_matrix(intents[known], final[known], labels=labels) if known.any()
               else np.zeros((len(labels),) * 2, dtype=int))
-    lead = leads(probabilities, labels) if len(intents) else np.zeros(0)
-    return Scores(metrics, per_intent, matrix, predicted, out_of_scope, confidence, lead)
+    return Scores(metrics, per_intent, matrix, predicted, out_of_scope, confidence)

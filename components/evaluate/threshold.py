@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from botyard.components.base import contracts as c
-from botyard.components.base.decision import decisions, leads, scores
+from botyard.components.base.decision import answerable_scores, decisions, scores
 
 DEFAULT_REJECT_BUDGET = 0.02
 DEFAULT_MIN_OOS_RECALL = 0.7
@@ -27,7 +27,7 @@ def choose_threshold(
     if len(intents) == 0:
         return 0.0, "no validation data: threshold 0 (nothing is rejected for low confidence)"
     if (intents == c.OOS_INTENT).any():
-        grid = np.unique(np.concatenate([[0.0], leads(probabilities, labels)]))
+        grid = np.unique(np.concatenate([[0.0], answerable_scores(probabilities, labels).max(axis=1)]))
         candidates = [(float(t), scores(probabilities, intents, labels, float(t))) for t in grid]
         floor = [(t, s) for t, s in candidates if s["oos_recall"] >= min_oos_recall]
         if floor:
@@ -39,7 +39,7 @@ def choose_threshold(
         best = max(candidates, key=lambda ts: (ts[1]["in_scope_accuracy"] or 0.0) + ts[1]["oos_recall"])
         return best[0], "maximises in-scope accuracy + out-of-scope recall on validation data"
     predicted, _ = decisions(probabilities, labels, 0.0)
-    correct = np.sort(leads(probabilities, labels)[predicted == intents])
+    correct = np.sort(answerable_scores(probabilities, labels).max(axis=1)[predicted == intents])
     if len(correct) == 0:
         return 0.0, "no correct validation prediction: threshold 0"
     allowed = int(np.floor(reject_budget * len(correct)))

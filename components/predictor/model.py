@@ -90,8 +90,7 @@ def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: floa
     """V1 predictions: top intent, confidence, top-k ranking, out-of-scope flag, version.
 
     The same decision rule as evaluation (``botyard.components.base.decision.decisions``): a
-    learned ``oos`` intent is never an answer; the threshold applies to the top intent's lead
-    over it (``decision.leads``).
+    learned ``oos`` intent is never an answer; its probability lowers the top intent's.
     """
     scored = answerable_scores(probabilities, list(labels))
     _, out_of_scope = decisions(probabilities, list(labels), oos_threshold)
