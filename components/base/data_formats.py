@@ -290,8 +290,8 @@ def _is_keyed_lists(value) -> bool:
 def _is_json_lines(text: str, max_depth: int) -> bool:
     """Whether a ``.json`` file is JSON Lines: its first line is one JSON object of its own that is
     not the split-keyed layout (a one-line document is a list, or an object of lists)."""
-    first = next((line for line in text.split("\n") if line.strip()), "")
-    if not first.lstrip().startswith(("{", "[")):
+    first = text.lstrip().partition("\n")[0]  # the first line with content, not every line split
+    if not first.startswith(("{", "[")):
         return True  # not a document either: JSON Lines names the line and what is wrong
     try:
         value = load_json(first, max_depth)
