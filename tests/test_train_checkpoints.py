@@ -17,6 +17,7 @@ import pytest
 
 from botyard.components.base import contracts as c
 from botyard.components.train.checkpoints import CHECKPOINT_FILE, location_for
+from botyard.components.train.core import ENTITY_CHECKPOINTS
 
 EPOCHS = 40
 SCRIPT = textwrap.dedent(
@@ -27,9 +28,13 @@ SCRIPT = textwrap.dedent(
     from botyard.components.base.table import make_table
     from botyard.pipelines.in_process import train_model
 
+    from botyard.components.base.config import EntityConfig
+
     rows, out, checkpoints, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    entity_settings = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
     data = json.load(open(rows))
-    train_model(make_table(data["train"]), make_table(data["val"]), TrainConfig(**settings), out, checkpoint_dir=checkpoints)
+    train_model(make_table(data["train"]), make_table(data["val"]), TrainConfig(**settings), out,
+                entity_config=EntityConfig(**entity_settings), checkpoint_dir=checkpoints)
     """
 )
 # no early stop (patience beyond the epochs), so a fresh run takes exactly EPOCHS epochs
@@ -54,11 +59,37 @@ def data_file(tmp_path_factory):
     return str(path)
 
 
-def _start(data_file, out, checkpoints, settings=SETTINGS):
+def _start(data_file, out, checkpoints, settings=SETTINGS, entity_settings=None):
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, data_file, out, checkpoints, json.dumps(settings)],
+        [sys.executable, "-c", SCRIPT, data_file, out, checkpoints, json.dumps(settings), json.dumps(entity_settings or {})],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+
+
+CITIES = ["paris", "london", "new york", "berlin", "tokyo", "rome", "madrid", "oslo"]
+# the tagger: no early stop either, tiny, quick epochs; the intent model: a few epochs only
+TAGGER_EPOCHS = 12
+TAGGER_SETTINGS = dict(epochs=TAGGER_EPOCHS, patience=TAGGER_EPOCHS, min_steps=0, embedding_dim=8, char_embedding_dim=4,
+                       char_filters=4, lstm_units=8, intent_dim=4, batch_size=8)
+SHORT_INTENT_TRAINING = dict(SETTINGS, epochs=3, min_epochs=3)
+
+
+def _rows_with_cities(indices, suffix):
+    rows = []
+    for j in indices:
+        city = CITIES[j % len(CITIES)]
+        text = f"weather in {city} {suffix} {j}"
+        rows.append({"utterance": text, "intent": "weather",
+                     "entities": [{"start": 11, "end": 11 + len(city), "value": city, "entity": "city"}]})
+        rows.append({"utterance": f"{WORDS['greet'][j % 10]} {suffix} {j}", "intent": "greet"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def entity_data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("entity-data") / "rows.json"
+    path.write_text(json.dumps({"train": _rows_with_cities(range(24), "now"), "val": _rows_with_cities(range(24, 30), "please")}))
+    return str(path)
 
 
 def _finish(process) -> str:
@@ -116,3 +147,33 @@ def test_killed_training_resumes_from_its_last_checkpoint_and_ends_where_a_fresh
     log = _finish(_start(data_file, str(tmp_path / "other" / "model"), kept, other))
     assert f"ignoring the checkpoint in {kept}: it was made for other data or settings" in log
     assert _training(str(tmp_path / "other" / "model"))["resumed_from_epoch"] == 0
+
+
+def test_a_train_step_killed_while_the_tagger_trains_resumes_the_tagger_from_its_last_checkpoint(entity_data_file, tmp_path):
+    fresh_out, out = str(tmp_path / "fresh" / "model"), str(tmp_path / "killed" / "model")
+    checkpoints = location_for(out, out)
+    tagger_checkpoint = os.path.join(checkpoints, ENTITY_CHECKPOINTS, CHECKPOINT_FILE)
+    _finish(_start(entity_data_file, fresh_out, fresh_out + "-checkpoint", SHORT_INTENT_TRAINING, TAGGER_SETTINGS))
+
+    victim = _start(entity_data_file, out, checkpoints, SHORT_INTENT_TRAINING, TAGGER_SETTINGS)
+    deadline = time.monotonic() + 240
+    while not os.path.exists(tagger_checkpoint):
+        assert victim.poll() is None, "training ended before the tagger's first checkpoint"
+        assert time.monotonic() < deadline, "no tagger checkpoint within 240 s"
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert not os.path.exists(os.path.join(out, c.TRAINING_FILE))
+
+    log = _finish(_start(entity_data_file, out, checkpoints, SHORT_INTENT_TRAINING, TAGGER_SETTINGS))
+    resumed, first = _training(out)["entities"], _training(fresh_out)["entities"]
+    n = resumed["resumed_from_epoch"]
+    assert 0 < n < TAGGER_EPOCHS
+    assert f"resumed after epoch {n}" in log
+    assert first["resumed_from_epoch"] == 0
+    assert resumed["epochs_run"] == first["epochs_run"] == TAGGER_EPOCHS  # the history before the kill came back
+    assert resumed["history"]["loss"][:n] == pytest.approx(first["history"]["loss"][:n], rel=1e-3)
+    assert resumed["history"]["val_loss"][-1] == pytest.approx(first["history"]["val_loss"][-1], rel=0.5)
+    # the intent model had finished: it resumed from its own checkpoint, not from scratch
+    assert _training(out)["resumed_from_epoch"] > 0
+    assert not os.path.exists(checkpoints)  # exported: every checkpoint is gone

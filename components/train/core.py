@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from botyard.components.base import contracts as c
+from botyard.components.base import storage
 from botyard.components.base.artifacts import write_json
 from botyard.components.base.config import EntityConfig, TrainConfig
 from botyard.components.base.errors import ConfigError, DataValidationError
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MIN_STEPS_PER_EPOCH = 16  # small bots: shrink the batch so each epoch still takes this many steps
 MIN_BATCH = 8
 FEATURIZE_CHUNK = 4096  # utterances featurized at once before training
+ENTITY_CHECKPOINTS = "entities"  # the tagger's checkpoints: a folder in the intent model's checkpoint folder
 
 
 @dataclass
@@ -283,7 +285,8 @@ def train_intent_model(
         for w, value in zip(model.weights, best_weights):
             w.assign(value)
     seconds = time.perf_counter() - started
-    entity_model = train_entities(train, val, entity_config, labels) if entity_config is not None else None
+    entity_checkpoints = storage.join(checkpoint_dir, ENTITY_CHECKPOINTS) if checkpoint_dir else None
+    entity_model = train_entities(train, val, entity_config, labels, entity_checkpoints) if entity_config is not None else None
     export_serving_model(vectorizer, model, os.path.join(output_dir, c.SAVED_MODEL_DIR), entities=entity_model)
     write_warmup_file(os.path.join(output_dir, c.SAVED_MODEL_DIR), texts[:: max(1, len(texts) // 20)][:20])
     write_serving_graph(os.path.join(output_dir, c.SAVED_MODEL_DIR))

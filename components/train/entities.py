@@ -242,6 +242,7 @@ class TaggerResult:
     epochs_run: int
     train_seconds: float
     dropped_spans: int  # gold spans not on token boundaries (not learnable as whole tokens)
+    resumed_from_epoch: int = 0  # > 0: this fit went on from a checkpoint made after that epoch
 
 
 def _tag_ids(frame: pd.DataFrame, tags: list[str]) -> tuple[list[list[int]], int]:
@@ -285,10 +286,46 @@ def _dataset(featurizer, frame: pd.DataFrame, tags: list[str], batch_size: int, 
     return ds.batch(batch_size).map(featurize).prefetch(tf.data.AUTOTUNE), dropped
 
 
+class ResumableFit(keras.callbacks.Callback):
+    """Checkpoints a tagger's ``fit`` after its epochs (``train.checkpoints.Checkpoints``: model
+    and optimizer variables, the epoch, the history, the early-stopping state) and, given what
+    ``Checkpoints.restore`` returned, puts that early-stopping state back when a restarted fit
+    begins; listed after the ``EarlyStopping`` callback, whose state it reads and restores."""
+
+    def __init__(self, checkpoints, stop: keras.callbacks.EarlyStopping, restored: dict | None):
+        super().__init__()
+        self.checkpoints, self.stop, self.restored = checkpoints, stop, restored
+        self.history = {k: list(v) for k, v in (restored or {}).get("history", {}).items()}
+        self.rng = np.random.default_rng(0)  # ``Checkpoints`` keeps an RNG's state; tf.data's shuffle has none to keep
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        if self.restored:  # after EarlyStopping.on_train_begin reset it
+            self.stop.best, self.stop.wait = self.restored["best"], self.restored["since_best"]
+            self.stop.best_weights = self.restored["best_weights"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
+        if not self.checkpoints.due(time.perf_counter() - self.started):
+            return
+        best_is_current = self.stop.wait == 0 and self.stop.best_weights is not None
+        self.checkpoints.save(epoch=epoch + 1, model=self.model, optimizer=self.model.optimizer, rng=self.rng,
+                              history=self.history, best=self.stop.best, since_best=self.stop.wait,
+                              best_weights=self.stop.best_weights, best_is_current=best_is_current,
+                              stopped=bool(self.model.stop_training))
+
+
 def train_tagger(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig, featurizer: ef.EntityFeaturizer,
-                 tags: list[str], labels: list[str] | None = None) -> tuple[Tagger, TaggerResult]:
+                 tags: list[str], labels: list[str] | None = None, checkpoints=None) -> tuple[Tagger, TaggerResult]:
     """Fit the tagger on ``train``'s spans, early-stopping on ``val`` loss. ``labels``: the bot's
-    intents, in the intent model's output order (the tagger is conditioned on them; gold in training)."""
+    intents, in the intent model's output order (the tagger is conditioned on them; gold in training).
+
+    ``checkpoints`` (``train.checkpoints.Checkpoints``, for this tagger's data and settings): the
+    fit is checkpointed after its epochs and, restarted, goes on after the last checkpointed epoch
+    with its weights, optimizer state and early-stopping state (tf.data's shuffle starts its order
+    again, so the batches after a resume are not the ones an uninterrupted fit would have seen).
+    """
     keras.utils.set_random_seed(config.seed)
     training, tagger = build_tagger(config, featurizer, len(tags), len(labels or []))
     intents = labels if tagger.uses_intents else None
@@ -302,12 +339,26 @@ def train_tagger(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig, f
     start_from_epoch = min(config.epochs - 1, -(-config.min_steps // steps_per_epoch))
     stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=config.patience, restore_best_weights=True,
                                          start_from_epoch=start_from_epoch)
+    restored = None
+    if checkpoints is not None:
+        training.optimizer.build(training.trainable_variables)  # its variables must exist to be restored
+        restored = checkpoints.restore(model=training, optimizer=training.optimizer, rng=np.random.default_rng(0))
+    first_epoch = restored["epoch"] if restored else 0
+    resumable = ResumableFit(checkpoints, stop, restored) if checkpoints is not None else None
     started = time.perf_counter()
-    history = training.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[stop], verbose=0)
+    if restored and restored["stopped"]:  # it had ended: only its best weights are left to take
+        if restored["best_weights"] is not None:
+            training.set_weights(restored["best_weights"])
+    else:
+        training.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=first_epoch,
+                     callbacks=[stop] + ([resumable] if resumable else []), verbose=0)
+    history = resumable.history if resumable else training.history.history
     seconds = time.perf_counter() - started
-    log.info("trained the entity tagger (%d tags) in %.1fs, %d epochs", len(tags), seconds, len(history.history["loss"]))
-    return tagger, TaggerResult(tags, {k: [float(v) for v in vs] for k, vs in history.history.items()},
-                                len(history.history["loss"]), round(seconds, 3), dropped)
+    epochs = len(history["loss"])
+    log.info("trained the entity tagger (%d tags) in %.1fs, %d epochs%s", len(tags), seconds, epochs,
+             f", resumed after epoch {first_epoch}" if first_epoch else "")
+    return tagger, TaggerResult(tags, {k: [float(v) for v in vs] for k, vs in history.items()},
+                                epochs, round(seconds, 3), dropped, first_epoch)
 
 
 @dataclass
@@ -337,7 +388,8 @@ class EntityModel:
     def training_summary(self) -> dict:
         r = self.result
         return {"epochs_run": r.epochs_run, "train_seconds": r.train_seconds, "history": r.history,
-                "unaligned_spans": r.dropped_spans, "entity_types": entity_types_of(self.tags)}
+                "unaligned_spans": r.dropped_spans, "entity_types": entity_types_of(self.tags),
+                "resumed_from_epoch": r.resumed_from_epoch}
 
 
 def entity_types_of(tags: list[str]) -> list[str]:
@@ -350,15 +402,25 @@ def has_annotations(frame: pd.DataFrame) -> bool:
 
 
 def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig,
-                   labels: list[str] | None = None) -> EntityModel | None:
+                   labels: list[str] | None = None, checkpoint_dir: str | None = None) -> EntityModel | None:
     """The bot's tagger, or ``None`` when its training split has no entity spans. ``labels``:
-    the intent model's labels, in its output order (the tagger conditions on the intent)."""
+    the intent model's labels, in its output order (the tagger conditions on the intent).
+    ``checkpoint_dir``: a folder URI where the tagger's fit is checkpointed and resumed from
+    (``train_tagger``), kept only for the same data and settings (``train.checkpoints.fingerprint``)."""
+    from botyard.components.train.checkpoints import Checkpoints, fingerprint
+
     if not has_annotations(train):
         return None
     tags = tag_set(entity_types(train[c.ENTITIES]))
     spec = ef.adapt_entity_spec(train[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token)
     featurizer = ef.build_entity_featurizer(spec)
-    tagger, result = train_tagger(train, val, config, featurizer, tags, labels)
+    checkpoints = None
+    if checkpoint_dir:
+        digest = fingerprint(config=config.to_dict(), tags=tags, labels=labels,
+                             train=[list(row) for row in zip(train[c.UTTERANCE], train[c.INTENT], train[c.ENTITIES])],
+                             val=[list(row) for row in zip(val[c.UTTERANCE], val[c.INTENT], val[c.ENTITIES])])
+        checkpoints = Checkpoints(checkpoint_dir, digest)
+    tagger, result = train_tagger(train, val, config, featurizer, tags, labels, checkpoints)
     return EntityModel(featurizer, tagger, spec, result)
 
 
