@@ -98,6 +98,19 @@ def _finish(process) -> str:
     return err
 
 
+def _kill_after_checkpoint(victim, checkpoint_file: str, out: str) -> None:
+    """SIGKILL ``victim`` as soon as ``checkpoint_file`` exists (it must not have finished first)."""
+    deadline = time.monotonic() + 240
+    while not os.path.exists(checkpoint_file):
+        assert victim.poll() is None, f"training ended before {checkpoint_file} was written"
+        assert time.monotonic() < deadline, f"no {checkpoint_file} within 240 s"
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(out, c.TRAINING_FILE))  # it never finished
+
+
 def _training(out) -> dict:
     with open(os.path.join(out, c.TRAINING_FILE), encoding="utf-8") as f:
         return json.load(f)
@@ -112,16 +125,7 @@ def test_killed_training_resumes_from_its_last_checkpoint_and_ends_where_a_fresh
     fresh = _start(data_file, fresh_out, str(tmp_path / "fresh" / "model-checkpoint"))
     _finish(fresh)
 
-    victim = _start(data_file, out, checkpoints)
-    deadline = time.monotonic() + 240
-    while not os.path.exists(checkpoint_file):
-        assert victim.poll() is None, "training ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
-    assert victim.returncode == -signal.SIGKILL
-    assert not os.path.exists(os.path.join(out, c.TRAINING_FILE))  # it never finished
+    _kill_after_checkpoint(_start(data_file, out, checkpoints), checkpoint_file, out)
     kept = str(tmp_path / "kept-checkpoint")
     shutil.copytree(checkpoints, kept)
 
@@ -155,15 +159,8 @@ def test_a_train_step_killed_while_the_tagger_trains_resumes_the_tagger_from_its
     tagger_checkpoint = os.path.join(checkpoints, ENTITY_CHECKPOINTS, CHECKPOINT_FILE)
     _finish(_start(entity_data_file, fresh_out, fresh_out + "-checkpoint", SHORT_INTENT_TRAINING, TAGGER_SETTINGS))
 
-    victim = _start(entity_data_file, out, checkpoints, SHORT_INTENT_TRAINING, TAGGER_SETTINGS)
-    deadline = time.monotonic() + 240
-    while not os.path.exists(tagger_checkpoint):
-        assert victim.poll() is None, "training ended before the tagger's first checkpoint"
-        assert time.monotonic() < deadline, "no tagger checkpoint within 240 s"
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
-    assert not os.path.exists(os.path.join(out, c.TRAINING_FILE))
+    _kill_after_checkpoint(_start(entity_data_file, out, checkpoints, SHORT_INTENT_TRAINING, TAGGER_SETTINGS),
+                           tagger_checkpoint, out)
 
     log = _finish(_start(entity_data_file, out, checkpoints, SHORT_INTENT_TRAINING, TAGGER_SETTINGS))
     resumed, first = _training(out)["entities"], _training(fresh_out)["entities"]
