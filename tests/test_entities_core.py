@@ -131,3 +131,22 @@ def test_too_few_validation_spans_choose_no_threshold():
     guess = [[_span(0, confidence=0.9)], [_span(0, "b", 0.3)], [_span(0, confidence=0.7)], [_span(2, confidence=0.4)]]
     assert choose_entity_threshold(gold, guess, min_spans=3) > 0
     assert choose_entity_threshold(gold, guess) == 0.0  # 3 expected spans < MIN_THRESHOLD_SPANS: every span kept
+
+
+def test_the_graphs_context_features_equal_the_reference():
+    import tensorflow as tf
+
+    from botyard.components.base import entity_featurizer as ef
+    from botyard.components.base.tokenizer import tokenize
+
+    texts = ["Book a table for two at 7:45pm!", "café  crème, s'il vous plaît 🙂", "hi", "", "wake me up at 7 am tomorrow"]
+    spec = ef.adapt_entity_spec(texts * 2, 100, 12, feature_min_count=2)
+    assert "w=café" in spec["features"] and "pw=<s>|book" in spec["features"] and "suf3=ème" in spec["features"]
+    index = {f: i + 1 for i, f in enumerate(spec["features"])}
+    got = ef.build_entity_featurizer(spec)(tf.constant(texts + ["an unseen one"]))[ef.FEATURE_IDS].numpy()
+    for row, text in enumerate(texts + ["an unseen one"]):
+        words = [t.text.lower() for t in tokenize(text)]
+        expected = [[index.get(f, 0) for f in token] for token in ef.token_features(words)]
+        assert got[row, : len(words)].tolist() == expected, text
+        assert not got[row, len(words):].any()  # padding scores nothing
+    assert not ef.adapt_entity_spec(texts, 100, 12)["features"]  # off by default in the featurizer

@@ -110,3 +110,28 @@ def test_an_intent_conditioned_taggers_fused_emissions_equal_the_keras_models_an
     assert np.abs(other[valid] - got[valid]).max() > 1e-4  # the intent changes the scores
     with pytest.raises(ValueError, match="conditioned on the intent"):
         tagger.emissions(ids, chars)
+
+
+def test_a_tagger_with_context_features_adds_their_scores_in_the_fused_path_too():
+    from botyard.components.base import entity_featurizer as ef
+    from botyard.components.base.config import EntityConfig
+    from botyard.components.train.entities import build_tagger
+
+    texts = ["book a table for two at 7pm", "book a table for four", "a large latte", "a large tea", "hi"]
+    featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12, feature_min_count=2))
+    keras.utils.set_random_seed(4)
+    config = EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4)
+    _, tagger = build_tagger(config, featurizer, 5)
+    assert tagger.uses_features
+    scores = tagger.model.get_layer("feature_scores").scores
+    scores.embeddings.assign(np.random.default_rng(0).normal(size=scores.embeddings.shape).astype("float32"))
+    features = featurizer(tf.constant(["book a table for two at 7:45pm please", "a large latte", ""]))
+    ids, chars, feature_ids = features[ef.TOKEN_IDS], features[ef.CHAR_IDS], features[ef.FEATURE_IDS]
+    expected = tagger.emissions(ids, chars, fused=False, feature_ids=feature_ids).numpy()
+    got = tagger.emissions(ids, chars, feature_ids=feature_ids).numpy()
+    valid = ids.numpy() > 0
+    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    unknown = tagger.emissions(ids, chars, feature_ids=tf.zeros_like(feature_ids)).numpy()
+    assert np.abs(unknown[valid] - got[valid]).max() > 1e-3  # the features' scores are in the emissions
+    with pytest.raises(ValueError, match="context features"):
+        tagger.emissions(ids, chars)

@@ -221,6 +221,11 @@ class EntityConfig(ConfigBase):
     # projected to this size and given to every token: which values an intent takes. 0: off
     intent_dim: int = 32
     intent_dropout: float = 0.3  # share of training rows whose intent is replaced by "unsure" (uniform)
+    # each token's context features (the word, its affixes, the words around it and their pairs)
+    # seen at least this often in training are scored linearly beside the BiLSTM, as a CRF over
+    # hand-made features would score them (a wide-and-deep tagger). 0: off
+    feature_min_count: int = 2
+    feature_dropout: float = 0.2  # share of training features dropped: the BiLSTM still learns
     epochs: int = 40  # upper bound; early stopping on validation loss ends sooner
     batch_size: int = 32  # upper bound: small bots get smaller batches
     learning_rate: float = 3e-3  # Adam
@@ -233,6 +238,8 @@ class EntityConfig(ConfigBase):
         "word_dropout": (0.0, 0.9),
         "intent_dim": (0, 4096),
         "intent_dropout": (0.0, 1.0),
+        "feature_min_count": (0, 1_000_000),
+        "feature_dropout": (0.0, 0.9),
         "embedding_dim": (4, 4096),
         "char_embedding_dim": (2, 1024),
         "char_filters": (4, 4096),

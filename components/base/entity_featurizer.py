@@ -10,6 +10,9 @@ Outputs for a batch of ``tf.string [None]`` utterances (tokens right-padded):
 ``entity_char_ids``    int64 ``[batch, tokens, max_chars_per_token]``: 0 padding, 1 unknown character
 ``token_starts``       int64 ``[batch, tokens]``: code-point offset of each token, -1 for padding
 ``token_ends``         int64 ``[batch, tokens]``: exclusive end offset, -1 for padding
+``entity_feature_ids`` int64 ``[batch, tokens, N_FEATURES]``: each token's context features
+                       (``token_features``) as ids in the spec's ``features`` vocabulary, 0 for a
+                       feature not in it and for padding; only when that vocabulary is not empty
 """
 
 from __future__ import annotations
@@ -25,16 +28,40 @@ TOKEN_IDS = "entity_token_ids"
 CHAR_IDS = "entity_char_ids"
 TOKEN_STARTS = "token_starts"
 TOKEN_ENDS = "token_ends"
+FEATURE_IDS = "entity_feature_ids"
 PAD, UNKNOWN = "", "[UNK]"
+BEFORE, AFTER = "<s>", "</s>"  # the words before the first token and after the last
+# a token's context features, each a name and what it reads (the words at offsets -2 .. +2, lower-cased)
+FEATURE_NAMES = ("w", "pre3", "suf3", "p", "n", "p2", "n2", "pw", "wn", "pn")
+N_FEATURES = len(FEATURE_NAMES)
 
 
-def adapt_entity_spec(texts: list[str], max_tokens: int, max_chars_per_token: int) -> dict:
-    """Token and character vocabularies of ``texts`` (most frequent first, ties by name)."""
-    words, chars = Counter(), Counter()
+def token_features(words: list[str]) -> list[list[str]]:
+    """Each token's context features (``FEATURE_NAMES``), from the utterance's lower-cased words:
+    the word, its first and last three characters, the words one and two before and after, and
+    the pairs (before, word), (word, after), (before, after). What a CRF over hand-made features
+    reads; the tagger scores them linearly beside its BiLSTM (``train.entities.FeatureScores``).
+    ``EntityFeaturizer`` computes the same strings in the graph (tested equal)."""
+    padded = [BEFORE, BEFORE, *words, AFTER, AFTER]
+    rows = []
+    for i, word in enumerate(words):
+        p2, p, n, n2 = padded[i], padded[i + 1], padded[i + 3], padded[i + 4]
+        values = (word, word[:3], word[-3:], p, n, p2, n2, f"{p}|{word}", f"{word}|{n}", f"{p}|{n}")
+        rows.append([f"{name}={value}" for name, value in zip(FEATURE_NAMES, values)])
+    return rows
+
+
+def adapt_entity_spec(texts: list[str], max_tokens: int, max_chars_per_token: int, feature_min_count: int = 0) -> dict:
+    """Token and character vocabularies of ``texts`` (most frequent first, ties by name) and the
+    context features (``token_features``) seen at least ``feature_min_count`` times (0: none)."""
+    words, chars, features = Counter(), Counter(), Counter()
     for text in texts:
-        for token in tokenize(text):
+        tokens = tokenize(text)
+        for token in tokens:
             words[token.text.lower()] += 1
             chars.update(token.text)
+        if feature_min_count > 0:
+            features.update(f for row in token_features([t.text.lower() for t in tokens]) for f in row)
     top_words = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))][: max(0, max_tokens - 2)]
     top_chars = [ch for ch, _ in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0]))]
     return {
@@ -43,6 +70,7 @@ def adapt_entity_spec(texts: list[str], max_tokens: int, max_chars_per_token: in
         "max_chars_per_token": max_chars_per_token,
         "vocabulary": [PAD, UNKNOWN, *top_words],
         "characters": [PAD, UNKNOWN, *top_chars],
+        "features": sorted(f for f, n in features.items() if n >= feature_min_count) if feature_min_count > 0 else [],
     }
 
 
@@ -57,18 +85,42 @@ class EntityFeaturizer(keras.layers.Layer):
         self.chars = keras.layers.StringLookup(vocabulary=spec["characters"][2:], num_oov_indices=1, mask_token=None)
         self.word_vocabulary_size = len(spec["vocabulary"])
         self.char_vocabulary_size = len(spec["characters"])
+        features = spec.get("features") or []
+        # a feature not in the vocabulary is id 0, as padding is: it scores nothing
+        self.features = keras.layers.StringLookup(vocabulary=features, num_oov_indices=1, mask_token=None) if features else None
+        self.feature_vocabulary_size = len(features) + 1
 
     def call(self, utterances):
         tokens, starts, ends = graph_tokenize(utterances)
-        word_ids = tf.ragged.map_flat_values(lambda t: self.words(tf.strings.lower(t, encoding="utf-8")) + 1, tokens)
+        lowered = tf.ragged.map_flat_values(lambda t: tf.strings.lower(t, encoding="utf-8"), tokens)
+        word_ids = tf.ragged.map_flat_values(lambda t: self.words(t) + 1, lowered)
         chars = tf.strings.unicode_split(tokens, "UTF-8", errors="replace")[:, :, : self.max_chars]
         char_ids = tf.ragged.map_flat_values(lambda c: self.chars(c) + 1, chars)
-        return {
+        outputs = {
             TOKEN_IDS: word_ids.to_tensor(default_value=0),
             CHAR_IDS: char_ids.to_tensor(default_value=0, shape=[None, None, self.max_chars]),
             TOKEN_STARTS: starts.to_tensor(default_value=-1),
             TOKEN_ENDS: ends.to_tensor(default_value=-1),
         }
+        if self.features is not None:
+            outputs[FEATURE_IDS] = self._feature_ids(lowered)
+        return outputs
+
+    def _feature_ids(self, lowered):
+        """``token_features`` in the graph: ``[batch, tokens, N_FEATURES]`` ids."""
+        words = lowered.to_tensor(default_value="")
+        batch, length = tf.shape(words)[0], tf.shape(words)[1]
+        real = tf.range(length)[None, :] < tf.cast(lowered.row_lengths(), tf.int32)[:, None]
+        words = tf.where(real, words, AFTER)
+        padded = tf.concat([tf.fill([batch, 2], BEFORE), words, tf.fill([batch, 2], AFTER)], axis=1)
+        p2, p, n, n2 = (padded[:, k: k + length] for k in (0, 1, 3, 4))
+        chars = tf.strings.length(words, unit="UTF8_CHAR")
+        three = tf.fill(tf.shape(chars), 3)
+        values = (words, tf.strings.substr(words, tf.zeros_like(chars), three, unit="UTF8_CHAR"),
+                  tf.strings.substr(words, tf.maximum(chars - 3, 0), three, unit="UTF8_CHAR"), p, n, p2, n2,
+                  tf.strings.join([p, words], "|"), tf.strings.join([words, n], "|"), tf.strings.join([p, n], "|"))
+        strings = tf.stack([tf.strings.join([f"{name}=", value]) for name, value in zip(FEATURE_NAMES, values)], axis=-1)
+        return tf.where(real[:, :, None], self.features(strings), tf.zeros_like(strings, dtype=tf.int64))
 
 
 def build_entity_featurizer(spec: dict) -> EntityFeaturizer:

@@ -81,8 +81,10 @@ class Checkpoints:
         checkpoint costs more than a tenth of an epoch checkpoints every few epochs instead)."""
         return self.enabled and (self.saved == 0 or self.seconds <= MAX_SHARE * training_seconds)
 
-    def save(self, *, epoch: int, model, optimizer, rng: np.random.Generator, history: dict, best: float,
-             since_best: int, best_weights: list | None, best_is_current: bool, stopped: bool) -> None:
+    def save(self, *, epoch: int, model, optimizer, history: dict, best: float, since_best: int,
+             best_weights: list | None, best_is_current: bool, stopped: bool,
+             rng: np.random.Generator | None = None) -> None:
+        """``rng``: the loop's data-order RNG, when it has one (tf.data's shuffle keeps no state to save)."""
         if not self.enabled:
             return
         started = time.perf_counter()
@@ -93,7 +95,7 @@ class Checkpoints:
         state = {
             "format": FORMAT, "fingerprint": self.digest, "epoch": epoch, "history": history, "best": best,
             "since_best": since_best, "has_best": best_weights is not None, "best_is_current": best_is_current,
-            "stopped": stopped, "rng": rng.bit_generator.state,
+            "stopped": stopped, "rng": rng.bit_generator.state if rng is not None else None,
         }
         arrays["state"] = np.frombuffer(json.dumps(state).encode("utf-8"), dtype=np.uint8)
         try:
@@ -128,8 +130,8 @@ class Checkpoints:
                 os.unlink(tmp)
             raise
 
-    def restore(self, *, model, optimizer, rng: np.random.Generator) -> dict | None:
-        """Load the last checkpoint into ``model``, ``optimizer`` and ``rng``; returns the loop's
+    def restore(self, *, model, optimizer, rng: np.random.Generator | None = None) -> dict | None:
+        """Load the last checkpoint into ``model``, ``optimizer`` and ``rng`` (when given); returns the loop's
         state (``epoch``, ``history``, ``best``, ``since_best``, ``best_weights``, ``stopped``), or
         ``None`` when there is no usable checkpoint."""
         try:
@@ -150,7 +152,8 @@ class Checkpoints:
             v.assign(arrays[f"model_{i}"])
         for i, v in enumerate(optimizer.variables):
             v.assign(arrays[f"optimizer_{i}"])
-        rng.bit_generator.state = state["rng"]
+        if rng is not None and state["rng"] is not None:
+            rng.bit_generator.state = state["rng"]
         best_weights = None
         if state["has_best"]:
             if state["best_is_current"]:

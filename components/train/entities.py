@@ -1,5 +1,10 @@
 """The entity tagger: a BiLSTM over word embeddings and a character CNN per token, BIO tags out.
 
+Beside the BiLSTM, each token's context features (``base.entity_featurizer.token_features``:
+the word, its affixes, the words around it) are scored linearly and added to its tag scores, as
+a CRF over hand-made features scores them: the wide part of a wide-and-deep tagger, which
+remembers exact contexts the BiLSTM, under dropout, generalises over.
+
 Characters let it tag values it never saw ("7:45pm", "tuesday the 3rd") from their shape; the
 word-level LSTM keeps cuDNN-eligible settings (tanh / sigmoid, no recurrent dropout, not
 unrolled, bias, right-padded masks), as the intent model's does. It is trained beside the
@@ -95,6 +100,30 @@ class WordDropout(TrainingDropout):
         return tf.where(self.draw(tf.shape(ids)) & (ids > 1), tf.ones_like(ids), ids)
 
 
+class FeatureDropout(TrainingDropout):
+    """While training, drop a share of the tokens' context features (id 0 scores nothing), so the
+    BiLSTM still learns what the features alone would tell it."""
+
+    def replace(self, ids):
+        return tf.where(self.draw(tf.shape(ids)), tf.zeros_like(ids), ids)
+
+
+class FeatureScores(keras.layers.Layer):
+    """``[batch, tokens, features]`` feature ids -> ``[batch, tokens, n_tags]``: the sum of each
+    feature's learned score for every tag (a linear model; id 0, unknown or padding, scores 0)."""
+
+    def __init__(self, vocabulary_size: int, n_tags: int, **kwargs):
+        super().__init__(**kwargs)
+        self.scores = keras.layers.Embedding(vocabulary_size, n_tags, embeddings_initializer="zeros")
+
+    def call(self, feature_ids):
+        known = tf.cast(feature_ids > 0, self.compute_dtype)[..., None]
+        return tf.reduce_sum(self.scores(feature_ids) * known, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.scores.output_dim)
+
+
 class CRF(keras.layers.Layer):
     """Learned transition scores over the tags, trained with the CRF sequence log-likelihood.
 
@@ -175,16 +204,26 @@ class Tagger:
         """Whether the tagger takes the utterance's intent probabilities (``EntityConfig.intent_dim``)."""
         return any(layer.name == "intent_projection" for layer in self.model.layers)
 
-    def emissions(self, token_ids, char_ids, intents=None, fused: bool = True):
+    @property
+    def uses_features(self) -> bool:
+        """Whether the tagger scores the tokens' context features (``EntityConfig.feature_min_count``)."""
+        return any(layer.name == "feature_scores" for layer in self.model.layers)
+
+    def emissions(self, token_ids, char_ids, intents=None, fused: bool = True, feature_ids=None):
         """Per-token emission scores at inference: ``model``'s layers in ``build_tagger``'s order,
         with the BiLSTM through ``fused_lstm`` (one op a direction, not a loop of steps) when
         ``fused``; word dropout and dropout are identities at inference. ``intents``: the
-        intent probabilities ``[batch, n_intents]``, for a tagger that ``uses_intents``."""
+        intent probabilities ``[batch, n_intents]``, for a tagger that ``uses_intents``;
+        ``feature_ids``: the featurizer's ``entity_feature_ids``, for one that ``uses_features``."""
         if self.uses_intents and intents is None:
             raise ValueError("this tagger is conditioned on the intent: pass the intent probabilities")
+        if self.uses_features and feature_ids is None:
+            raise ValueError("this tagger scores context features: pass the featurizer's feature ids")
+        inputs = {ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids}
         if self.uses_intents:
-            intents = tf.cast(intents, "float32")
-        inputs = {ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids, **({INTENTS: intents} if self.uses_intents else {})}
+            inputs[INTENTS] = intents = tf.cast(intents, "float32")
+        if self.uses_features:
+            inputs[ef.FEATURE_IDS] = feature_ids
         bilstm = self.model.get_layer("entity_bilstm")
         if not (fused and fused_lstm.fusable(bilstm)):
             return self.model(inputs, training=False)
@@ -192,7 +231,10 @@ class Tagger:
         if self.uses_intents:
             features.append(self.model.get_layer("intent_per_token")(self.model.get_layer("intent_projection")(intents), token_ids))
         x = fused_lstm.bidirectional(bilstm, keras.ops.concatenate(features, axis=-1), token_ids > 0)
-        return self.model.get_layer("entity_emissions")(x)
+        emissions = self.model.get_layer("entity_emissions")(x)
+        if self.uses_features:
+            emissions = emissions + self.model.get_layer("feature_scores")(feature_ids)
+        return emissions
 
     def decode(self, emissions, mask, tags: list[str]):
         return self.crf.decode(emissions, mask, tags)
@@ -204,6 +246,7 @@ def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: 
 
     With ``n_intents`` > 1 and ``config.intent_dim`` > 0 both take the intent as well (``INTENTS``:
     a distribution over the bot's intents), projected and given to every token beside its features.
+    With a featurizer that has context features, both take its ``entity_feature_ids`` too.
     """
     token_ids = keras.Input(shape=(None,), dtype="int64", name=ef.TOKEN_IDS)
     char_ids = keras.Input(shape=(None, featurizer.max_chars), dtype="int64", name=ef.CHAR_IDS)
@@ -227,6 +270,11 @@ def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: 
     x = bilstm(x, mask=keras.ops.greater(token_ids, 0))
     x = keras.layers.Dropout(config.dropout)(x)
     emissions = keras.layers.Dense(n_tags, dtype="float32", name="entity_emissions")(x)
+    if featurizer.features is not None:  # the wide part: context features scored linearly
+        inputs[ef.FEATURE_IDS] = keras.Input(shape=(None, ef.N_FEATURES), dtype="int64", name=ef.FEATURE_IDS)
+        kept_features = FeatureDropout(config.feature_dropout, config.seed, name="feature_dropout")(inputs[ef.FEATURE_IDS])
+        scores = FeatureScores(featurizer.feature_vocabulary_size, n_tags, dtype="float32", name="feature_scores")(kept_features)
+        emissions = keras.layers.Add(name="entity_scores")([emissions, scores])
     crf = CRF(n_tags, name="crf")
     inference = keras.Model(inputs, crf(emissions), name="entity_tagger")
     mask = keras.ops.cast(keras.ops.greater(token_ids, 0), "float32")
@@ -281,6 +329,8 @@ def _dataset(featurizer, frame: pd.DataFrame, tags: list[str], batch_size: int, 
         features = featurizer(text)
         length = tf.shape(features[ef.TOKEN_IDS])[1]
         inputs = {ef.TOKEN_IDS: features[ef.TOKEN_IDS], ef.CHAR_IDS: features[ef.CHAR_IDS], GOLD_TAGS: tag[:, :length]}
+        if ef.FEATURE_IDS in features:
+            inputs[ef.FEATURE_IDS] = features[ef.FEATURE_IDS]
         return {**inputs, INTENTS: intent} if labels else inputs
 
     return ds.batch(batch_size).map(featurize).prefetch(tf.data.AUTOTUNE), dropped
@@ -296,7 +346,6 @@ class ResumableFit(keras.callbacks.Callback):
         super().__init__()
         self.checkpoints, self.stop, self.restored = checkpoints, stop, restored
         self.history = {k: list(v) for k, v in (restored or {}).get("history", {}).items()}
-        self.rng = np.random.default_rng(0)  # ``Checkpoints`` keeps an RNG's state; tf.data's shuffle has none to keep
         self.started = time.perf_counter()
 
     def on_train_begin(self, logs=None):
@@ -310,7 +359,7 @@ class ResumableFit(keras.callbacks.Callback):
         if not self.checkpoints.due(time.perf_counter() - self.started):
             return
         best_is_current = self.stop.wait == 0 and self.stop.best_weights is not None
-        self.checkpoints.save(epoch=epoch + 1, model=self.model, optimizer=self.model.optimizer, rng=self.rng,
+        self.checkpoints.save(epoch=epoch + 1, model=self.model, optimizer=self.model.optimizer,
                               history=self.history, best=self.stop.best, since_best=self.stop.wait,
                               best_weights=self.stop.best_weights, best_is_current=best_is_current,
                               stopped=bool(self.model.stop_training))
@@ -342,7 +391,7 @@ def train_tagger(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig, f
     restored = None
     if checkpoints is not None:
         training.optimizer.build(training.trainable_variables)  # its variables must exist to be restored
-        restored = checkpoints.restore(model=training, optimizer=training.optimizer, rng=np.random.default_rng(0))
+        restored = checkpoints.restore(model=training, optimizer=training.optimizer)
     first_epoch = restored["epoch"] if restored else 0
     resumable = ResumableFit(checkpoints, stop, restored) if checkpoints is not None else None
     started = time.perf_counter()
@@ -382,7 +431,7 @@ class EntityModel:
         return {
             c.ENTITY_TAGS: self.tags,
             c.ENTITY_TRANSITIONS: self.tagger.transitions().to_json(),
-            c.TOKENIZER: {k: v for k, v in self.spec.items() if k not in ("vocabulary", "characters")},
+            c.TOKENIZER: {k: v for k, v in self.spec.items() if k not in ("vocabulary", "characters", "features")},
         }
 
     def training_summary(self) -> dict:
@@ -412,7 +461,8 @@ def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig,
     if not has_annotations(train):
         return None
     tags = tag_set(entity_types(train[c.ENTITIES]))
-    spec = ef.adapt_entity_spec(train[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token)
+    spec = ef.adapt_entity_spec(train[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token,
+                                config.feature_min_count)
     featurizer = ef.build_entity_featurizer(spec)
     checkpoints = None
     if checkpoint_dir:
@@ -430,7 +480,7 @@ def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, tags: list[s
     ``intent_probabilities``: the intent model's output for them (an intent-conditioned tagger)."""
     features = featurizer(utterances)
     ids = features[ef.TOKEN_IDS]
-    emissions = tagger.emissions(ids, features[ef.CHAR_IDS], intent_probabilities)
+    emissions = tagger.emissions(ids, features[ef.CHAR_IDS], intent_probabilities, feature_ids=features.get(ef.FEATURE_IDS))
     tag_ids, confidence = tagger.decode(emissions, ids > 0, tags)
     return {
         c.OUTPUT_ENTITY_TAGS: tag_ids,
