@@ -226,6 +226,9 @@ class EntityConfig(ConfigBase):
     # hand-made features would score them (a wide-and-deep tagger). 0: off
     feature_min_count: int = 2
     feature_dropout: float = 0.2  # share of training features dropped: the BiLSTM still learns
+    # extra copies of each training row with spans, every value swapped for another value of its
+    # entity type seen in training (more contexts for every value; ``train.augment``). 0: off
+    swapped_copies: int = 1
     epochs: int = 40  # upper bound; early stopping on validation loss ends sooner
     batch_size: int = 32  # upper bound: small bots get smaller batches
     learning_rate: float = 3e-3  # Adam
@@ -240,6 +243,7 @@ class EntityConfig(ConfigBase):
         "intent_dropout": (0.0, 1.0),
         "feature_min_count": (0, 1_000_000),
         "feature_dropout": (0.0, 0.9),
+        "swapped_copies": (0, 100),
         "embedding_dim": (4, 4096),
         "char_embedding_dim": (2, 1024),
         "char_filters": (4, 4096),

@@ -28,6 +28,7 @@ from botyard.components.base import entity_featurizer as ef
 from botyard.components.base.config import EntityConfig
 from botyard.components.base.entities import allowed_transitions, entity_types, spans_to_tags, tag_set
 from botyard.components.train import fused_lstm
+from botyard.components.train.augment import swap_values
 from botyard.components.train.model import cudnn_lstm
 
 log = logging.getLogger(__name__)
@@ -461,7 +462,9 @@ def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig,
     if not has_annotations(train):
         return None
     tags = tag_set(entity_types(train[c.ENTITIES]))
-    spec = ef.adapt_entity_spec(train[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token,
+    rows = swap_values(train, config.swapped_copies, config.seed)  # the tagger's rows: train's and swapped copies
+    log.info("entity tagger: %d training rows (%d with values swapped)", len(rows), len(rows) - len(train))
+    spec = ef.adapt_entity_spec(rows[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token,
                                 config.feature_min_count)
     featurizer = ef.build_entity_featurizer(spec)
     checkpoints = None
@@ -470,7 +473,7 @@ def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig,
                              train=[list(row) for row in zip(train[c.UTTERANCE], train[c.INTENT], train[c.ENTITIES])],
                              val=[list(row) for row in zip(val[c.UTTERANCE], val[c.INTENT], val[c.ENTITIES])])
         checkpoints = Checkpoints(checkpoint_dir, digest)
-    tagger, result = train_tagger(train, val, config, featurizer, tags, labels, checkpoints)
+    tagger, result = train_tagger(rows, val, config, featurizer, tags, labels, checkpoints)
     return EntityModel(featurizer, tagger, spec, result)
 
 
