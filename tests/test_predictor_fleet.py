@@ -179,7 +179,10 @@ def test_cold_loads_do_not_stall_a_loaded_bot(unbounded):
     # loads share the process's CPU (and Python's lock) with the requests, so they do slow down.
     assert len(during) >= 4 * len(load_seconds), (len(during), load_seconds)
     assert during_p50 < max(5 * warm_p50, 0.02), (warm_p50, during_p50)
-    assert max(during) < 0.6 * shortest_load, (max(during), load_seconds)
+    # one request may meet a scheduling stall on a busy CI machine (loads take ~60 ms); queued
+    # behind the loads, about every other request would wait for most of one
+    stalled = [t for t in during if t >= 0.5 * shortest_load]
+    assert len(stalled) <= max(1, len(during) // 10), (stalled, len(during), load_seconds)
 
 
 def test_promotion_during_eviction_churn_fails_no_request(models, tmp_path):
