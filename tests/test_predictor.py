@@ -27,6 +27,7 @@ from botyard.components.base.errors import ConfigError
 from botyard.components.base.model_store import ModelStore
 
 from predictor_models import train_tiny_models
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -262,16 +263,6 @@ def test_waiting_for_a_bot_that_failed_to_load_fails_fast(predictor):
 
 
 # --- hot reload -------------------------------------------------------------------------------------
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_hot_swap_to_promoted_version_drops_no_request(predictor, store, models):
     from botyard.components.base.predictor_client import PredictorClient
 
@@ -290,13 +281,13 @@ def test_hot_swap_to_promoted_version_drops_no_request(predictor, store, models)
     for t in threads:
         t.start()
     try:
-        _wait_for(lambda: len(answers) >= 10, 30, "requests before the swap")
+        wait_for(lambda: len(answers) >= 10, 30, "requests before the swap")
         b_dir, b_meta = models["B"]
         new = store.register("swap", b_dir, b_meta)
         store.promote("swap", new)
-        _wait_for(lambda: any(v == new for _, v in answers[-5:]), 60, "the promoted version to answer")
+        wait_for(lambda: any(v == new for _, v in answers[-5:]), 60, "the promoted version to answer")
         seen = len(answers)
-        _wait_for(lambda: len(answers) >= seen + 10, 30, "requests after the swap")
+        wait_for(lambda: len(answers) >= seen + 10, 30, "requests after the swap")
     finally:
         stop.set()
         for t in threads:
@@ -317,7 +308,7 @@ def test_new_bot_is_picked_up_without_restart(predictor, store, models):
     assert predictor.predict("late", ["hello"])[0] == 404
     store.promote("late", store.register("late", a_dir, a_meta))
     # listed at the next poll, loaded by its first request
-    _wait_for(lambda: predictor.predict("late", ["hello"])[0] != 404, 60, "bot 'late' to be listed")
+    wait_for(lambda: predictor.predict("late", ["hello"])[0] != 404, 60, "bot 'late' to be listed")
     status, body = predictor.predict("late", ["hello"])
     assert status == 200 and body["predictions"][0]["model_version"] == store.current("late")
     assert predictor.ready("late")

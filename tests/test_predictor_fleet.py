@@ -17,6 +17,7 @@ from botyard.components.base.model_store import ModelStore
 from botyard.components.base.predictor_client import PredictorClient, start_predictor
 
 from predictor_models import train_tiny_models
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -65,16 +66,6 @@ def _metrics(predictor) -> dict:
 
 def _value(samples: dict, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_ready_at_once_and_each_bot_loads_on_its_first_request(unbounded):
@@ -206,14 +197,14 @@ def test_promotion_during_eviction_churn_fails_no_request(models, tmp_path):
         for t in threads:
             t.start()
         try:
-            _wait_for(lambda: len(answers) >= 8, 60, "requests before the promotions")
+            wait_for(lambda: len(answers) >= 8, 60, "requests before the promotions")
             promoted = []
             for _ in range(1):  # bot-00 gets a new version while bots are evicted and reloaded
                 model_dir, meta = models["B"]
                 version = store.register("bot-00", model_dir, meta)
                 store.promote("bot-00", version)
                 promoted.append(version)
-                _wait_for(lambda: any(b == "bot-00" and v == version for b, _, v in answers[-8:]), 90,
+                wait_for(lambda: any(b == "bot-00" and v == version for b, _, v in answers[-8:]), 90,
                           f"version {version} to answer")
         finally:
             stop.set()

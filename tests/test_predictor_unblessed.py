@@ -20,22 +20,13 @@ from botyard.components.base.predictor_client import start_predictor
 from botyard.pipelines.local_run import run_bot_training_locally
 
 from conftest import tiny_rows
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 SMALL = {  # small train settings: this test is about what gets served, not quality
     "epochs": 3, "embedding_dim": 8, "lstm_units": 8, "max_ngrams": 200, "max_char_ngrams": 200, "ngram_units": 8,
 }  # fmt: skip
-
-
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_rejected_run_is_404_and_a_later_blessed_run_is_served(tmp_path):
@@ -52,7 +43,7 @@ def test_rejected_run_is_404_and_a_later_blessed_run_is_served(tmp_path):
         )
         assert store.versions("tiny-bot") == [rejected.version] and store.current("tiny-bot") is None
         # once the watcher has seen the bot's version, it says why it does not serve it
-        _wait_for(lambda: "no live version" in str(predictor.request("GET", "/v2/models/tiny-bot/ready")[1]), 30,
+        wait_for(lambda: "no live version" in str(predictor.request("GET", "/v2/models/tiny-bot/ready")[1]), 30,
                   "the bot to be listed")
         time.sleep(1.0)  # a few more polls: still not served
         status, body = predictor.predict("tiny-bot", ["hello"])
@@ -66,7 +57,7 @@ def test_rejected_run_is_404_and_a_later_blessed_run_is_served(tmp_path):
         )
         assert store.current("tiny-bot") == blessed.version != rejected.version
         # bots load on their first request: once the watcher sees the promotion, a request is served
-        status, body = _wait_for(
+        status, body = wait_for(
             lambda: (answer := predictor.predict("tiny-bot", ["hello there"]))[0] != 404 and answer, 60,
             "the blessed version to be served",
         )

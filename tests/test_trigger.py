@@ -47,6 +47,7 @@ from botyard.pipelines.trigger.auth import load_secret, sign, signed_headers
 from botyard.pipelines.trigger.backends import kfp_backend
 from botyard.pipelines.trigger.dispatcher import Dispatcher
 from botyard.pipelines.trigger.event_store import Store, recent_runs
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -802,16 +803,6 @@ def servers():
         server.kill9()
 
 
-def _wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_after_kill_9_and_restarts_every_accepted_event_runs_exactly_once(tmp_path, servers):
     db_url = f"sqlite:///{tmp_path / 'events.db'}"
     submitted_log = tmp_path / "submitted.jsonl"
@@ -836,7 +827,7 @@ def test_after_kill_9_and_restarts_every_accepted_event_runs_exactly_once(tmp_pa
     # 2. a new process picks the stored events up: one run per bot, the latest data; then SIGKILL mid-run
     second = servers(tmp_path, db_url, "second", "--quiet-period", "0.2", "--poll-interval", "0.1",
                      "--run-poll-interval", "0.2", "--lease-seconds", "2")
-    _wait_until(lambda: len(second.request("GET", "/events?state=submitted")[1]["events"]) == 20, 20,
+    wait_for(lambda: len(second.request("GET", "/events?state=submitted")[1]["events"]) == 20, 20,
                 "20 events in submitted runs")
     assert second.request("POST", "/events", *sent[0])[0] == 200  # a redelivery after the restart: no new event
     second.kill9()
@@ -846,7 +837,7 @@ def test_after_kill_9_and_restarts_every_accepted_event_runs_exactly_once(tmp_pa
     (tmp_path / "runs-done").touch()
     third = servers(tmp_path, db_url, "third", "--quiet-period", "0.2", "--poll-interval", "0.1",
                     "--run-poll-interval", "0.2", "--lease-seconds", "2")
-    events = _wait_until(
+    events = wait_for(
         lambda: (lambda found: found if len(found) == 20 else None)(third.request("GET", "/events?state=succeeded&limit=100")[1]["events"]),
         20, "every run to succeed",
     )
@@ -872,7 +863,7 @@ def test_two_server_processes_on_postgresql_submit_each_batch_once(tmp_path, pos
         body, headers = signed({"bot_id": bots[i % 5], "data_uri": uri, "event_id": f"ev-{i}"})
         assert replicas[i % 2].request("POST", "/events", body, headers)[0] == 202
         time.sleep(0.01)
-    _wait_until(lambda: len(replicas[0].request("GET", "/events?state=succeeded&limit=100")[1]["events"]) == 60, 30,
+    wait_for(lambda: len(replicas[0].request("GET", "/events?state=succeeded&limit=100")[1]["events"]) == 60, 30,
                 "every event's run to succeed")
     batches = [r for bot in bots for r in replicas[1].request("GET", f"/bots/{bot}/runs?limit=100")[1]["runs"]]
     submitted = [json.loads(line) for line in (tmp_path / "submitted.jsonl").read_text().splitlines()]
@@ -892,7 +883,7 @@ def test_dev_mode_without_kfp_trains_in_botyard_run_subprocesses(tmp_path):
     run_id = submitter("beanbot", str(bad), "0" * 64, "event")
     assert run_id.startswith("local-beanbot-") and time.monotonic() - started < 5  # returns at once
     assert run_state(run_id) == "running"
-    _wait_until(lambda: run_state(run_id) != "running", 120, "the botyard run subprocess to end")
+    wait_for(lambda: run_state(run_id) != "running", 120, "the botyard run subprocess to end")
     log = (tmp_path / "runs" / f"{run_id}.log").read_text()
     assert "training data is invalid" in log and "Traceback" not in log
     assert run_state("local-someone-else") == "failed"  # not started by this process
