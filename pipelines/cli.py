@@ -15,7 +15,7 @@ from botyard.pipelines.commands import COMMAND_MODULES
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="botyard",
-        description="Train and serve one intent model per chatbot with Kubeflow Pipelines and KServe.",
+        description="Train and serve one intent and entity model per chatbot with Kubeflow Pipelines and KServe.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs (TensorFlow and KFP included)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

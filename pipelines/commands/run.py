@@ -68,7 +68,7 @@ def _serve_foreground(models_root: str, bot_id: str, port: int) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "run",
-        help="train one bot locally (kfp.local): ingest, validate, split, train, evaluate, register, gate, deploy",
+        help="train one bot locally (kfp.local): ingest, validate, split, featurize, train, evaluate, register, gate, deploy",
         description="Run the bot_training pipeline on this machine through kfp.local. With no --data it trains "
         "the shipped sample bot. Bad training data stops the run before any step with a message naming the "
         "file and rows at fault (exit code 2).",
