@@ -63,3 +63,18 @@ def test_rejected_run_is_404_and_a_later_blessed_run_is_served(tmp_path):
         )
         assert status == 200, body
         assert body["predictions"][0]["model_version"] == blessed.version
+
+
+def test_a_models_root_that_does_not_exist_serves_nothing_and_says_so(tmp_path):
+    missing = tmp_path / "modles"  # a mistyped --models-root
+    log_path = tmp_path / "predictor.log"
+
+    def warning_logged() -> str:
+        text = log_path.read_text(encoding="utf-8")
+        return text if "does not exist" in text else ""
+
+    with start_predictor(str(missing), reload_interval=0.3, ready_timeout=120, log_path=str(log_path)) as predictor:
+        assert predictor.request("GET", "/v2/health/ready")[0] == 200  # up: the store may fill later
+        assert predictor.predict("sample-bot", ["hello"])[0] == 404
+        log = wait_for(warning_logged, 30, "the warning about the missing models root")
+    assert f"{missing} does not exist: no bot is served until a model version is promoted there (check --models-root)" in log

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from botyard.components.base import storage
 from botyard.components.base.errors import ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,12 @@ class StoreWatcher:
             self.pool.listed.set()
         log.info("listed %d bot(s) under %s; none loaded until asked for%s", len(self.pool.served_bots()),
                  self.pool.store.root, f" (preloading {', '.join(self.pool.preload)})" if self.pool.preload else "")
+        root = self.pool.store.root
+        if not self.pool.served_bots() and not storage.is_remote(root) and not storage.exists(root):
+            # a mistyped --models-root would otherwise serve nothing with no word why (an empty
+            # bucket prefix is normal before the first run: object stores have no folders)
+            log.warning("%s does not exist: no bot is served until a model version is promoted there "
+                        "(check --models-root)", root)
         self.pool.refresh_hot()
         interval = self.reload_interval or HOT_REFRESH_S
         while not stop.wait(interval):
