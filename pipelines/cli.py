@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from botyard.components.base.errors import BotyardError
+from botyard.components.base.errors import BotyardError, StorageError
 from botyard.pipelines.commands import COMMAND_MODULES
 
 
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     except BotyardError as exc:
         print(f"botyard: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file or folder this machine would not read or write: say which, not a traceback
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"botyard: error: {where}{exc.strerror or exc} (-v shows the traceback)", file=sys.stderr)
+        return StorageError.exit_code
     except KeyboardInterrupt:
         print("botyard: interrupted", file=sys.stderr)
         return 130

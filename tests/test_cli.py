@@ -63,3 +63,12 @@ def test_help_lists_commands():
     assert result.returncode == 0
     for command in ("run", "compile"):
         assert command in result.stdout
+
+
+def test_a_folder_that_cannot_be_written_is_named_without_a_traceback(tmp_path):
+    blocker = tmp_path / "build"
+    blocker.write_text("a file where the output folder should go")
+    result = _botyard("compile", "--output-dir", str(blocker / "pipelines"))
+    assert result.returncode == 6
+    assert f"botyard: error: {blocker / 'pipelines'}: Not a directory (-v shows the traceback)" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
