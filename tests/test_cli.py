@@ -72,3 +72,17 @@ def test_a_folder_that_cannot_be_written_is_named_without_a_traceback(tmp_path):
     assert result.returncode == 6
     assert f"botyard: error: {blocker / 'pipelines'}: Not a directory (-v shows the traceback)" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "trigger-server"])
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(command, monkeypatch):
+    from botyard.components.base.net import free_port
+
+    monkeypatch.setenv("BOTYARD_WEBHOOK_SECRET", "0" * 64)
+    port = free_port("127.0.0.1")  # nothing listens there
+    extra = ["--dev", "--port", str(free_port("127.0.0.1"))] if command == "trigger-server" else []
+    result = _botyard(command, *extra, "--db-url", f"postgresql://botyard:s3cret@127.0.0.1:{port}/events")
+    assert result.returncode == 2
+    assert f"botyard: error: cannot reach the trigger database at postgresql://botyard:***@127.0.0.1:{port}/events: " in result.stderr
+    assert "Connection refused" in result.stderr and "check --db-url and that the database server is up" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout and "Traceback" not in result.stderr + result.stdout

@@ -70,7 +70,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from botyard.components.base.errors import ConfigError
 from botyard.pipelines.trigger import (
@@ -206,6 +206,19 @@ def make_engine(db_url: str) -> Engine:
     return engine
 
 
+@contextlib.contextmanager
+def _reaching(db_url: str) -> Iterator[None]:
+    """A database that cannot be reached at start (server down, wrong host or password) becomes
+    a ``ConfigError`` naming the URL (password hidden) and the driver's reason, not a traceback."""
+    try:
+        yield
+    except OperationalError as exc:
+        shown = make_url(db_url).render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise ConfigError(f"cannot reach the trigger database at {shown}: {reason}; check --db-url and that "
+                          "the database server is up") from exc
+
+
 def _batch_dict(row) -> dict:
     m = row._mapping
     return {
@@ -251,7 +264,8 @@ class Store:
         )
         self._group_commit = _GroupCommit(self) if self.dialect == "sqlite" else None
         if create:
-            self.create_schema()
+            with _reaching(db_url):
+                self.create_schema()
 
     def close(self) -> None:
         if self._group_commit is not None:
@@ -675,8 +689,9 @@ def recent_runs(db_url: str, bot_id: str | None = None, limit: int = 20) -> list
         raise ConfigError(f"no trigger database at {url.database}: start `botyard trigger-server --db-url {db_url}` first")
     store = Store(db_url, create=False)
     try:
-        if not store.has_schema():
-            return []
-        return store.bot_runs(bot_id, limit)
+        with _reaching(db_url):
+            if not store.has_schema():
+                return []
+            return store.bot_runs(bot_id, limit)
     finally:
         store.close()
