@@ -197,7 +197,7 @@ def test_promotion_during_eviction_churn_fails_no_request(models, tmp_path):
         for t in threads:
             t.start()
         try:
-            wait_for(lambda: len(answers) >= 8, 60, "requests before the promotions")
+            wait_for(lambda: len(answers) >= 8, 60, "requests before the promotions", every=0.05)
             promoted = []
             for _ in range(1):  # bot-00 gets a new version while bots are evicted and reloaded
                 model_dir, meta = models["B"]
@@ -205,7 +205,7 @@ def test_promotion_during_eviction_churn_fails_no_request(models, tmp_path):
                 store.promote("bot-00", version)
                 promoted.append(version)
                 wait_for(lambda: any(b == "bot-00" and v == version for b, _, v in answers[-8:]), 90,
-                          f"version {version} to answer")
+                         f"version {version} to answer", every=0.05)
         finally:
             stop.set()
             for t in threads:

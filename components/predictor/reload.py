@@ -81,9 +81,9 @@ class StoreWatcher:
             self.list_bots()
         finally:
             self.pool.listed.set()
-        log.info("listed %d bot(s) under %s; none loaded until asked for%s", len(self.pool.served_bots()),
-                 self.pool.store.root, f" (preloading {', '.join(self.pool.preload)})" if self.pool.preload else "")
         root = self.pool.store.root
+        log.info("listed %d bot(s) under %s; none loaded until asked for%s", len(self.pool.served_bots()),
+                 root, f" (preloading {', '.join(self.pool.preload)})" if self.pool.preload else "")
         if not self.pool.served_bots() and not storage.is_remote(root) and not storage.exists(root):
             # a mistyped --models-root would otherwise serve nothing with no word why (an empty
             # bucket prefix is normal before the first run: object stores have no folders)
