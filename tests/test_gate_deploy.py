@@ -113,6 +113,9 @@ def test_local_deploy_promotes_and_rollback_restores(store):
     assert rollback(models.root, "bot-a", to_version=v2).version == v2
     with pytest.raises(ModelStoreError, match="has no model version 'nope'"):
         rollback(models.root, "bot-a", to_version="nope")
+    # a mistyped bot id (or models root) is named as such, not as a missing older version
+    with pytest.raises(ModelStoreError, match=r"bot 'bot-z' has no model version under .*check the bot id and --models-root"):
+        rollback(models.root, "bot-z")
 
 
 def test_deploy_refuses_what_was_not_blessed():

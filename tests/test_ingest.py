@@ -108,6 +108,12 @@ def test_file_level_problems_name_the_file(tmp_path, write, name, content, messa
     assert message in str(err.value)
 
 
+def test_a_folder_given_as_the_training_file_is_named_as_a_folder(tmp_path):
+    (tmp_path / "bot.csv").mkdir()  # even with a data file's extension
+    with pytest.raises(DataValidationError, match=r"bot.csv: is a folder; give the training file itself"):
+        read_training_data(str(tmp_path / "bot.csv"))
+
+
 # --- bounded parsing: every bad file is refused with the file and line named ------------------
 
 GOOD_CSV_ROWS = "".join(f"hello number {i},greet\nbye number {i},bye\n" for i in range(6))

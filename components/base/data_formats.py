@@ -97,6 +97,10 @@ def decode_utf8(raw: bytes, uri: str) -> str:
 
 def detect_format(uri: str) -> str:
     ext = os.path.splitext(uri.split("?")[0])[1].lower()
+    if "://" not in uri and os.path.isdir(uri):
+        raise DataValidationError(
+            f"{uri}: is a folder; give the training file itself (one of {sorted(FORMATS)})", source=uri
+        )
     if ext not in FORMATS:
         raise DataValidationError(
             f"{uri}: unknown training data format {ext or '(no extension)'!r}; use one of {sorted(FORMATS)}", source=uri

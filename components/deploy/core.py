@@ -129,7 +129,12 @@ def previous_version(store: ModelStore, bot_id: str) -> str:
     """The version promoted before the current one: the newest version older than it that the
     gate did not reject (a rejected candidate was never live)."""
     current = store.current(bot_id)
-    older = [v for v in store.versions(bot_id) if current is None or v < current]
+    versions = store.versions(bot_id)
+    if not versions:
+        raise ModelStoreError(
+            f"bot '{bot_id}' has no model version under {store.root}: nothing to roll back to (check the bot id and --models-root)"
+        )
+    older = [v for v in versions if current is None or v < current]
     for version in reversed(older):
         verdict = store.verdict(bot_id, version)
         if verdict is None or verdict[c.VERDICT_BLESSED]:
