@@ -43,7 +43,11 @@ def test_label_conflict_fails_by_default_and_names_the_way_through(tmp_path):
         (["run", "--param", "epochs=ten"], "--param epochs: 'ten' is not a valid Integer"),
         (["run", "--param", "colour=blue"], "--param 'colour=blue': expected KEY=VALUE"),
         (["run", "--param", "on_label_conflict=ignore"], "ValidationConfig.on_label_conflict = 'ignore' is not allowed; use one of fail, warn, drop"),
-        (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "GpuConfig.accelerator_limit = 0 is out of range"),
+        (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "botyard: error: --gpus 0 is out of range"),
+        # errors name the flag typed, not the config field behind it
+        (["serve", "--models-root", "{tmp}", "--port", "99999"], "botyard: error: --port 99999 is out of range; allowed: 1 to 65535"),
+        (["serve", "--models-root", "{tmp}", "--port", "8080", "--grpc-port", "8080"], "--grpc-port equals --port (8080)"),
+        (["serve", "--models-root", "{tmp}", "--body-timeout", "0"], "botyard: error: --body-timeout 0.0 is out of range"),
     ],
 )
 def test_bad_arguments_get_a_clear_error(tmp_path, capsys, args, message):

@@ -369,7 +369,7 @@ def test_serve_command_line_and_config():
     assert parser.parse_args(["serve", "--models-root", "/m", "--grpc-port", "9001"]).grpc_port == 9001
     with pytest.raises(ConfigError, match=r"ServeConfig.max_batch = 0 is out of range; allowed: 1 to 100000"):
         ServeConfig(models_root="/m", max_batch=0)
-    with pytest.raises(ConfigError, match="grpc_port equals http_port"):
+    with pytest.raises(ConfigError, match="grpc_port equals ServeConfig.http_port"):
         ServeConfig(models_root="/m", http_port=9000, grpc_port=9000)
 
 

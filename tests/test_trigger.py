@@ -291,7 +291,8 @@ def test_secret_comes_from_a_file_or_the_environment_and_must_be_long_enough(tmp
         ([], None, "botyard: error: no webhook secret: set $BOTYARD_WEBHOOK_SECRET or pass --secret-file PATH"),
         ([], "tiny", "the webhook secret from $BOTYARD_WEBHOOK_SECRET has 4 bytes"),
         (["--secret-file", "{tmp}/absent"], None, "cannot read the webhook secret"),
-        (["--quiet-period", "-1"], SECRET.decode(), "TriggerConfig.quiet_period = -1.0 is out of range"),
+        (["--quiet-period", "-1"], SECRET.decode(), "botyard: error: --quiet-period -1.0 is out of range; allowed: 0.0 to 86400.0"),
+        (["--quiet-period", "60", "--max-wait", "10"], SECRET.decode(), "botyard: error: --max-wait 10.0 is below quiet_period = 60.0"),
         (["--submitter", "nomodule:fn", "--run-state", "nomodule:fn"], SECRET.decode(), "--submitter 'nomodule:fn': cannot import it"),
         (["--db-url", "mysql://x/y"], SECRET.decode(), "unsupported database 'mysql'"),
         (["--no-dev"], SECRET.decode(), "the trigger service reads only data under the locations it is given: pass --allowed-data-prefix"),
@@ -301,7 +302,7 @@ def test_secret_comes_from_a_file_or_the_environment_and_must_be_long_enough(tmp
         (["--no-dev", "--allowed-data-prefix", "s3://bots/"], SECRET.decode(), "give --kfp-host URL (the Kubeflow Pipelines API the runs go to)"),
         (["--read-token-file", "{tmp}/short"], SECRET.decode(), "the read token must be at least 16 bytes"),
     ],
-    ids=["no-secret", "short-secret", "missing-secret-file", "bad-quiet-period", "bad-submitter", "bad-db", "no-prefix",
+    ids=["no-secret", "short-secret", "missing-secret-file", "bad-quiet-period", "max-wait-below-quiet-period", "bad-submitter", "bad-db", "no-prefix",
          "prefix-without-slash", "local-prefix", "http-prefix", "no-kfp-host", "short-read-token"],
 )
 def test_trigger_server_refuses_to_start_with_exit_code_2(tmp_path, capsys, monkeypatch, argv_extra, env_secret, message):

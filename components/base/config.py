@@ -6,6 +6,7 @@ without extra flags. An out-of-range value raises ``ConfigError`` naming the fie
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,22 @@ def _check_range(obj: Any, name: str, low: float, high: float) -> None:
     value = getattr(obj, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ConfigError(f"{type(obj).__name__}.{name} = {value!r} is out of range; allowed: {low} to {high}")
+
+
+@contextlib.contextmanager
+def naming_flags(owner: str, flags: dict[str, str]):
+    """Rewrite a ``ConfigError`` raised inside the block so that it names the command-line flag
+    a user typed (``--port 99999 is out of range``) instead of the dataclass field behind it
+    (``ServeConfig.http_port = 99999``). ``flags`` maps field names to flags."""
+    try:
+        yield
+    except ConfigError as exc:
+        message = str(exc)
+        for name, flag in flags.items():
+            message = message.replace(f"{owner}.{name} = ", f"{flag} ").replace(f"{owner}.{name}", flag)
+        if message == str(exc):
+            raise
+        raise ConfigError(message) from None
 
 
 class ConfigBase:

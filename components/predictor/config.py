@@ -11,7 +11,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
-from botyard.components.base.config import ConfigBase
+from botyard.components.base.config import ConfigBase, naming_flags
 from botyard.components.base.errors import ConfigError
 from botyard.components.base.model_store import check_bot_id
 
@@ -69,7 +69,7 @@ class ServeConfig(ConfigBase):
             if isinstance(self.grpc_port, bool) or not isinstance(self.grpc_port, int) or not 1 <= self.grpc_port <= 65535:
                 raise ConfigError(f"ServeConfig.grpc_port = {self.grpc_port!r} is out of range; allowed: 1 to 65535 or None")
             if self.grpc_port == self.http_port:
-                raise ConfigError(f"ServeConfig.grpc_port equals http_port ({self.http_port}); give them different ports")
+                raise ConfigError(f"ServeConfig.grpc_port equals ServeConfig.http_port ({self.http_port}); give them different ports")
         for bot_id in self.preload:
             check_bot_id(bot_id)
         if self.memory_budget and self.memory_budget < MIN_MEMORY_BUDGET:
@@ -171,7 +171,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# the flags whose names differ from their ``ServeConfig`` field (the others are the field's name
+# with dashes): errors name the flag a user typed
+_FLAG_FIELDS = {"http_port": "port", "body_timeout_s": "body_timeout", "keep_alive_timeout_s": "keep_alive_timeout",
+                "popularity_window_s": "popularity_window", "repository_token_file": "model_repository_token_file"}
+
+
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    flags = {f: "--" + _FLAG_FIELDS.get(f, f).replace("_", "-") for f in ServeConfig.__dataclass_fields__}
+    with naming_flags("ServeConfig", flags):
+        return _config(args)
+
+
+def _config(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(
         models_root=args.models_root,
         host=args.host,

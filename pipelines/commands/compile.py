@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from botyard.components.base.config import GpuConfig
+from botyard.components.base.config import GpuConfig, naming_flags
 from botyard.components.base.errors import ConfigError
 from botyard.pipelines.commands.options import key_value
 
@@ -16,9 +16,12 @@ def gpu_config(args: argparse.Namespace) -> GpuConfig:
     defaults = GpuConfig()
     selector = dict(key_value(s, "--gpu-node-selector") for s in args.gpu_node_selector) if args.gpu_node_selector else defaults.node_selector
     tolerations = tuple({"key": k, "operator": "Exists", "effect": "NoSchedule"} for k in args.gpu_toleration) if args.gpu_toleration else defaults.tolerations
-    return GpuConfig(
-        accelerator_type=args.accelerator_type, accelerator_limit=args.gpus, node_selector=selector, tolerations=tolerations
-    )
+    flags = {"accelerator_type": "--accelerator-type", "accelerator_limit": "--gpus", "node_selector": "--gpu-node-selector",
+             "tolerations": "--gpu-toleration"}
+    with naming_flags("GpuConfig", flags):
+        return GpuConfig(
+            accelerator_type=args.accelerator_type, accelerator_limit=args.gpus, node_selector=selector, tolerations=tolerations
+        )
 
 
 def image_config(args: argparse.Namespace):

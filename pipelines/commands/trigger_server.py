@@ -5,12 +5,25 @@ from __future__ import annotations
 import argparse
 import os
 
+from botyard.components.base.config import naming_flags
 from botyard.components.base.errors import ConfigError
 from botyard.pipelines.commands.options import add_kfp_arguments, add_service_account_argument, load_callable
 from botyard.pipelines.trigger import DB_URL_ENV, DEFAULT_DB_URL, READ_TOKEN_ENV, SECRET_ENV, TriggerConfig
 
 
+# the flags whose names differ from their ``TriggerConfig`` field (the others are the field's name
+# with dashes): errors name the flag a user typed
+_FLAG_FIELDS = {"secret": "secret_file", "read_token": "read_token_file", "allowed_data_prefixes": "allowed_data_prefix",
+                "kfp_namespace": "namespace", "kfp_token_file": "token_file", "kfp_service_account": "service_account"}
+
+
 def config_from_args(args: argparse.Namespace) -> TriggerConfig:
+    flags = {f: "--" + _FLAG_FIELDS.get(f, f).replace("_", "-") for f in TriggerConfig.__dataclass_fields__}
+    with naming_flags("TriggerConfig", flags):
+        return _config(args)
+
+
+def _config(args: argparse.Namespace) -> TriggerConfig:
     from botyard.pipelines.trigger.auth import load_read_token, load_secret
 
     d_max_wait = TriggerConfig.__dataclass_fields__["max_wait"].default
