@@ -46,6 +46,7 @@ from botyard.components.base.errors import BotyardError, ConfigError
 from botyard.components.fleet.component import check_bot_data, record_outcome, summarise_fleet
 from botyard.components.fleet.core import DEFAULT_PARALLELISM
 from botyard.pipelines.bot_training import build_bot_training
+from botyard.pipelines.kfp.parameters import check_parameter_values
 from botyard.pipelines.local_run import local_session
 from botyard.pipelines.signatures import parameter, pipeline_function
 from botyard.pipelines.task_settings import ClusterSettings, StorageAccess, configure
@@ -152,6 +153,7 @@ def run_fleet_locally(
     bots = parse_bots(bots)
     pipeline = build_fleet_training(GpuConfig(enabled=False), parallelism)  # GPU settings do nothing locally
     parameters = dict(parameters or {})
+    check_parameter_values(parameters)  # a bad value fails now, not in every bot's steps
     models_root = os.path.abspath(models_root)
     with local_session(PIPELINE_NAME, os.path.abspath(pipeline_root), f"{len(bots)}-bots", console) as session:
         pipeline(bots=bots, models_root=models_root, **parameters)

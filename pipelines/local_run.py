@@ -27,6 +27,7 @@ from botyard.components.base.config import ValidationConfig
 from botyard.components.base.errors import BotyardError
 from botyard.components.base.model_store import ModelStore, check_bot_id
 from botyard.components.base.training_data import TrainingData, load_training_data
+from botyard.pipelines.kfp.parameters import check_parameter_values
 
 SAMPLE_BOT_ID = "sample-bot"
 EXECUTOR_OUTPUT_FILE = "executor_output.json"  # what kfp.local writes in each task's folder
@@ -114,6 +115,28 @@ class LocalRun:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PROGRESS = re.compile(r"(Executing task|Task .* finished with status|Pipeline .* finished with status)")
+_FAILED_TASK = re.compile(r"Inner task failed: '([^']+)'")
+# the exception a failed step ended with, as its traceback's last line prints it
+_STEP_ERROR = re.compile(r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception)): (.+)$")
+LOG_TAIL_BYTES = 256 * 1024  # where a failed step's last exception is looked for
+
+
+def failure_reason(exc: BaseException, log_path: str) -> str:
+    """What to tell a user when kfp.local's run failed: the failed step and the exception it ended
+    with (read from the end of the run's log), without kfp.local's colour codes."""
+    message = _ANSI.sub("", str(exc))
+    task = _FAILED_TASK.search(message)
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(log_path) - LOG_TAIL_BYTES))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        tail = ""
+    errors = [m for m in map(_STEP_ERROR.match, _ANSI.sub("", tail).splitlines()) if m]
+    if task and errors:
+        name, text = errors[-1].groups()
+        return f"step '{task.group(1)}' failed: {name}: {text}"
+    return message
 
 
 class ProgressTee(io.TextIOBase):
@@ -195,7 +218,9 @@ def local_session(pipeline_name: str, pipeline_root: str, label: str, console):
             with _contained_output(ProgressTee(log, console)):
                 yield session
         except (RuntimeError, ValueError) as exc:  # kfp.local: RuntimeError, or ValueError when a loop iteration crashed
-            raise BotyardError(f"pipeline {pipeline_name} failed ({label}): {exc}; see the step logs in {session.log_path}") from exc
+            log.flush()
+            reason = failure_reason(exc, session.log_path)
+            raise BotyardError(f"pipeline {pipeline_name} failed ({label}): {reason}; see the step logs in {session.log_path}") from exc
     new_dirs = sorted(d for d in set(os.listdir(pipeline_root)) - before if d.startswith(pipeline_name) and not d.endswith(".log"))
     session.run_dir = os.path.join(pipeline_root, new_dirs[-1]) if new_dirs else None
 
@@ -215,6 +240,7 @@ def run_bot_training_locally(
     check_bot_id(bot_id)
     data_uri = data_uri or sample_bot_data()
     parameters = dict(parameters or {})
+    check_parameter_values(parameters)  # a bad value fails now, not in a step minutes in
     if parameters.get("deploy_target") == "cluster":  # the cluster's pods must reach both
         from botyard.components.deploy.config import check_cluster_locations
 

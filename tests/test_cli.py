@@ -42,8 +42,13 @@ def test_label_conflict_fails_by_default_and_names_the_way_through(tmp_path):
         (["run", "--bot-id", "Bad_Bot"], "bot id 'Bad_Bot' is not valid"),
         (["run", "--param", "epochs=ten"], "--param epochs: 'ten' is not a valid Integer"),
         (["run", "--param", "colour=blue"], "--param 'colour=blue': expected KEY=VALUE"),
-        (["run", "--param", "on_label_conflict=ignore"], "ValidationConfig.on_label_conflict = 'ignore' is not allowed; use one of fail, warn, drop"),
+        (["run", "--param", "on_label_conflict=ignore"], "--param on_label_conflict='ignore' is not allowed; use one of fail, warn, drop"),
         (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "botyard: error: --gpus 0 is out of range"),
+        # values the steps would refuse minutes into the run are refused before it starts
+        (["run", "--param", "epochs=0"], "botyard: error: --param epochs=0 is out of range; allowed: 1 to 1000"),
+        (["run", "--param", "entity_epochs=0"], "botyard: error: --param entity_epochs=0 is out of range; allowed: 1 to 1000"),
+        (["run", "--param", "min_accuracy=2"], "botyard: error: --param min_accuracy=2.0 is out of range; allowed: 0 to 1, or unset"),
+        (["run", "--param", "val_fraction=0.9"], "botyard: error: --param val_fraction=0.9 is out of range; allowed: 0.0 to 0.5"),
         # errors name the flag typed, not the config field behind it
         (["serve", "--models-root", "{tmp}", "--port", "99999"], "botyard: error: --port 99999 is out of range; allowed: 1 to 65535"),
         (["serve", "--models-root", "{tmp}", "--port", "8080", "--grpc-port", "8080"], "--grpc-port equals --port (8080)"),
@@ -90,3 +95,29 @@ def test_a_database_that_cannot_be_reached_is_named_without_its_password(command
     assert f"botyard: error: cannot reach the trigger database at postgresql://botyard:***@127.0.0.1:{port}/events: " in result.stderr
     assert "Connection refused" in result.stderr and "check --db-url and that the database server is up" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout and "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_failed_local_run_names_the_step_and_its_error_without_colour_codes(tmp_path):
+    """What ``botyard run`` prints when a step fails: the step and the exception it ended with,
+    read from the end of the run's log, not kfp.local's coloured summary alone."""
+    from botyard.pipelines.local_run import failure_reason
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        "    Traceback (most recent call last):\n"
+        '      File "/work/main/components/gate/core.py", line 50, in __post_init__\n'
+        '        raise ConfigError(f"GateConfig.{name} = {value!r} is out of range")\n'
+        "    botyard.components.base.errors.ConfigError: GateConfig.min_accuracy = 2.0 is out of range; allowed: 0 to 1\n"
+        "    \n"
+        "\x1b[91mTask 'gate' finished with status FAILURE\x1b[0m\n"
+    )
+    kfp_error = RuntimeError(
+        "Pipeline \x1b[95m'bot-training'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. Inner task failed: \x1b[96m'gate'\x1b[0m."
+    )
+    assert failure_reason(kfp_error, str(log)) == (
+        "step 'gate' failed: ConfigError: GateConfig.min_accuracy = 2.0 is out of range; allowed: 0 to 1"
+    )
+    # no exception in the log (or no log): kfp.local's own message, its colour codes removed
+    assert failure_reason(kfp_error, str(tmp_path / "absent.log")) == (
+        "Pipeline 'bot-training' finished with status FAILURE. Inner task failed: 'gate'."
+    )

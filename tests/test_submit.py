@@ -147,6 +147,9 @@ def test_bad_data_is_refused_before_anything_is_sent(kfp, tmp_path, models_root)
         ({"trigger": "two words"}, "trigger 'two words' is not valid"),
         ({"parameters": {"colour": "blue"}}, "unknown pipeline parameter(s) ['colour']"),
         ({"parameters": {"bot_id": "x"}}, "unknown pipeline parameter(s) ['bot_id']"),
+        # a value the pipeline's steps would refuse minutes into the run is refused before it starts
+        ({"parameters": {"epochs": 0}}, "--param epochs=0 is out of range; allowed: 1 to 1000"),
+        ({"parameters": {"deploy_target": "cluster", "serving_mode": "per-intent"}}, "--param serving_mode='per-intent' is not known"),
         ({"models_root": "models"}, "models_root 'models' is a relative local path"),
         ({"data_uri": "alpha.csv"}, "data_uri 'alpha.csv' is a relative local path"),
     ],

@@ -24,13 +24,15 @@ def _check_range(obj: Any, name: str, low: float, high: float) -> None:
 def naming_flags(owner: str, flags: dict[str, str]):
     """Rewrite a ``ConfigError`` raised inside the block so that it names the command-line flag
     a user typed (``--port 99999 is out of range``) instead of the dataclass field behind it
-    (``ServeConfig.http_port = 99999``). ``flags`` maps field names to flags."""
+    (``ServeConfig.http_port = 99999``). ``flags`` maps field names to flags; a flag ending in
+    ``=`` is joined to the value (``--param epochs=0 is out of range``)."""
     try:
         yield
     except ConfigError as exc:
         message = str(exc)
         for name, flag in flags.items():
-            message = message.replace(f"{owner}.{name} = ", f"{flag} ").replace(f"{owner}.{name}", flag)
+            joined = flag if flag.endswith("=") else f"{flag} "
+            message = message.replace(f"{owner}.{name} = ", joined).replace(f"{owner}.{name}", flag.rstrip("="))
         if message == str(exc):
             raise
         raise ConfigError(message) from None

@@ -51,7 +51,7 @@ def check_blessed(*verdicts: dict) -> None:
             raise DeployError(f"refusing to deploy a model version that was not blessed: {reasons}")
 
 
-def _check_target(target: str) -> None:
+def check_target(target: str) -> None:
     if target not in TARGETS:
         raise ConfigError(f"deploy target {target!r} is not valid; use one of {list(TARGETS)}")
 
@@ -78,7 +78,7 @@ def deploy_version(
     On a cluster, ``smoke_utterance`` (when given) must come back answered by ``version``
     before the rollout counts as done.
     """
-    _check_target(target)
+    check_target(target)
     store = ModelStore(models_root)
     previous = store.current(bot_id)
     if target == "local":
@@ -173,7 +173,7 @@ def rollback(
     """Restore an earlier version (default: the one before the current) as the live model.
 
     A version the promotion gate rejected is refused unless ``force``."""
-    _check_target(target)
+    check_target(target)
     store = ModelStore(models_root)
     version = to_version or previous_version(store, bot_id)
     if version not in store.versions(bot_id):

@@ -36,7 +36,52 @@ def check_parameters(parameters: dict | None) -> dict:
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ConfigError(f"unknown pipeline parameter(s) {unknown}; known: {known}")
+    check_parameter_values(params)
     return params
+
+
+def check_parameter_values(parameters: dict | None) -> None:
+    """Build every setting the pipeline's steps build from ``parameters`` (the pipeline's defaults
+    for the rest), so an out-of-range value fails now, naming ``--param <name>=``, rather than in
+    a step minutes into the run (``epochs=0`` in featurize, ``entity_epochs=0`` after the intent
+    model has trained)."""
+    from botyard.components.base.config import EntityConfig, SplitConfig, TrainConfig, naming_flags
+    from botyard.components.deploy.config import ClusterDeployConfig, cluster_config_from_parameters
+    from botyard.components.deploy.core import check_target
+    from botyard.components.gate.core import GateConfig
+    from botyard.pipelines.bot_training import bot_training
+
+    inputs = bot_training.component_spec.inputs or {}
+    values = {**{k: v.default for k, v in inputs.items()}, **(parameters or {})}
+
+    def named(config, flags: dict[str, str]):
+        return naming_flags(config.__name__, {field: f"--param {name}=" for field, name in flags.items()})
+
+    def fields(config) -> dict[str, str]:  # field -> parameter name, for a config whose fields are parameters
+        return {name[len(config.parameter_prefix):]: name for name, _, _ in config.parameter_fields()}
+
+    for config in (TrainConfig, EntityConfig):
+        with named(config, fields(config)):
+            config.from_parameters({name: values[name] for name in fields(config).values()})
+    with named(ValidationConfig, {name: name for name in ValidationConfig.RUN_PARAMETERS}):
+        ValidationConfig.from_run_parameters(values)
+    with named(SplitConfig, {"val_fraction": "val_fraction", "test_fraction": "test_fraction", "seed": "split_seed"}):
+        SplitConfig.from_parameters({"val_fraction": values["val_fraction"], "test_fraction": values["test_fraction"],
+                                     "seed": values["split_seed"]})
+    gate_names = ("min_accuracy", "max_accuracy_drop", "max_intent_recall_drop", "min_entity_f1", "max_entity_f1_drop")
+    with named(GateConfig, {name: name for name in gate_names}):
+        GateConfig.from_parameters_unset_below_zero(**{name: float(values[name]) for name in gate_names})
+    check_target(values["deploy_target"])
+    if values["deploy_target"] == "cluster":
+        cluster = {"namespace": "namespace", "mode": "serving_mode", "deployment_mode": "deployment_mode",
+                   "canary_traffic_percent": "canary_traffic_percent", "ready_timeout_s": "ready_timeout_s",
+                   "service_account": "predictor_service_account"}
+        with named(ClusterDeployConfig, cluster):
+            cluster_config_from_parameters(
+                namespace=values["namespace"], serving_mode=values["serving_mode"], deployment_mode=values["deployment_mode"],
+                canary_traffic_percent=values["canary_traffic_percent"], ready_timeout_s=values["ready_timeout_s"],
+                service_account=values["predictor_service_account"], predictor_image="predictor",
+            )
 
 
 def check_cluster_uri(name: str, uri: str) -> None:
