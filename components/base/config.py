@@ -20,12 +20,20 @@ def _check_range(obj: Any, name: str, low: float, high: float) -> None:
         raise ConfigError(f"{type(obj).__name__}.{name} = {value!r} is out of range; allowed: {low} to {high}")
 
 
+def cli_flags(config: type, renamed: dict[str, str] | None = None) -> dict[str, str]:
+    """``{field: flag}`` for a config whose fields are command-line flags: the field's name with
+    dashes (``max_batch`` -> ``--max-batch``), or the flag named in ``renamed`` (field -> flag name)."""
+    renamed = renamed or {}
+    return {f.name: "--" + renamed.get(f.name, f.name).replace("_", "-") for f in dataclasses.fields(config)}
+
+
 @contextlib.contextmanager
-def naming_flags(owner: str, flags: dict[str, str]):
-    """Rewrite a ``ConfigError`` raised inside the block so that it names the command-line flag
-    a user typed (``--port 99999 is out of range``) instead of the dataclass field behind it
-    (``ServeConfig.http_port = 99999``). ``flags`` maps field names to flags; a flag ending in
-    ``=`` is joined to the value (``--param epochs=0 is out of range``)."""
+def naming_flags(config: type, flags: dict[str, str]):
+    """Rewrite a ``ConfigError`` of ``config`` raised inside the block so that it names the
+    command-line flag a user typed (``--port 99999 is out of range``) instead of the dataclass
+    field behind it (``ServeConfig.http_port = 99999``). ``flags`` maps field names to flags; a
+    flag ending in ``=`` is joined to the value (``--param epochs=0 is out of range``)."""
+    owner = config.__name__
     try:
         yield
     except ConfigError as exc:

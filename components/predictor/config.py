@@ -11,7 +11,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
-from botyard.components.base.config import ConfigBase, naming_flags
+from botyard.components.base.config import ConfigBase, cli_flags, naming_flags
 from botyard.components.base.errors import ConfigError
 from botyard.components.base.model_store import check_bot_id
 
@@ -178,8 +178,7 @@ _FLAG_FIELDS = {"http_port": "port", "body_timeout_s": "body_timeout", "keep_ali
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    flags = {f: "--" + _FLAG_FIELDS.get(f, f).replace("_", "-") for f in ServeConfig.__dataclass_fields__}
-    with naming_flags("ServeConfig", flags):
+    with naming_flags(ServeConfig, cli_flags(ServeConfig, _FLAG_FIELDS)):
         return _config(args)
 
 

@@ -18,7 +18,7 @@ def gpu_config(args: argparse.Namespace) -> GpuConfig:
     tolerations = tuple({"key": k, "operator": "Exists", "effect": "NoSchedule"} for k in args.gpu_toleration) if args.gpu_toleration else defaults.tolerations
     flags = {"accelerator_type": "--accelerator-type", "accelerator_limit": "--gpus", "node_selector": "--gpu-node-selector",
              "tolerations": "--gpu-toleration"}
-    with naming_flags("GpuConfig", flags):
+    with naming_flags(GpuConfig, flags):
         return GpuConfig(
             accelerator_type=args.accelerator_type, accelerator_limit=args.gpus, node_selector=selector, tolerations=tolerations
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from botyard.components.base.config import naming_flags
+from botyard.components.base.config import cli_flags, naming_flags
 from botyard.components.base.errors import ConfigError
 from botyard.pipelines.commands.options import add_kfp_arguments, add_service_account_argument, load_callable
 from botyard.pipelines.trigger import DB_URL_ENV, DEFAULT_DB_URL, READ_TOKEN_ENV, SECRET_ENV, TriggerConfig
@@ -18,8 +18,7 @@ _FLAG_FIELDS = {"secret": "secret_file", "read_token": "read_token_file", "allow
 
 
 def config_from_args(args: argparse.Namespace) -> TriggerConfig:
-    flags = {f: "--" + _FLAG_FIELDS.get(f, f).replace("_", "-") for f in TriggerConfig.__dataclass_fields__}
-    with naming_flags("TriggerConfig", flags):
+    with naming_flags(TriggerConfig, cli_flags(TriggerConfig, _FLAG_FIELDS)):
         return _config(args)
 
 

@@ -55,14 +55,15 @@ def check_parameter_values(parameters: dict | None) -> None:
     values = {**{k: v.default for k, v in inputs.items()}, **(parameters or {})}
 
     def named(config, flags: dict[str, str]):
-        return naming_flags(config.__name__, {field: f"--param {name}=" for field, name in flags.items()})
+        return naming_flags(config, {field: f"--param {name}=" for field, name in flags.items()})
 
     def fields(config) -> dict[str, str]:  # field -> parameter name, for a config whose fields are parameters
         return {name[len(config.parameter_prefix):]: name for name, _, _ in config.parameter_fields()}
 
     for config in (TrainConfig, EntityConfig):
-        with named(config, fields(config)):
-            config.from_parameters({name: values[name] for name in fields(config).values()})
+        names = fields(config)
+        with named(config, names):
+            config.from_parameters({name: values[name] for name in names.values()})
     with named(ValidationConfig, {name: name for name in ValidationConfig.RUN_PARAMETERS}):
         ValidationConfig.from_run_parameters(values)
     with named(SplitConfig, {"val_fraction": "val_fraction", "test_fraction": "test_fraction", "seed": "split_seed"}):
