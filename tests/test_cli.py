@@ -41,15 +41,24 @@ def test_label_conflict_fails_by_default_and_names_the_way_through(tmp_path):
     [
         (["run", "--bot-id", "Bad_Bot"], "bot id 'Bad_Bot' is not valid"),
         (["run", "--param", "epochs=ten"], "--param epochs: 'ten' is not a valid Integer"),
-        (["run", "--param", "colour=blue"], "--param 'colour=blue': expected KEY=VALUE"),
+        (["run", "--param", "colour=blue"], "--param 'colour=blue': unknown parameter 'colour'; known: ["),
+        (["run", "--param", "epoch=5"], "--param 'epoch=5': unknown parameter 'epoch' (did you mean 'epochs'?); known: ["),
+        (["run", "--param", "epochs"], "--param 'epochs': expected KEY=VALUE, e.g. --param epochs=20"),
         (["run", "--param", "on_label_conflict=ignore"], "--param on_label_conflict='ignore' is not allowed; use one of fail, warn, drop"),
         (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "botyard: error: --gpus 0 is out of range"),
+        (["compile", "--registry", "Registry.Example.com", "--output-dir", "{tmp}"], "botyard: error: --registry 'Registry.Example.com' is not a registry"),
+        (["compile", "--tag", "v 1", "--output-dir", "{tmp}"], "botyard: error: --tag 'v 1' is not a valid image tag"),
+        (["compile", "--storage-endpoint", "minio:9000", "--output-dir", "{tmp}"], "botyard: error: --storage-endpoint 'minio:9000' is not an http(s) URL"),
+        (["compile", "--storage-secret", "S3_Creds", "--output-dir", "{tmp}"], "botyard: error: --storage-secret 'S3_Creds' is not a Kubernetes Secret name"),
         # values the steps would refuse minutes into the run are refused before it starts
         (["run", "--param", "epochs=0"], "botyard: error: --param epochs=0 is out of range; allowed: 1 to 1000"),
         (["run", "--param", "entity_epochs=0"], "botyard: error: --param entity_epochs=0 is out of range; allowed: 1 to 1000"),
         (["run", "--param", "min_accuracy=2"], "botyard: error: --param min_accuracy=2.0 is out of range; allowed: 0 to 1, or unset"),
         (["run", "--param", "val_fraction=0.9"], "botyard: error: --param val_fraction=0.9 is out of range; allowed: 0.0 to 0.5"),
         # errors name the flag typed, not the config field behind it
+        (["bench", "--set", "epoc=3"], "botyard: error: --set: unknown TrainConfig field(s) 'epoc' (did you mean 'epochs'?)"),
+        (["bench", "--set", "epochs=0"], "botyard: error: --set epochs=0 is out of range; allowed: 1 to 1000"),
+        (["bench", "--set", "epochs=ten"], "botyard: error: --set epochs='ten' is not a number; allowed: 1 to 1000"),
         (["serve", "--models-root", "{tmp}", "--port", "99999"], "botyard: error: --port 99999 is out of range; allowed: 1 to 65535"),
         (["serve", "--models-root", "{tmp}", "--port", "8080", "--grpc-port", "8080"], "--grpc-port equals --port (8080)"),
         (["serve", "--models-root", "{tmp}", "--body-timeout", "0"], "botyard: error: --body-timeout 0.0 is out of range"),
@@ -59,6 +68,18 @@ def test_bad_arguments_get_a_clear_error(tmp_path, capsys, args, message):
     code = main([a.replace("{tmp}", str(tmp_path)) for a in args])
     err = capsys.readouterr().err
     assert code == 2 and message in err
+
+
+def test_compile_names_the_variable_or_folder_at_fault(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BOTYARD_IMAGE_REGISTRY", "Bad Registry")
+    assert main(["compile", "--output-dir", str(tmp_path)]) == 2
+    assert "botyard: error: $BOTYARD_IMAGE_REGISTRY 'Bad Registry' is not a registry" in capsys.readouterr().err
+    monkeypatch.delenv("BOTYARD_IMAGE_REGISTRY")
+    (tmp_path / "a-file").write_text("")
+    assert main(["compile", "--output-dir", str(tmp_path / "a-file" / "pipelines")]) == 2
+    err = capsys.readouterr().err
+    assert f"botyard: error: --output-dir {tmp_path / 'a-file' / 'pipelines'}: cannot create the folder (Not a directory)" in err
+    assert "Traceback" not in err
 
 
 def test_compile_writes_every_pipeline(tmp_path, capsys):

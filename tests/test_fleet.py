@@ -107,7 +107,8 @@ def test_bots_file_json_and_csv_resolve_relative_paths(tmp_path):
     [
         ([], "the bot list is empty"),
         ([{"bot_id": "a"}], "bot #1: missing ['data_uri']"),
-        ([{"bot_id": "a", "data_uri": "x.csv", "colour": "red"}], "bot #1: unknown field(s) ['colour']"),
+        ([{"bot_id": "a", "data_uri": "x.csv", "colour": "red"}], "bot #1: unknown field(s) 'colour'; known: ['bot_id', 'data_uri']"),
+        ([{"bot_id": "a", "data": "x.csv"}], "bot #1: unknown field(s) 'data' (did you mean 'data_uri'?)"),
         ([{"bot_id": "a", "data_uri": "x.csv"}, {"bot_id": "a", "data_uri": "y.csv"}], "bot #2: bot id 'a' appears more than once"),
         ([{"bot_id": "Bad Bot", "data_uri": "x.csv"}], "bot id 'Bad Bot' is not valid"),
         (["a"], "bot #1: expected an object"),

@@ -379,7 +379,7 @@ def test_cli_status_shows_the_trigger_services_decisions(monkeypatch, capsys):
         (["schedule", "list", "--host", ""], "give --host URL"),
         (["schedule", "--bot", "alpha", "--host", "http://x"], "botyard schedule needs --data, --cron"),
         (["schedule", "--bot", "a", "--data", "/d.csv", "--cron", "0 3 * *", "--host", "http://127.0.0.1:9"], "has 4 field(s)"),
-        (["submit", "--bot", "alpha", "--data", "/d.csv", "--param", "colour=blue"], "expected KEY=VALUE"),
+        (["submit", "--bot", "alpha", "--data", "/d.csv", "--param", "colour=blue"], "unknown parameter 'colour'"),
     ],
 )
 def test_cli_bad_arguments_exit_2(args, message, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,21 @@ from botyard.components.base.errors import ConfigError
 
 def _check_range(obj: Any, name: str, low: float, high: float) -> None:
     value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{type(obj).__name__}.{name} = {value!r} is not a number; allowed: {low} to {high}")
+    if not low <= value <= high:
         raise ConfigError(f"{type(obj).__name__}.{name} = {value!r} is out of range; allowed: {low} to {high}")
+
+
+def unknown_names(unknown: list[str], known) -> str:
+    """``'epoch' (did you mean 'epochs'?); known: [...]``: the unknown names, each with its
+    closest known name when one is close (a typo), then every known name."""
+    known = sorted(known)
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        named.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return f"{', '.join(named)}; known: {known}"
 
 
 def cli_flags(config: type, renamed: dict[str, str] | None = None) -> dict[str, str]:
@@ -64,7 +78,7 @@ class ConfigBase:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown_names(unknown, known)}")
         return cls(**values)
 
     @classmethod
@@ -76,7 +90,7 @@ class ConfigBase:
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(kinds))
         if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(kinds)}")
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown_names(unknown, kinds)}")
         return cls(**{name: _coerce(cls.__name__, name, kinds[name], value) for name, value in values.items()})
 
     @classmethod

@@ -21,7 +21,7 @@ import os
 
 from botyard.components.base import contracts as c
 from botyard.components.base import storage
-from botyard.components.base.config import ValidationConfig
+from botyard.components.base.config import ValidationConfig, unknown_names
 from botyard.components.base.errors import BotyardError, ConfigError
 from botyard.components.base.model_store import check_bot_id
 
@@ -63,12 +63,12 @@ def parse_bots(items, base_dir: str | None = None) -> list[dict]:
     for i, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise ConfigError(f"bot #{i}: expected an object with {list(BOT_FIELDS)}, got {type(item).__name__}")
+        unknown = sorted(set(item) - set(BOT_FIELDS))  # first: "data" for "data_uri" is a typo, not a missing field
+        if unknown:
+            raise ConfigError(f"bot #{i}: unknown field(s) {unknown_names(unknown, BOT_FIELDS)}")
         missing = [f for f in BOT_FIELDS if not str(item.get(f) or "").strip()]
         if missing:
             raise ConfigError(f"bot #{i}: missing {missing}; every bot needs {list(BOT_FIELDS)}")
-        unknown = sorted(set(item) - set(BOT_FIELDS))
-        if unknown:
-            raise ConfigError(f"bot #{i}: unknown field(s) {unknown}; allowed: {list(BOT_FIELDS)}")
         bot_id = check_bot_id(str(item[BOT_ID]).strip())
         if bot_id in seen:
             raise ConfigError(f"bot #{i}: bot id '{bot_id}' appears more than once; each bot may appear once per fleet run")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
+from botyard.components.base.config import TrainConfig, naming_flags, unknown_names
 from botyard.components.base.errors import ConfigError
 from botyard.pipelines.commands.options import json_overrides
 
@@ -39,18 +41,30 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_bench_command)
 
 
+def _train_config(args: argparse.Namespace, train_config_with):
+    """The suites' ``TrainConfig``: ``--quick``'s preset, then ``--set`` overrides, each error naming ``--set KEY=``."""
+    overrides = json_overrides(args.overrides, "--set")
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ConfigError(f"--set: unknown TrainConfig field(s) {unknown_names(unknown, fields)}")
+    with naming_flags(TrainConfig, {name: f"--set {name}=" for name in fields}):
+        return train_config_with(overrides, quick=args.quick)
+
+
 def run_bench_command(args: argparse.Namespace) -> int:
     from botyard.pipelines.bench.harness import LATENCY_CALLS, SUITES, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
 
     for flag, value in (("--max-bots", args.max_bots), ("--max-seeds", args.max_seeds)):
         if value < 0:
             raise ConfigError(f"{flag} = {value} is out of range; allowed: 0 (all) or more")
+    train_config = _train_config(args, train_config_with)
     suites = args.suites or default_suites()
     needs_data = any(SUITES[name].takes_context for name in suites if name in SUITES)  # serving, trigger, submit: none
     context = BenchContext(
         data_dir=str(resolve_data_dir(args.data_dir)) if needs_data else (args.data_dir or ""),
         output_dir=args.output_dir,
-        train_config=train_config_with(json_overrides(args.overrides, "--set"), quick=args.quick),
+        train_config=train_config,
         latency_calls=args.latency_calls or (50 if args.quick else LATENCY_CALLS),
         throughput_batches=5 if args.quick else 20,
         max_bots=args.max_bots,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from botyard.components.base.config import GpuConfig, naming_flags
@@ -27,7 +28,11 @@ def gpu_config(args: argparse.Namespace) -> GpuConfig:
 def image_config(args: argparse.Namespace):
     from botyard.components.base.images import ImageConfig
 
-    return ImageConfig.from_env(args.registry, args.tag)
+    from botyard.components.base.images import REGISTRY_ENV, TAG_ENV
+
+    flags = {"registry": "--registry" if args.registry else f"${REGISTRY_ENV}", "tag": "--tag" if args.tag else f"${TAG_ENV}"}
+    with naming_flags(ImageConfig, flags):
+        return ImageConfig.from_env(args.registry, args.tag)
 
 
 def storage_access(args: argparse.Namespace):
@@ -36,13 +41,19 @@ def storage_access(args: argparse.Namespace):
     if args.storage_secret_key and not args.storage_secret:
         raise ConfigError("--storage-secret-key needs --storage-secret NAME: the Secret the keys are read from")
     keys = dict(key_value(k, "--storage-secret-key") for k in args.storage_secret_key) if args.storage_secret_key else dict(DEFAULT_SECRET_KEYS)
-    return StorageAccess(secret=args.storage_secret or "", keys=keys, endpoint_url=args.storage_endpoint or "")
+    flags = {"secret": "--storage-secret", "keys": "--storage-secret-key", "endpoint_url": "--storage-endpoint"}
+    with naming_flags(StorageAccess, flags):
+        return StorageAccess(secret=args.storage_secret or "", keys=keys, endpoint_url=args.storage_endpoint or "")
 
 
 def handle(args: argparse.Namespace) -> int:
     from botyard.pipelines.builders import compile_all
 
     images = image_config(args)
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {args.output_dir}: cannot create the folder ({exc.strerror or exc})") from None
     for path in compile_all(args.output_dir, gpu_config(args), images=images, storage=storage_access(args)):
         print(path)
     print(f"images: {images.steps} (steps), {images.trainer} (train)", file=sys.stderr)

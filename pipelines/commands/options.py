@@ -13,6 +13,7 @@ import os
 from datetime import datetime
 from typing import Callable
 
+from botyard.components.base.config import unknown_names
 from botyard.components.base.errors import ConfigError
 
 HOST_ENV = "KF_PIPELINES_ENDPOINT"  # kfp.Client's own variable for the endpoint
@@ -49,8 +50,10 @@ def parse_parameters(pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or key not in known:
-            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+        if not sep:
+            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param epochs=20")
+        if key not in known:
+            raise ConfigError(f"--param {pair!r}: unknown parameter {unknown_names([key], known)}")
         params[key] = _typed(key, raw, known[key])
     return params
 
