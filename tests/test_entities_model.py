@@ -126,6 +126,10 @@ def test_serving_default_returns_decoded_tags_for_tf_serving_users(sample_bot):
     tags = json.load(open(os.path.join(sample_bot["model_dir"], c.TRAINING_FILE)))[c.ENTITY_TAGS]
     decoded = spans_from_outputs([order, "", "a  b"], outputs, tags)
     assert _key(decoded[0]) == _key(expected) and decoded[1] == []
+    # a batch in which no utterance has a token is answered too (tf.scan over zero steps failed: a 500)
+    outputs = {k: v.numpy() for k, v in signature(utterances=tf.constant(["", "   "])).items()}
+    assert outputs[c.OUTPUT_ENTITY_TAGS].shape[0] == 2 and (outputs[c.OUTPUT_ENTITY_TAGS] == -1).all()
+    assert spans_from_outputs(["", "   "], outputs, tags) == [[], []]
 
 
 def test_evaluation_reports_entity_figures_and_the_mistaken_utterances(sample_bot):
@@ -181,6 +185,9 @@ def test_the_predictor_serves_entities_over_http_v1_and_v2(sample_bot):
         outputs = {o["name"]: o for o in body["outputs"]}
         assert outputs["entities"]["datatype"] == "BYTES"
         assert json.loads(outputs["entities"]["data"][0]) == spans
+        status, body = predictor.predict("sample-bot", ["", "   "])  # no token in the whole batch
+        assert status == 200, body
+        assert [p["entities"] for p in body["predictions"]] == [[], []]
 
 
 def test_the_entity_threshold_is_chosen_on_val_recorded_and_applied(sample_bot, tmp_path):

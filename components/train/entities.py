@@ -506,9 +506,10 @@ def crf_decode(emissions, mask, start, pairs, end, tags: list[str]):
     """
     start_ok, pair_ok = allowed_transitions(tags)
     tokens = tf.shape(emissions)[1]
-    # one padding column more: a batch of utterances without a token still has a first step
-    emissions = tf.pad(tf.cast(emissions, tf.float32), [[0, 0], [0, 1], [0, 0]])
-    mask = tf.pad(tf.cast(mask, tf.bool), [[0, 0], [0, 1]])
+    # two padding columns more: a batch of utterances without a token ("", "   ") still has a
+    # first step and one step for the scans (tf.scan cannot stack zero steps); cut off below
+    emissions = tf.pad(tf.cast(emissions, tf.float32), [[0, 0], [0, 2], [0, 0]])
+    mask = tf.pad(tf.cast(mask, tf.bool), [[0, 0], [0, 2]])
     start = tf.cast(start, tf.float32) + tf.constant(np.where(start_ok, 0.0, FORBIDDEN), tf.float32)
     pairs = tf.cast(pairs, tf.float32) + tf.constant(np.where(pair_ok, 0.0, FORBIDDEN), tf.float32)
     end = tf.cast(end, tf.float32)
