@@ -14,6 +14,8 @@ hyperparameter reaches the pipeline, the dashboard and ``botyard run --param`` b
 to ``TrainConfig`` alone. The train and featurize steps get them as one ``train_config`` dict;
 the entity tagger's (``EntityConfig``) are ``entity_<field>`` parameters, one ``entity_config``
 dict for the train step, which trains the tagger only when the training split has entity spans.
+How evaluate chooses the out-of-scope threshold (``ThresholdConfig``: ``min_oos_recall``,
+``reject_budget``) is one ``threshold_config`` dict for the evaluate step.
 
 ``build_bot_training(gpu, images=, storage=)`` makes the pipeline for a cluster: GPU, images,
 storage secret and every task's CPU/memory are compiled into the YAML (``task_settings``).
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from kfp import dsl
 
-from botyard.components.base.config import EntityConfig, GpuConfig, SplitConfig, TrainConfig, ValidationConfig
+from botyard.components.base.config import EntityConfig, GpuConfig, SplitConfig, ThresholdConfig, TrainConfig, ValidationConfig
 from botyard.components.base.images import ImageConfig
 from botyard.components.deploy.config import ClusterDeployConfig
 from botyard.components.deploy.component import deploy
@@ -46,6 +48,7 @@ PIPELINE_NAME = "bot-training"
 UNCACHED_TASKS = ("ingest", "register", "gate", "infra-check", "deploy")  # see the module docstring
 TRAIN_PARAMETERS = tuple(name for name, _, _ in TrainConfig.parameter_fields())
 ENTITY_PARAMETERS = tuple(name for name, _, _ in EntityConfig.parameter_fields())  # entity_<field>
+THRESHOLD_PARAMETERS = tuple(name for name, _, _ in ThresholdConfig.parameter_fields())
 
 
 def _unset_below_zero(value: float | None) -> float:
@@ -117,7 +120,8 @@ def _steps(args: dict, settings: ClusterSettings):
     ).set_display_name("Train BiLSTM intent model (and entity tagger)")
     configure(trained, settings)
     evaluated = evaluate(
-        model=trained.outputs["model"], val_data=parts.outputs["val_data"], test_data=parts.outputs["test_data"]
+        model=trained.outputs["model"], val_data=parts.outputs["val_data"], test_data=parts.outputs["test_data"],
+        threshold_config={name: args[name] for name in THRESHOLD_PARAMETERS},
     ).set_display_name("Evaluate on test split")
     configure(evaluated, settings)
     registered = register(
@@ -175,7 +179,7 @@ def _steps(args: dict, settings: ClusterSettings):
 def build_bot_training(gpu: GpuConfig | None = None, *, images: ImageConfig | None = None, storage: StorageAccess | None = None):
     """The pipeline for a cluster's GPU, image and storage settings (``task_settings``)."""
     settings = ClusterSettings.of(gpu, images, storage)
-    params = run_parameters() + config_parameters(TrainConfig) + config_parameters(EntityConfig)
+    params = run_parameters() + config_parameters(ThresholdConfig) + config_parameters(TrainConfig) + config_parameters(EntityConfig)
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description="Train, evaluate and register one bot's intent model; deploy it when it beats the live version.",

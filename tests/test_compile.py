@@ -6,6 +6,7 @@ The YAML is compiled fresh in each test (``botyard compile --output-dir DIR`` do
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import yaml
@@ -93,6 +94,14 @@ def test_pipeline_defaults_are_train_config_defaults():
         if f.name in ("mixed_precision",):
             continue
         assert inputs[f.name].default == getattr(TrainConfig(), f.name), f.name
+
+
+def test_the_out_of_scope_criterion_is_a_pipeline_parameter_that_reaches_evaluate(compiled):
+    inputs = bot_training.component_spec.inputs
+    assert (inputs["min_oos_recall"].default, inputs["reject_budget"].default) == (0.7, 0.02)
+    spec, _ = _load(compiled[0])
+    config = container_tasks(spec)["evaluate"]["inputs"]["parameters"]["threshold_config"]
+    assert "min_oos_recall" in json.dumps(config) and "reject_budget" in json.dumps(config)
 
 
 def container_tasks(spec: dict) -> dict[str, dict]:

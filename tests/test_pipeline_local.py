@@ -104,7 +104,7 @@ def test_run_drops_conflicting_train_and_val_rows_and_keeps_test_rows(tmp_path, 
     data = tmp_path / "bot.csv"
     data.write_text("text,intent,split\n" + "".join(f"{t},{i},{s}\n" for t, i, s in rows))
     args = ["run", "--bot-id", "noisy", "--data", str(data), "--models-root", str(tmp_path / "models"),
-            "--pipeline-root", str(tmp_path / "runs"), "--param", "on_label_conflict=drop"]
+            "--pipeline-root", str(tmp_path / "runs"), "--param", "on_label_conflict=drop", "--param", "reject_budget=0"]
     assert main(args + [f"--param={p}" for p in TINY_PARAMS]) == 0
     out = capsys.readouterr().out
     assert "botyard: dropped 3 train/val row(s) of 2 utterance(s) labelled with different intents (on_label_conflict=drop):" in out
@@ -115,3 +115,6 @@ def test_run_drops_conflicting_train_and_val_rows_and_keeps_test_rows(tmp_path, 
     assert "## Label conflicts: rows dropped" in open(os.path.join(run_dir, "report")).read()
     validated = read_table(os.path.join(run_dir, "validated"))
     assert len(validated) == len(rows) - 3 and not {2, 22, 39} & set(validated["source_row"])
+    # the out-of-scope criterion's parameter reached the evaluate step
+    [evaluation] = glob.glob(str(tmp_path / "runs" / "bot-training-*" / "evaluate" / "evaluation" / c.EVALUATION_FILE))
+    assert "rejects at most 0% of correctly classified validation utterances" in json.load(open(evaluation))["threshold_criterion"]

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from botyard.components.base import contracts as c
-from botyard.components.base.config import TrainConfig
+from botyard.components.base.config import ThresholdConfig, TrainConfig
 from botyard.components.evaluate.core import evaluate_model_dir
 from botyard.components.evaluate.threshold import choose_threshold
 from botyard.components.base.table import make_table
@@ -68,7 +68,7 @@ def test_evaluate_writes_report_files(trained, tmp_path):
 
 def test_threshold_without_oos_keeps_correct_predictions():
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55]])
-    threshold, criterion = choose_threshold(probs, np.array(["a", "a", "b", "a"]), ["a", "b"], reject_budget=0.0)
+    threshold, criterion = choose_threshold(probs, np.array(["a", "a", "b", "a"]), ["a", "b"], ThresholdConfig(reject_budget=0.0))
     assert threshold == pytest.approx(0.6) and "rejects at most 0%" in criterion
 
 
@@ -76,8 +76,13 @@ def test_threshold_with_oos_examples_separates_them():
     probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.55, 0.45], [0.6, 0.4]])
     threshold, criterion = choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"])
     assert threshold == pytest.approx(0.9) and "rejecting at least 70% of its out-of-scope examples" in criterion
-    # no threshold reaches a 100% floor that keeps any in-scope row: fall back to the sum criterion
-    assert choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"], min_oos_recall=1.01)[1].startswith("maximises in-scope accuracy + out-of-scope recall")
+    # a lower floor keeps more in-scope answers: 50% is reached at 0.6, which keeps both in-scope rows
+    threshold, criterion = choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"], ThresholdConfig(min_oos_recall=0.5))
+    assert threshold == pytest.approx(0.6) and "rejecting at least 50% of its out-of-scope examples" in criterion
+    # no threshold reaches the floor (the most confident row is out of scope): fall back to the sum criterion
+    probs[2] = [0.97, 0.03]
+    threshold, criterion = choose_threshold(probs, np.array(["a", "b", c.OOS_INTENT, c.OOS_INTENT]), ["a", "b"], ThresholdConfig(min_oos_recall=1.0))
+    assert criterion.startswith("maximises in-scope accuracy + out-of-scope recall")
 
 
 def test_the_featurizer_inside_the_saved_model_equals_the_featurize_artifact(trained):

@@ -171,6 +171,21 @@ class SplitConfig(ConfigBase):
 
 
 @dataclass(frozen=True)
+class ThresholdConfig(ConfigBase):
+    """How the evaluate step chooses a model version's out-of-scope threshold on validation data
+    (the rule: ``base.decision``). Each field is a pipeline parameter and ``--param`` key: a bot's
+    owner sets how much in-scope accuracy to give up for rejecting what the bot was not built for."""
+
+    # with out-of-scope (``oos``) validation examples: reject at least this share of them, and
+    # within that, answer as many in-scope utterances right as possible
+    min_oos_recall: float = 0.7
+    # without: reject at most this share of the correctly classified validation utterances
+    reject_budget: float = 0.02
+
+    _ranges = {"min_oos_recall": (0.0, 1.0), "reject_budget": (0.0, 0.5)}
+
+
+@dataclass(frozen=True)
 class TrainConfig(ConfigBase):
     """Every hyperparameter of the featurize and train steps (each is a pipeline parameter too).
 

@@ -7,7 +7,7 @@ its criterion:
 
 * the validation data has out-of-scope examples (intent ``oos``): the threshold that
   maximises in-scope accuracy (a rejected in-scope utterance counts as wrong) among those
-  that reject at least ``min_oos_recall`` (default 70%) of the validation out-of-scope
+  that reject at least ``min_oos_recall`` (``base.config.ThresholdConfig``, default 70%) of the validation out-of-scope
   examples; if none reaches that, the one maximising in-scope accuracy + out-of-scope
   recall. Answering in-scope users well comes first; the floor keeps the bot from
   answering most of what it was never built for;

@@ -15,6 +15,7 @@ def evaluate(
     confusion_matrix: Output[ClassificationMetrics],
     report: Output[Markdown],
     misclassified: Output[Dataset],
+    threshold_config: dict,
 ):
     """Score the model on the test split and choose its out-of-scope threshold on validation data.
 
@@ -22,6 +23,7 @@ def evaluate(
         model: Trained model folder from the train step.
         val_data: Validation rows (threshold choice).
         test_data: Test rows (metrics).
+        threshold_config: ThresholdConfig values (min_oos_recall, reject_budget): how the out-of-scope threshold is chosen.
 
     Returns:
         evaluation: Folder with evaluation.json, confusion_matrix.csv, per_intent.md, misclassified.csv.
@@ -34,11 +36,13 @@ def evaluate(
     import shutil
 
     from botyard.components.base import contracts as c
+    from botyard.components.base.config import ThresholdConfig
     from botyard.components.evaluate.core import evaluate_model_dir, per_intent_markdown
     from botyard.components.base.table import read_table
 
     os.makedirs(evaluation.path, exist_ok=True)
-    result = evaluate_model_dir(model.path, read_table(val_data.path), read_table(test_data.path), evaluation.path)
+    result = evaluate_model_dir(model.path, read_table(val_data.path), read_table(test_data.path), evaluation.path,
+                                ThresholdConfig.from_parameters(threshold_config))
     for name, value in result.logged_metrics().items():
         metrics.log_metric(name, value)
     confusion_matrix.log_confusion_matrix(result.labels, result.confusion.tolist())

@@ -20,6 +20,7 @@ import pandas as pd
 
 from botyard.components.base import contracts as c
 from botyard.components.base.artifacts import read_training_info, write_json
+from botyard.components.base.config import ThresholdConfig
 from botyard.components.base.entities import MICRO_F1, MICRO_PRECISION, MICRO_RECALL, choose_entity_threshold, span_scores
 from botyard.components.base.model_io import load_signature, predict_all, signature_outputs
 from botyard.components.base.scoring import score
@@ -83,11 +84,13 @@ def entity_mistakes(test: pd.DataFrame, predicted: list[list[dict]]) -> pd.DataF
     return pd.DataFrame(rows, columns=[c.UTTERANCE, "expected", "predicted"])
 
 
-def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame, entity_tags: list[str] | None = None) -> Evaluation:
-    """Choose the threshold on ``val``, then score ``test`` with it (and its entity spans, with a tagger)."""
+def evaluate(signature, labels: list[str], val: pd.DataFrame, test: pd.DataFrame, entity_tags: list[str] | None = None,
+             threshold_config: ThresholdConfig | None = None) -> Evaluation:
+    """Choose the threshold on ``val`` (``threshold_config``'s criterion), then score ``test`` with
+    it (and its entity spans, with a tagger)."""
     outputs_of = signature_outputs(signature)
     val_probs, val_spans = predict_all(outputs_of, val[c.UTTERANCE].tolist(), len(labels), entity_tags)
-    threshold, criterion = choose_threshold(val_probs, val[c.INTENT].to_numpy(dtype=object), labels)
+    threshold, criterion = choose_threshold(val_probs, val[c.INTENT].to_numpy(dtype=object), labels, threshold_config)
     # the entity threshold too is chosen on val (0, every span, when val has no spans)
     entity_threshold = choose_entity_threshold(list(val[c.ENTITIES]), val_spans) if val_spans is not None else None
     intents = test[c.INTENT].to_numpy(dtype=object)
@@ -162,10 +165,11 @@ def write_evaluation(evaluation: Evaluation, output_dir: str) -> None:
         evaluation.entity_mistakes.to_csv(os.path.join(output_dir, c.ENTITY_MISTAKES_FILE), index=False)
 
 
-def evaluate_model_dir(model_dir: str, val: pd.DataFrame, test: pd.DataFrame, output_dir: str) -> Evaluation:
+def evaluate_model_dir(model_dir: str, val: pd.DataFrame, test: pd.DataFrame, output_dir: str,
+                       threshold_config: ThresholdConfig | None = None) -> Evaluation:
     """Evaluate the Model artifact folder written by ``train`` and write the evaluation folder."""
     training = read_training_info(model_dir)
     signature = load_signature(os.path.join(model_dir, c.SAVED_MODEL_DIR))
-    evaluation = evaluate(signature, training[c.LABELS], val, test, training.get(c.ENTITY_TAGS))
+    evaluation = evaluate(signature, training[c.LABELS], val, test, training.get(c.ENTITY_TAGS), threshold_config)
     write_evaluation(evaluation, output_dir)
     return evaluation

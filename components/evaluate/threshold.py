@@ -9,20 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 from botyard.components.base import contracts as c
+from botyard.components.base.config import ThresholdConfig
 from botyard.components.base.decision import answerable_scores, decisions, scores
-
-DEFAULT_REJECT_BUDGET = 0.02
-DEFAULT_MIN_OOS_RECALL = 0.7
 
 
 def choose_threshold(
     probabilities: np.ndarray,
     intents: np.ndarray,
     labels: list[str],
-    reject_budget: float = DEFAULT_REJECT_BUDGET,
-    min_oos_recall: float = DEFAULT_MIN_OOS_RECALL,
+    config: ThresholdConfig | None = None,
 ) -> tuple[float, str]:
     """The threshold and the criterion used (for the report)."""
+    config = config or ThresholdConfig()
+    reject_budget, min_oos_recall = config.reject_budget, config.min_oos_recall
     intents = np.asarray(intents, dtype=object)
     if len(intents) == 0:
         return 0.0, "no validation data: threshold 0 (nothing is rejected for low confidence)"

@@ -45,7 +45,7 @@ def check_parameter_values(parameters: dict | None) -> None:
     for the rest), so an out-of-range value fails now, naming ``--param <name>=``, rather than in
     a step minutes into the run (``epochs=0`` in featurize, ``entity_epochs=0`` after the intent
     model has trained)."""
-    from botyard.components.base.config import EntityConfig, SplitConfig, TrainConfig, naming_flags
+    from botyard.components.base.config import EntityConfig, SplitConfig, ThresholdConfig, TrainConfig, naming_flags
     from botyard.components.deploy.config import ClusterDeployConfig, cluster_config_from_parameters
     from botyard.components.deploy.core import check_target
     from botyard.components.gate.core import GateConfig
@@ -60,7 +60,7 @@ def check_parameter_values(parameters: dict | None) -> None:
     def fields(config) -> dict[str, str]:  # field -> parameter name, for a config whose fields are parameters
         return {name[len(config.parameter_prefix):]: name for name, _, _ in config.parameter_fields()}
 
-    for config in (TrainConfig, EntityConfig):
+    for config in (TrainConfig, EntityConfig, ThresholdConfig):
         names = fields(config)
         with named(config, names):
             config.from_parameters({name: values[name] for name in names.values()})
