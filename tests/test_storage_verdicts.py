@@ -83,6 +83,8 @@ def test_gate_records_its_verdict_and_rollback_to_a_rejected_version_needs_force
         f"bot 'bot-a': now serving {bad} (was {good}) [local]\n"
         f"warning: version {bad} was rejected by the promotion gate (FAIL: accuracy 0.300 >= minimum 0.500); serving it because of --force\n"
     )
+    code, out, _ = _cli("rollback", "--bot", "bot-a", "--to", bad, "--models-root", store.root, "--force")
+    assert code == 0 and out.startswith(f"bot 'bot-a': still serving {bad} (it was already the live version; applied again) [local]\n")
 
 
 def test_rollback_with_only_rejected_older_versions_says_so(store, tmp_path):

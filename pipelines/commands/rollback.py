@@ -11,7 +11,10 @@ def handle(args: argparse.Namespace) -> int:
 
     cluster = ClusterDeployConfig(namespace=args.namespace, mode=args.serving_mode) if args.target == "cluster" else None
     done = rollback(args.models_root, args.bot, args.to, args.target, cluster, force=args.force)
-    print(f"bot '{done.bot_id}': now serving {done.version} (was {done.previous or 'none'}) [{done.target}]")
+    if done.previous == done.version:  # re-applied: on a cluster this puts a drifted service back
+        print(f"bot '{done.bot_id}': still serving {done.version} (it was already the live version; applied again) [{done.target}]")
+    else:
+        print(f"bot '{done.bot_id}': now serving {done.version} (was {done.previous or 'none'}) [{done.target}]")
     if done.warning:
         print(f"warning: {done.warning}")
     if done.url:
