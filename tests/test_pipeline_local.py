@@ -115,6 +115,7 @@ def test_run_drops_conflicting_train_and_val_rows_and_keeps_test_rows(tmp_path, 
     assert "## Label conflicts: rows dropped" in open(os.path.join(run_dir, "report")).read()
     validated = read_table(os.path.join(run_dir, "validated"))
     assert len(validated) == len(rows) - 3 and not {2, 22, 39} & set(validated["source_row"])
-    # the out-of-scope criterion's parameter reached the evaluate step
+    # the out-of-scope criterion's parameter reached the evaluate step, and the run's output names the criterion
+    assert "   (highest threshold that rejects at most 0% of correctly classified validation utterances)\n" in out
     [evaluation] = glob.glob(str(tmp_path / "runs" / "bot-training-*" / "evaluate" / "evaluation" / c.EVALUATION_FILE))
     assert "rejects at most 0% of correctly classified validation utterances" in json.load(open(evaluation))["threshold_criterion"]

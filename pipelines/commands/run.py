@@ -28,7 +28,8 @@ def handle(args: argparse.Namespace) -> int:
               f"recall: {m['entity_micro_recall']:.3f}   (on {m['entity_support']} test spans)")
         cut = run.metadata.get(c.ENTITY_THRESHOLD) or 0.0
         print(f"entity threshold:  {cut:.2f}   " + ("(spans less confident are left out)" if cut else "(every span kept)"))
-    print(f"out-of-scope threshold: {run.metadata[c.OOS_THRESHOLD]:.3f}")
+    criterion = run.metadata.get("threshold_criterion")
+    print(f"out-of-scope threshold: {run.metadata[c.OOS_THRESHOLD]:.3f}" + (f"   ({criterion})" if criterion else ""))
     print(f"confusion matrix:  {run.confusion_matrix_csv}")
     if run.confusion_matrix_artifact:
         print(f"KFP artifacts:     {run.run_dir}")
