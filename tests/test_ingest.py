@@ -286,9 +286,31 @@ def test_large_valid_files_still_work(write, fmt):
 @pytest.mark.parametrize("line", ["[" * 131_072, "[x](" * 32_768, "[x]{" * 32_768, "[x](" + "a" * 131_068, "[x]{\"" + "[x]" * 43_690])
 def test_entity_markup_is_matched_in_linear_time(line):
     started = time.perf_counter()
-    text, _ = parse_annotated(line)
+    try:
+        text, _ = parse_annotated(line)
+        assert text == line  # nothing here is a complete annotation
+    except ValueError as exc:  # an annotation begun and never closed
+        assert "is not complete" in str(exc)
     assert time.perf_counter() - started < 1.0  # quadratic backtracking took minutes on the first two
-    assert text == line  # nothing here is a complete annotation
+
+
+@pytest.mark.parametrize("example, shown", [
+    ("a table at [7pm](time", "'[7pm](time'"),
+    ("on [monday]{\"entity\": \"day\" please", "'[monday]{\"entity\": \"day\" please'"),
+    ("for [two](party_size) at [7pm](", "'[7pm]('"),
+    ("[](time) at 7", "'[](time) at 7'"),
+])
+def test_an_annotation_that_is_not_complete_is_refused_not_trained_on_as_text(example, shown):
+    with pytest.raises(ValueError) as err:
+        parse_annotated(example)
+    assert str(err.value).startswith(f"entity annotation {shown} is not complete; write [value](entity)")
+
+
+def test_an_incomplete_annotation_names_its_file_and_line(write):
+    path = write("nlu.yml", "nlu:\n- intent: book\n  examples: |\n    - a table for [two](party_size)\n    - a table at [7pm](time\n")
+    with pytest.raises(DataValidationError) as err:
+        read_training_data(path)
+    assert "nlu.yml: line 5: entity annotation '[7pm](time' is not complete" in str(err.value)
 
 
 # --- the CLI: exit 2 before any step, one message, no traceback -------------------------------

@@ -406,17 +406,29 @@ def parse_json(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> lis
 # classes exclude the next opening bracket/brace, so a line of unclosed brackets is matched in
 # linear time rather than quadratic
 _ANNOTATION = re.compile(r"\[(?P<value>[^\[\]]+)\](?:\((?P<entity>[^()\[\]]+)\)|(?P<json>\{[^{}]*\}))")
+# what is left of an annotation that does not close ("[7pm](time" , "[7pm]{"): a mistake, not text
+_UNCLOSED = re.compile(r"\[[^\[\]]*\][({]")
 
 
 def parse_annotated(example: str, max_depth: int = DEFAULT_LIMITS.max_depth) -> tuple[str, list[dict]]:
     """Strip Rasa entity markup from one example; return the plain text and its spans.
 
-    Raises ``ValueError`` for a ``{...}`` annotation that is not a JSON object.
+    Raises ``ValueError`` for a ``{...}`` annotation that is not a JSON object, and for one that
+    is not complete (``[7pm](time`` would otherwise be trained on as text, brackets and all).
     """
     text, entities, pos = [], [], 0
     offset = 0
-    for m in _ANNOTATION.finditer(example):
-        text.append(example[pos : m.start()])
+    for m in [*_ANNOTATION.finditer(example), None]:
+        plain = example[pos : m.start() if m else len(example)]
+        broken = _UNCLOSED.search(plain)
+        if broken:
+            snippet = plain[broken.start() : broken.start() + 40]
+            raise ValueError(
+                f"entity annotation {snippet!r} is not complete; write [value](entity) or [value]{{\"entity\": \"name\"}}"
+            )
+        if m is None:
+            break
+        text.append(plain)
         offset += m.start() - pos
         value = m.group("value")
         if m.group("json"):
