@@ -71,6 +71,13 @@ def shared_inputs(bot_training) -> list[inspect.Parameter]:
     return params
 
 
+def check_parallelism(parallelism, named: str = "parallelism = ") -> None:
+    """``ConfigError`` unless 1 to ``MAX_PARALLELISM`` bots at once; ``named`` leads the message
+    (``--parallelism `` for the command line)."""
+    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or not 1 <= parallelism <= MAX_PARALLELISM:
+        raise ConfigError(f"{named}{parallelism!r} is out of range; allowed: 1 to {MAX_PARALLELISM}")
+
+
 def build_fleet_training(
     gpu: "GpuConfig | None" = None,
     parallelism: int = DEFAULT_PARALLELISM,
@@ -80,8 +87,7 @@ def build_fleet_training(
 ):
     """The fleet pipeline for a cluster's GPU, image and storage settings and a number of bots trained at once."""
     settings = ClusterSettings.of(gpu, images, storage)
-    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or not 1 <= parallelism <= MAX_PARALLELISM:
-        raise ConfigError(f"parallelism = {parallelism!r} is out of range; allowed: 1 to {MAX_PARALLELISM}")
+    check_parallelism(parallelism)
     bot_training = build_bot_training(settings.gpu, images=settings.images, storage=settings.storage)
     shared = shared_inputs(bot_training)
 

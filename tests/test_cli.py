@@ -46,6 +46,7 @@ def test_label_conflict_fails_by_default_and_names_the_way_through(tmp_path):
         (["run", "--param", "epochs"], "--param 'epochs': expected KEY=VALUE, e.g. --param epochs=20"),
         (["run", "--param", "on_label_conflict=ignore"], "--param on_label_conflict='ignore' is not allowed; use one of fail, warn, drop"),
         (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "botyard: error: --gpus 0 is out of range"),
+        (["fleet", "--bots", "{tmp}/bots.json", "--parallelism", "0"], "botyard: error: --parallelism 0 is out of range; allowed: 1 to 256"),
         (["compile", "--registry", "Registry.Example.com", "--output-dir", "{tmp}"], "botyard: error: --registry 'Registry.Example.com' is not a registry"),
         (["compile", "--tag", "v 1", "--output-dir", "{tmp}"], "botyard: error: --tag 'v 1' is not a valid image tag"),
         (["compile", "--storage-endpoint", "minio:9000", "--output-dir", "{tmp}"], "botyard: error: --storage-endpoint 'minio:9000' is not an http(s) URL"),

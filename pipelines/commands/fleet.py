@@ -10,8 +10,9 @@ from botyard.pipelines.commands.options import parse_parameters, table
 
 def handle(args: argparse.Namespace) -> int:
     from botyard.components.fleet.core import FAILED, METRICS, REASON, STAGE, STATUS, SUCCEEDED, VERSION, read_bots_file
-    from botyard.pipelines.fleet_training import run_fleet_locally
+    from botyard.pipelines.fleet_training import check_parallelism, run_fleet_locally
 
+    check_parallelism(args.parallelism, "--parallelism ")
     bots = read_bots_file(args.bots)
     params = parse_parameters(args.param)
     print(f"botyard: training {len(bots)} bot(s) locally through kfp.local, {args.parallelism} at a time "
