@@ -41,8 +41,10 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_bench_command)
 
 
-def _train_config(args: argparse.Namespace, train_config_with):
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     """The suites' ``TrainConfig``: ``--quick``'s preset, then ``--set`` overrides, each error naming ``--set KEY=``."""
+    from botyard.pipelines.bench.harness import train_config_with
+
     overrides = json_overrides(args.overrides, "--set")
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     unknown = sorted(set(overrides) - set(fields))
@@ -53,12 +55,12 @@ def _train_config(args: argparse.Namespace, train_config_with):
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from botyard.pipelines.bench.harness import LATENCY_CALLS, SUITES, BenchContext, default_suites, resolve_data_dir, run_bench, train_config_with
+    from botyard.pipelines.bench.harness import LATENCY_CALLS, SUITES, BenchContext, default_suites, resolve_data_dir, run_bench
 
     for flag, value in (("--max-bots", args.max_bots), ("--max-seeds", args.max_seeds)):
         if value < 0:
             raise ConfigError(f"{flag} = {value} is out of range; allowed: 0 (all) or more")
-    train_config = _train_config(args, train_config_with)
+    train_config = _train_config(args)
     suites = args.suites or default_suites()
     needs_data = any(SUITES[name].takes_context for name in suites if name in SUITES)  # serving, trigger, submit: none
     context = BenchContext(
