@@ -93,6 +93,13 @@ def test_fleet_takes_bot_trainings_inputs_with_the_same_defaults():
 # --- cores ---------------------------------------------------------------------------------------
 
 
+def test_a_bots_file_of_the_wrong_shape_says_what_it_holds(tmp_path):
+    (tmp_path / "bots.json").write_text('{"bot": [{"bot_id": "a", "data_uri": "x.csv"}]}')
+    with pytest.raises(ConfigError) as err:
+        core.read_bots_file(str(tmp_path / "bots.json"))
+    assert str(err.value) == f"{tmp_path / 'bots.json'}: expected a list of bots or {{\"bots\": [...]}}; the object's keys are ['bot']"
+
+
 def test_bots_file_json_and_csv_resolve_relative_paths(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "bots.json").write_text(json.dumps({"bots": [{"bot_id": "a", "data_uri": "data/a.csv"}, {"bot_id": "b", "data_uri": "gs://x/b.yml"}]}))
@@ -106,6 +113,7 @@ def test_bots_file_json_and_csv_resolve_relative_paths(tmp_path):
     "items, message",
     [
         ([], "the bot list is empty"),
+        ({"bots": [{"bot_id": "a", "data_uri": "x.csv"}]}, "expected a list of bots, [{\"bot_id\": ..., \"data_uri\": ...}, ...]; got an object"),
         ([{"bot_id": "a"}], "bot #1: missing ['data_uri']"),
         ([{"bot_id": "a", "data_uri": "x.csv", "colour": "red"}], "bot #1: unknown field(s) 'colour'; known: ['bot_id', 'data_uri']"),
         ([{"bot_id": "a", "data": "x.csv"}], "bot #1: unknown field(s) 'data' (did you mean 'data_uri'?)"),

@@ -52,12 +52,18 @@ HEADLINE_METRICS = ("accuracy", "macro_f1", "test_size")  # copied from metadata
 NO_OUTCOME_REASON = "no outcome recorded: a training step of this bot failed; see its tasks in the run's logs"
 
 
+def _json_kind(value) -> str:
+    return {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def parse_bots(items, base_dir: str | None = None) -> list[dict]:
     """A checked bot list: each item ``{"bot_id", "data_uri"}``; ids valid and unique.
 
     Relative local data paths are resolved against ``base_dir`` (the bots file's folder).
     """
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, list):
+        raise ConfigError(f"expected a list of bots, [{{\"bot_id\": ..., \"data_uri\": ...}}, ...]; got {_json_kind(items)}")
+    if not items:
         raise ConfigError("the bot list is empty; give at least one {\"bot_id\": ..., \"data_uri\": ...}")
     bots, seen = [], set()
     for i, item in enumerate(items, start=1):
@@ -94,6 +100,8 @@ def read_bots_file(path: str) -> list[dict]:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+        if isinstance(doc, dict) and "bots" not in doc:
+            raise ConfigError(f"{path}: expected a list of bots or {{\"bots\": [...]}}; the object's keys are {sorted(doc)[:10]}")
         items = doc.get("bots") if isinstance(doc, dict) else doc
     elif ext == ".csv":
         reader = csv.DictReader(io.StringIO(text))
