@@ -47,10 +47,6 @@ def test_label_conflict_fails_by_default_and_names_the_way_through(tmp_path):
         (["run", "--param", "on_label_conflict=ignore"], "--param on_label_conflict='ignore' is not allowed; use one of fail, warn, drop"),
         (["compile", "--gpus", "0", "--output-dir", "{tmp}"], "botyard: error: --gpus 0 is out of range"),
         (["fleet", "--bots", "{tmp}/bots.json", "--parallelism", "0"], "botyard: error: --parallelism 0 is out of range; allowed: 1 to 256"),
-        (["compile", "--registry", "Registry.Example.com", "--output-dir", "{tmp}"], "botyard: error: --registry 'Registry.Example.com' is not a registry"),
-        (["compile", "--tag", "v 1", "--output-dir", "{tmp}"], "botyard: error: --tag 'v 1' is not a valid image tag"),
-        (["compile", "--storage-endpoint", "minio:9000", "--output-dir", "{tmp}"], "botyard: error: --storage-endpoint 'minio:9000' is not an http(s) URL"),
-        (["compile", "--storage-secret", "S3_Creds", "--output-dir", "{tmp}"], "botyard: error: --storage-secret 'S3_Creds' is not a Kubernetes Secret name"),
         # values the steps would refuse minutes into the run are refused before it starts
         (["run", "--param", "epochs=0"], "botyard: error: --param epochs=0 is out of range; allowed: 1 to 1000"),
         (["run", "--param", "entity_epochs=0"], "botyard: error: --param entity_epochs=0 is out of range; allowed: 1 to 1000"),
@@ -71,16 +67,10 @@ def test_bad_arguments_get_a_clear_error(tmp_path, capsys, args, message):
     assert code == 2 and message in err
 
 
-def test_compile_names_the_variable_or_folder_at_fault(tmp_path, capsys, monkeypatch):
+def test_a_bad_registry_from_the_environment_names_the_variable(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("BOTYARD_IMAGE_REGISTRY", "Bad Registry")
     assert main(["compile", "--output-dir", str(tmp_path)]) == 2
     assert "botyard: error: $BOTYARD_IMAGE_REGISTRY 'Bad Registry' is not a registry" in capsys.readouterr().err
-    monkeypatch.delenv("BOTYARD_IMAGE_REGISTRY")
-    (tmp_path / "a-file").write_text("")
-    assert main(["compile", "--output-dir", str(tmp_path / "a-file" / "pipelines")]) == 2
-    err = capsys.readouterr().err
-    assert f"botyard: error: --output-dir {tmp_path / 'a-file' / 'pipelines'}: cannot create the folder (Not a directory)" in err
-    assert "Traceback" not in err
 
 
 def test_compile_writes_every_pipeline(tmp_path, capsys):
@@ -100,8 +90,8 @@ def test_a_folder_that_cannot_be_written_is_named_without_a_traceback(tmp_path):
     blocker = tmp_path / "build"
     blocker.write_text("a file where the output folder should go")
     result = _botyard("compile", "--output-dir", str(blocker / "pipelines"))
-    assert result.returncode == 6
-    assert f"botyard: error: {blocker / 'pipelines'}: Not a directory (-v shows the traceback)" in result.stderr
+    assert result.returncode == 2
+    assert f"botyard: error: --output-dir {blocker / 'pipelines'}: cannot create the folder (Not a directory)" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -169,18 +169,19 @@ def test_cpu_only_cluster_trains_in_the_cpu_image_and_defaults_follow_the_enviro
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--tag", "latest"], "ImageConfig.tag = 'latest' is refused: pin a version"),
-    (["--registry", "Registry.Example.com"], "ImageConfig.registry = 'Registry.Example.com' is not a registry"),
+    (["--tag", "latest"], "botyard: error: --tag 'latest' is refused: pin a version"),
+    (["--registry", "Registry.Example.com"], "botyard: error: --registry 'Registry.Example.com' is not a registry"),
+    (["--tag", "v 1"], "botyard: error: --tag 'v 1' is not a valid image tag"),
     (["--storage-secret-key", "accesskey=AWS_ACCESS_KEY_ID"], "--storage-secret-key needs --storage-secret NAME"),
-    (["--storage-secret", "Bad_Name"], "StorageAccess.secret = 'Bad_Name' is not a Kubernetes Secret name"),
-    (["--storage-secret", "s3", "--storage-endpoint", "minio:9000"], "StorageAccess.endpoint_url = 'minio:9000' is not an http(s) URL"),
+    (["--storage-secret", "Bad_Name"], "botyard: error: --storage-secret 'Bad_Name' is not a Kubernetes Secret name"),
+    (["--storage-secret", "s3", "--storage-endpoint", "minio:9000"], "botyard: error: --storage-endpoint 'minio:9000' is not an http(s) URL"),
 ])
 def test_compile_refuses_bad_settings(tmp_path, capsys, flags, message):
     from botyard.pipelines.cli import main
 
-    assert main(["compile", "--output-dir", str(tmp_path), *flags]) == 2
+    assert main(["compile", "--output-dir", str(tmp_path / "pipelines"), *flags]) == 2
     assert message in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
+    assert not any(tmp_path.iterdir())  # not even the output folder
 
 
 def test_every_task_has_cpu_and_memory_requests_and_limits(compiled):

@@ -49,12 +49,12 @@ def storage_access(args: argparse.Namespace):
 def handle(args: argparse.Namespace) -> int:
     from botyard.pipelines.builders import compile_all
 
-    images = image_config(args)
+    images, gpu, storage = image_config(args), gpu_config(args), storage_access(args)  # every setting checked first
     try:
         os.makedirs(args.output_dir, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--output-dir {args.output_dir}: cannot create the folder ({exc.strerror or exc})") from None
-    for path in compile_all(args.output_dir, gpu_config(args), images=images, storage=storage_access(args)):
+    for path in compile_all(args.output_dir, gpu, images=images, storage=storage):
         print(path)
     print(f"images: {images.steps} (steps), {images.trainer} (train)", file=sys.stderr)
     if args.check:
