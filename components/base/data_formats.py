@@ -251,7 +251,7 @@ def parse_jsonl(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> li
 def _object_row(obj, uri: str, line: int, limits: ParseLimits) -> dict:
     """One ``{"text", "intent", "entities", "split"}`` object (a JSON Lines line, an item of a JSON list) as a row."""
     if not isinstance(obj, dict):
-        raise _fail(uri, line, f"expected a JSON object, got {_json_type(obj)}")
+        raise _fail(uri, line, f"expected a JSON object, got {json_type(obj)}")
     entities = obj.get("entities") or []
     if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
         raise _fail(uri, line, "'entities' must be a list of objects")
@@ -266,7 +266,8 @@ def _object_row(obj, uri: str, line: int, limits: ParseLimits) -> dict:
     }
 
 
-def _json_type(value) -> str:
+def json_type(value) -> str:
+    """A parsed JSON value's type as the person who wrote the file would name it: "an object", "a list", ..."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
@@ -377,7 +378,7 @@ def parse_json(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> lis
             _check_row_count(rows, uri, line, limits)
         return rows
     if not _is_keyed_lists(document):
-        shape = "an object whose values are not all lists" if isinstance(document, dict) and document else _json_type(document)
+        shape = "an object whose values are not all lists" if isinstance(document, dict) and document else json_type(document)
         raise _fail(uri, 1, f"the document is {shape}; {_JSON_LAYOUTS}")
     seen: dict[str, int] = {}
     for key, key_line, pairs in items.keyed_lists():
@@ -391,7 +392,7 @@ def parse_json(text: str, uri: str, limits: ParseLimits = DEFAULT_LIMITS) -> lis
             raise _fail(uri, key_line, f"{key!r}: expected a list of [utterance, intent] pairs")
         for line, pair in pairs:
             if not (isinstance(pair, list) and len(pair) == 2):
-                shape = f"a list of {len(pair)}" if isinstance(pair, list) else _json_type(pair)
+                shape = f"a list of {len(pair)}" if isinstance(pair, list) else json_type(pair)
                 raise _fail(uri, line, f"{key!r}: expected an [utterance, intent] pair, got {shape}")
             for field, value in zip((TEXT_FIELD, INTENT_FIELD), pair):
                 _check_field_size(value, field, uri, line, limits)

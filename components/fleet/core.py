@@ -21,6 +21,7 @@ import os
 
 from botyard.components.base import contracts as c
 from botyard.components.base import storage
+from botyard.components.base.data_formats import json_type
 from botyard.components.base.config import ValidationConfig, unknown_names
 from botyard.components.base.errors import BotyardError, ConfigError
 from botyard.components.base.model_store import check_bot_id
@@ -52,17 +53,13 @@ HEADLINE_METRICS = ("accuracy", "macro_f1", "test_size")  # copied from metadata
 NO_OUTCOME_REASON = "no outcome recorded: a training step of this bot failed; see its tasks in the run's logs"
 
 
-def _json_kind(value) -> str:
-    return {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
-
-
 def parse_bots(items, base_dir: str | None = None) -> list[dict]:
     """A checked bot list: each item ``{"bot_id", "data_uri"}``; ids valid and unique.
 
     Relative local data paths are resolved against ``base_dir`` (the bots file's folder).
     """
     if not isinstance(items, list):
-        raise ConfigError(f"expected a list of bots, [{{\"bot_id\": ..., \"data_uri\": ...}}, ...]; got {_json_kind(items)}")
+        raise ConfigError(f"expected a list of bots, [{{\"bot_id\": ..., \"data_uri\": ...}}, ...]; got {json_type(items)}")
     if not items:
         raise ConfigError("the bot list is empty; give at least one {\"bot_id\": ..., \"data_uri\": ...}")
     bots, seen = [], set()
