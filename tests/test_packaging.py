@@ -18,6 +18,9 @@ except ImportError:  # pragma: no cover
     import tomli as tomllib
 
 
+DATA_PACKAGES = {"botyard.pipelines.sample_bot"}  # folders of data files only, listed so setuptools ships them
+
+
 def _source_packages() -> set[str]:
     found = set()
     for folder in ("components", "pipelines"):
@@ -28,7 +31,7 @@ def _source_packages() -> set[str]:
 
 def test_pyproject_lists_every_source_package():
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert set(config["packages"]) == _source_packages(), "update [tool.setuptools] packages in pyproject.toml"
+    assert set(config["packages"]) == _source_packages() | DATA_PACKAGES, "update [tool.setuptools] packages in pyproject.toml"
     assert config["package-dir"] == {"botyard.components": "components", "botyard.pipelines": "pipelines"}
 
 
