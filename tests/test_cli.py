@@ -24,6 +24,35 @@ def test_bad_data_exits_2_with_the_validation_message(tmp_path):
     assert "found 1 intent(s) ['greet']" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "m").exists()  # nothing ran, nothing written
+    # a user's own data is never trained as the sample bot: without --bot-id the bot is named after its file
+    assert "training bot 'bot' (named after its training file; --bot-id names it)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "data, bot_id",
+    [(None, "sample-bot"), ("pizza-bot.csv", "pizza-bot"), ("/data/Pizza_Bot.v2.jsonl", "pizza-bot"),
+     ("s3://bots/coffee/nlu.yml", "nlu"), ("gs://b/" + "x" * 80 + ".csv", "x" * 63), ("data_full.json", "data-full")],
+)
+def test_run_names_the_bot_after_its_training_file(data, bot_id):
+    from botyard.pipelines.commands.run import bot_id_for
+
+    assert bot_id_for(data) == bot_id
+
+
+def test_a_file_name_that_makes_no_bot_id_asks_for_one(tmp_path, capsys):
+    data = tmp_path / "___.csv"
+    data.write_text("text,intent\n")
+    assert main(["run", "--data", str(data), "--models-root", str(tmp_path / "m")]) == 2
+    assert "botyard: error: cannot name a bot after the file '___.csv'; name it with --bot-id" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_every_command_that_takes_one_bot_accepts_bot_and_bot_id(tmp_path, capsys):
+    for flag in ("--bot", "--bot-id"):
+        assert main(["rollback", flag, "pizza", "--models-root", str(tmp_path)]) != 0
+        assert "bot 'pizza' has no model version" in capsys.readouterr().err
+    assert main(["run", "--bot", "Bad_Bot"]) == 2
+    assert "bot id 'Bad_Bot' is not valid" in capsys.readouterr().err
 
 
 def test_label_conflict_fails_by_default_and_names_the_way_through(tmp_path):

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
         "--target cluster it also rolls the bot's InferenceService back. No version is deleted. A version the "
         "promotion gate rejected is refused (the message says why) unless --force is given.",
     )
-    p.add_argument("--bot", required=True, help="bot id")
+    p.add_argument("--bot", "--bot-id", dest="bot", required=True, metavar="BOT_ID", help="bot id")
     p.add_argument("--to", metavar="VERSION", help="version to restore (default: the one before the live version)")
     p.add_argument("--models-root", default="models", metavar="DIR_OR_URI", help="model store root: a folder, s3://... or gs://... (default: ./models)")
     p.add_argument("--force", action="store_true", help="roll back to a version even though the promotion gate rejected it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from botyard.components.base import contracts as c
@@ -10,12 +11,31 @@ from botyard.components.base import storage
 from botyard.pipelines.commands.options import parse_parameters
 
 
+def bot_id_for(data: str | None) -> str:
+    """The bot a run without ``--bot-id`` trains: the sample bot without ``--data``, else one named
+    after the training file (``pizza-bot.csv`` -> ``pizza-bot``), so a user's own data never
+    lands on the sample bot's model versions."""
+    from botyard.components.base.errors import ConfigError
+    from botyard.pipelines.local_run import SAMPLE_BOT_ID
+
+    if not data:
+        return SAMPLE_BOT_ID
+    name = data.rstrip("/").rsplit("/", 1)[-1]
+    stem = name.split(".", 1)[0] if not name.startswith(".") else name
+    bot_id = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:63].strip("-")
+    if not bot_id:
+        raise ConfigError(f"cannot name a bot after the file {name!r}; name it with --bot-id (lower-case letters, digits, '-')")
+    return bot_id
+
+
 def handle(args: argparse.Namespace) -> int:
     from botyard.pipelines.local_run import run_bot_training_locally
 
     params = parse_parameters(args.param)
-    print(f"botyard: training bot '{args.bot_id}' locally through kfp.local ...")
-    run = run_bot_training_locally(args.bot_id, args.data, args.models_root, args.pipeline_root, params)
+    bot_id = args.bot_id or bot_id_for(args.data)
+    named = "" if args.bot_id or not args.data else " (named after its training file; --bot-id names it)"
+    print(f"botyard: training bot '{bot_id}'{named} locally through kfp.local ...")
+    run = run_bot_training_locally(bot_id, args.data, args.models_root, args.pipeline_root, params)
     m = run.metadata[c.METRICS]
     print()
     print(f"bot:               {run.bot_id}")
@@ -74,7 +94,9 @@ def register(subparsers) -> None:
         "the shipped sample bot. Bad training data stops the run before any step with a message naming the "
         "file and rows at fault (exit code 2).",
     )
-    p.add_argument("--bot-id", default="sample-bot", help="bot id: lower-case letters, digits, '-' (default: sample-bot)")
+    p.add_argument("--bot-id", "--bot", dest="bot_id", metavar="BOT_ID",
+                   help="bot id: lower-case letters, digits, '-' (default: sample-bot; with --data, the training file's "
+                   "name: pizza-bot.csv trains 'pizza-bot')")
     p.add_argument("--data", metavar="PATH_OR_URI", help="training file: .csv, .jsonl, .json or Rasa nlu.yml; a path, s3://... or gs://... (default: the sample bot)")
     p.add_argument("--models-root", default="models", metavar="DIR_OR_URI", help="model store root: a folder, s3://bucket/prefix or gs://bucket/prefix (default: ./models)")
     p.add_argument("--pipeline-root", default="runs", metavar="DIR", help="where kfp.local keeps step artifacts and logs (default: ./runs)")
