@@ -150,3 +150,20 @@ def test_the_graphs_context_features_equal_the_reference():
         assert got[row, : len(words)].tolist() == expected, text
         assert not got[row, len(words):].any()  # padding scores nothing
     assert not ef.adapt_entity_spec(texts, 100, 12)["features"]  # off by default in the featurizer
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 6), (0, 0, 6), (2, 3, 6)])
+def test_the_character_cnn_answers_a_batch_without_a_token(shape):
+    """A batch in which no utterance has a token ("", "   ") reaches the character CNN as zero
+    rows; on some CPUs (oneDNN with AVX-512) a convolution over zero rows returns its input's
+    shape, and the predictor answered such a batch with a 500."""
+    from botyard.components.train.entities import CharCNN
+
+    layer = CharCNN(vocabulary_size=30, embedding_dim=5, filters=4)
+    ids = tf.cast(tf.reshape(tf.range(int(np.prod(shape))) % 29 + 1, shape), tf.int64)
+    out = layer(ids)
+    assert tuple(out.shape) == shape[:2] + (4,)
+    traced = tf.function(layer.call, input_signature=[tf.TensorSpec([None, None, shape[2]], tf.int64)])
+    assert tuple(traced(ids).shape) == shape[:2] + (4,)
+    if shape[1]:  # real tokens: each row's filters as without the padding row
+        np.testing.assert_allclose(traced(ids).numpy(), out.numpy(), atol=1e-6)

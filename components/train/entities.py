@@ -46,9 +46,13 @@ class CharCNN(keras.layers.Layer):
     def call(self, char_ids):
         shape = tf.shape(char_ids)
         flat = tf.reshape(char_ids, [-1, shape[2]])
+        tokens = tf.shape(flat)[0]
+        # at least one (padding) row: on some CPUs (oneDNN, AVX-512) a convolution over zero rows
+        # returns its input's shape, and a batch without a token ("", "   ") failed with a 500
+        flat = tf.pad(flat, [[0, tf.maximum(0, 1 - tokens)], [0, 0]])
         x = self.conv(self.embedding(flat))
         present = tf.cast(flat > 0, x.dtype)[:, :, None]
-        x = tf.reduce_max(x * present, axis=1)  # relu >= 0, so padding never wins the max
+        x = tf.reduce_max(x * present, axis=1)[:tokens]  # relu >= 0, so padding never wins the max
         return tf.reshape(x, [shape[0], shape[1], self.filters])
 
     def compute_output_shape(self, input_shape):
