@@ -30,6 +30,7 @@ from botyard.components.base.training_data import TrainingData, load_training_da
 from botyard.pipelines.kfp.parameters import check_parameter_values
 
 SAMPLE_BOT_ID = "sample-bot"
+SAMPLE_EXAMPLE = "can I get a large latte"
 EXECUTOR_OUTPUT_FILE = "executor_output.json"  # what kfp.local writes in each task's folder
 
 
@@ -53,6 +54,7 @@ class LocalRun:
     run_dir: str | None
     log_path: str
     seconds: float
+    example_utterance: str = SAMPLE_EXAMPLE  # one of the bot's own utterances, to try the served model with
 
     @property
     def confusion_matrix_csv(self) -> str:
@@ -262,4 +264,12 @@ def run_bot_training_locally(
         run_dir=session.run_dir,
         log_path=session.log_path,
         seconds=session.seconds,
+        example_utterance=example_utterance(checked.table),
     )
+
+
+def example_utterance(table) -> str:
+    """An utterance of the bot's own to try its served model with: the first one with entity spans
+    (the answer then shows entities too), else the first one."""
+    annotated = [u for u, spans in zip(table[c.UTTERANCE], table[c.ENTITIES]) if len(spans or ())] if c.ENTITIES in table else []
+    return (annotated or list(table[c.UTTERANCE]) or [SAMPLE_EXAMPLE])[0]

@@ -162,3 +162,25 @@ def test_a_failed_local_run_names_the_step_and_its_error_without_colour_codes(tm
     assert failure_reason(kfp_error, str(tmp_path / "absent.log")) == (
         "Pipeline 'bot-training' finished with status FAILURE. Inner task failed: 'gate'."
     )
+
+
+def test_run_serve_suggests_a_curl_line_with_one_of_the_bots_own_utterances():
+    """``botyard run --serve`` prints a curl line to try the bot: with an utterance of its own data
+    (one with entity spans first), quoted so that a shell sends exactly that JSON body."""
+    import json
+    import shlex
+
+    from botyard.components.base import contracts as c
+    from botyard.components.base.table import make_table
+    from botyard.pipelines.commands.run import curl_example
+    from botyard.pipelines.local_run import SAMPLE_EXAMPLE, example_utterance
+
+    spans = [{"start": 11, "end": 16, "value": "pizza", "entity": "food"}]
+    table = make_table([{c.UTTERANCE: "hello there", c.INTENT: "greet"}, {c.UTTERANCE: "I'd like a pizza", c.INTENT: "order", c.ENTITIES: spans}])
+    assert example_utterance(table) == "I'd like a pizza"
+    assert example_utterance(table.head(1)) == "hello there"
+    assert example_utterance(table.head(0)) == SAMPLE_EXAMPLE
+    line = curl_example(8080, "pizza-bot", "I'd like a pizza 🍕")
+    assert line.startswith("curl -s -X POST http://127.0.0.1:8080/v1/models/pizza-bot:predict ")
+    body = shlex.split(line)[-1]  # what a shell passes to curl's -d
+    assert json.loads(body) == {"instances": ["I'd like a pizza 🍕"]}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import shlex
 import sys
 
 from botyard.components.base import contracts as c
@@ -64,7 +66,7 @@ def handle(args: argparse.Namespace) -> int:
     if not args.serve:
         print(f"\nserve it:  botyard serve --models-root {models_root} --port {args.port}")
         return 0
-    return _serve_foreground(models_root, run.bot_id, args.port)
+    return _serve_foreground(models_root, run.bot_id, args.port, run.example_utterance)
 
 
 def _verdict(verdict: dict | None) -> str:
@@ -74,13 +76,19 @@ def _verdict(verdict: dict | None) -> str:
     return "passed" if verdict["blessed"] else "failed: " + "; ".join(failures)
 
 
-def _serve_foreground(models_root: str, bot_id: str, port: int) -> int:
+def curl_example(port: int, bot_id: str, utterance: str) -> str:
+    """A shell line that asks the local predictor for ``bot_id``'s answer to ``utterance`` (KServe V1)."""
+    body = json.dumps({"instances": [utterance]}, ensure_ascii=False)
+    return (f"curl -s -X POST http://127.0.0.1:{port}/v1/models/{bot_id}:predict -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(body)}")
+
+
+def _serve_foreground(models_root: str, bot_id: str, port: int, utterance: str) -> int:
     """Run a predictor on the models root until Ctrl-C (the user asked for --serve)."""
     from botyard.components.predictor.server import ServeConfig, serve
 
     print(f"\nserving every bot in {models_root} on http://127.0.0.1:{port} (Ctrl-C stops it); try:")
-    print(f"  curl -s -X POST http://127.0.0.1:{port}/v1/models/{bot_id}:predict -H 'Content-Type: application/json' "
-          "-d '{\"instances\": [\"can I get a large latte\"]}'")
+    print(f"  {curl_example(port, bot_id, utterance)}")
     sys.stdout.flush()
     serve(ServeConfig(models_root=models_root, host="127.0.0.1", http_port=port))
     return 0
