@@ -23,8 +23,8 @@ def bot_id_for(data: str | None) -> str:
     if not data:
         return SAMPLE_BOT_ID
     name = data.rstrip("/").rsplit("/", 1)[-1]
-    stem = name.split(".", 1)[0] if not name.startswith(".") else name
-    bot_id = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:63].strip("-")
+    stem = name.lstrip(".").split(".", 1)[0]
+    bot_id = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:63].strip("-")  # a DNS label (check_bot_id)
     if not bot_id:
         raise ConfigError(f"cannot name a bot after the file {name!r}; name it with --bot-id (lower-case letters, digits, '-')")
     return bot_id
@@ -34,9 +34,10 @@ def handle(args: argparse.Namespace) -> int:
     from botyard.pipelines.local_run import run_bot_training_locally
 
     params = parse_parameters(args.param)
+    named_after_file = not args.bot_id and bool(args.data)
     bot_id = args.bot_id or bot_id_for(args.data)
-    named = "" if args.bot_id or not args.data else " (named after its training file; --bot-id names it)"
-    print(f"botyard: training bot '{bot_id}'{named} locally through kfp.local ...")
+    note = " (named after its training file; --bot-id names it)" if named_after_file else ""
+    print(f"botyard: training bot '{bot_id}'{note} locally through kfp.local ...")
     run = run_bot_training_locally(bot_id, args.data, args.models_root, args.pipeline_root, params)
     m = run.metadata[c.METRICS]
     print()
