@@ -237,9 +237,12 @@ print("finished")
 
 
 def _killed_child(root, sources, action: str, at: int, what: str = "register") -> subprocess.CompletedProcess:
+    # a killed child cannot remove its scratch folder: keep it under the test's own tmp_path
+    scratch = os.path.join(os.path.dirname(os.path.dirname(sources[0])), "child-tmp")
+    os.makedirs(scratch, exist_ok=True)
     return subprocess.run(
         [sys.executable, "-c", _KILLED_CHILD, root, *sources, action, str(at), what],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": scratch},
     )  # fmt: skip
 
 
