@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -150,6 +151,8 @@ def test_failure_reasons_never_quote_the_file(tmp_path, sqlite_url, make_harness
     h.tick(advance=2)
     audit = json.dumps(h.client.get("/events", params={"limit": 100}).json()) + json.dumps(
         [h.client.get(f"/bots/bot-{i}/runs").json() for i in range(len(leaky))])
+    # event ids are SHA-256 digests of the request: their hex digits may spell "4111" by chance
+    audit = re.sub(r"[0-9a-f]{64}", "<digest>", audit)
     for fragment in ("api_key", "AKIA", "hunter2", "4711", "4111", "leaked-intent-name", "vault", "password"):
         assert fragment not in audit, fragment
         assert fragment not in caplog.text, fragment  # nor in the server's log
