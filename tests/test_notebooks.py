@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -147,6 +148,11 @@ def test_notebook_runs_top_to_bottom_on_the_sample_bot(path, jupyter, tmp_path):
     elif path.name == "02_train_and_inspect.ipynb":
         assert "Accuracy **" in text and "out-of-scope threshold **" in text
         assert "**can I get a large oat latte** → **" in text  # the interactive cell answered
+        # with the entities the predictor returns (the sample bot's version has a tagger), offsets into the utterance
+        [found] = re.findall(r"^entities: (.*)$", text, flags=re.M)
+        spans = re.findall(r"(\w+) '([^']*)' at (\d+):(\d+)", found)
+        assert spans, found
+        assert all("can I get a large oat latte"[int(start):int(end)] == value for _, value, start, end in spans), spans
         assert len([v for v in os.listdir(models) if v[0].isdigit()]) == 1
     else:
         versions = sorted(v for v in os.listdir(models) if v[0].isdigit())

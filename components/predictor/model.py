@@ -112,6 +112,23 @@ def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: floa
     return predictions
 
 
+def with_entities(predictions: list[dict], entities: list[list[dict]] | None) -> list[dict]:
+    """``rank``'s predictions with each utterance's entity spans added as ``entities`` (a version
+    with an entity tagger; ``entities`` is ``None`` for one without, and nothing is added)."""
+    if entities is not None:
+        for prediction, spans in zip(predictions, entities):
+            prediction[OUTPUT_ENTITIES] = spans
+    return predictions
+
+
+def answer(loaded: LoadedVersion, utterances: list[str], top_k: int = RequestLimits.top_k) -> list[dict]:
+    """The V1 predictions ``botyard serve`` answers for ``utterances`` with ``loaded``: intent,
+    confidence, ranking, out-of-scope flag, version and, with a tagger, entities (what notebooks
+    and scripts call to see exactly what a client gets, without a server)."""
+    probabilities, entities = loaded.predict(utterances)
+    return with_entities(rank(probabilities, loaded.labels, loaded.oos_threshold, top_k, loaded.version), entities)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -322,10 +339,8 @@ class BotModel(kserve.Model):
 
     async def postprocess(self, result, headers=None, response_headers=None):
         active, probabilities, entities, batch = result
-        predictions = rank(probabilities, active.labels, active.oos_threshold, self.limits.top_k, active.version)
-        if entities is not None:
-            for prediction, spans in zip(predictions, entities):
-                prediction[OUTPUT_ENTITIES] = spans
+        predictions = with_entities(rank(probabilities, active.labels, active.oos_threshold, self.limits.top_k,
+                                         active.version), entities)
         if batch.v2_request is None:
             return {"predictions": predictions}
         request = batch.v2_request
