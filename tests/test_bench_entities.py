@@ -40,11 +40,13 @@ def test_hwu64_entities_suite_reports_tagger_and_crf_baseline(tmp_path, monkeypa
     suite = json.loads((out / harness.RESULTS_JSON).read_text())["suites"]["hwu64-entities"]
     tagger, crf = suite["systems"]["bilstm_cnn_crf"], suite["systems"]["crf_baseline"]
     for figures in (tagger, crf):
-        for key in ("entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "train_seconds", "model_mb",
-                    "latency_p50_ms"):
+        for key in ("entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "val_entity_micro_f1",
+                    "train_seconds", "model_mb", "latency_p50_ms"):
             assert isinstance(figures[key], float), key
     assert crf["entity_micro_f1"] > 0.9  # the baseline learns this easy data: the suite scores real predictions
+    assert crf["val_entity_micro_f1"] > 0.9  # and on val, drawn from the same training file
     assert 0.0 <= tagger["entity_micro_f1"] <= 1.0 and "accuracy" in tagger
     assert [t["figure"] for t in suite["targets"]] == ["entity_micro_f1"]
     report = (out / harness.RESULTS_MD).read_text()
     assert "## hwu64-entities" in report and "CRF (sklearn-crfsuite)" in report and "Entity micro-F1" in report
+    assert "Entity micro-F1 on the val split" in report
