@@ -20,6 +20,7 @@ V1 response: one prediction per instance::
 ``entities`` appears only when the version has an entity tagger (its data had entity spans):
 ``start``/``end`` are character (code point) offsets into the utterance, end exclusive, so
 ``utterance[start:end] == value``; ``confidence`` is the lowest probability of its tokens' tags.
+``answer(loaded, utterances)`` returns these predictions without a server (notebooks, scripts).
 
 V2 response: ``model_version`` is the version that answered; outputs, each of shape ``[N]``:
 
