@@ -113,9 +113,11 @@ def rank(probabilities: np.ndarray, labels: tuple[str, ...], oos_threshold: floa
     return predictions
 
 
-def with_entities(predictions: list[dict], entities: list[list[dict]] | None) -> list[dict]:
-    """``rank``'s predictions with each utterance's entity spans added as ``entities`` (a version
-    with an entity tagger; ``entities`` is ``None`` for one without, and nothing is added)."""
+def predictions_of(loaded: LoadedVersion, probabilities: np.ndarray, entities: list[list[dict]] | None,
+                   top_k: int) -> list[dict]:
+    """``loaded``'s V1 predictions from its outputs for a batch: ``rank``'s, with each utterance's
+    entity spans added as ``entities`` (``entities`` is ``None`` for a version without a tagger)."""
+    predictions = rank(probabilities, loaded.labels, loaded.oos_threshold, top_k, loaded.version)
     if entities is not None:
         for prediction, spans in zip(predictions, entities):
             prediction[OUTPUT_ENTITIES] = spans
@@ -126,8 +128,7 @@ def answer(loaded: LoadedVersion, utterances: list[str], top_k: int = RequestLim
     """The V1 predictions ``botyard serve`` answers for ``utterances`` with ``loaded``: intent,
     confidence, ranking, out-of-scope flag, version and, with a tagger, entities (what notebooks
     and scripts call to see exactly what a client gets, without a server)."""
-    probabilities, entities = loaded.predict(utterances)
-    return with_entities(rank(probabilities, loaded.labels, loaded.oos_threshold, top_k, loaded.version), entities)
+    return predictions_of(loaded, *loaded.predict(utterances), top_k)
 
 
 def _json_type(value: Any) -> str:
@@ -340,8 +341,7 @@ class BotModel(kserve.Model):
 
     async def postprocess(self, result, headers=None, response_headers=None):
         active, probabilities, entities, batch = result
-        predictions = with_entities(rank(probabilities, active.labels, active.oos_threshold, self.limits.top_k,
-                                         active.version), entities)
+        predictions = predictions_of(active, probabilities, entities, self.limits.top_k)
         if batch.v2_request is None:
             return {"predictions": predictions}
         request = batch.v2_request
