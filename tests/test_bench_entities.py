@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from botyard.pipelines.bench import harness
+from botyard.pipelines.bench.hwu_entities import possessive_neutral_f1, without_possessive
 from botyard.pipelines.cli import main
 
 pytestmark = pytest.mark.slow
@@ -41,7 +43,7 @@ def test_hwu64_entities_suite_reports_tagger_and_crf_baseline(tmp_path, monkeypa
     tagger, crf = suite["systems"]["bilstm_cnn_crf"], suite["systems"]["crf_baseline"]
     for figures in (tagger, crf):
         for key in ("entity_micro_f1", "entity_micro_precision", "entity_micro_recall", "val_entity_micro_f1",
-                    "train_seconds", "model_mb", "latency_p50_ms"):
+                    "possessive_neutral_entity_micro_f1", "train_seconds", "model_mb", "latency_p50_ms"):
             assert isinstance(figures[key], float), key
     assert crf["entity_micro_f1"] > 0.9  # the baseline learns this easy data: the suite scores real predictions
     assert crf["val_entity_micro_f1"] > 0.9  # and on val, drawn from the same training file
@@ -49,4 +51,21 @@ def test_hwu64_entities_suite_reports_tagger_and_crf_baseline(tmp_path, monkeypa
     assert [t["figure"] for t in suite["targets"]] == ["entity_micro_f1"]
     report = (out / harness.RESULTS_MD).read_text()
     assert "## hwu64-entities" in report and "CRF (sklearn-crfsuite)" in report and "Entity micro-F1" in report
-    assert "Entity micro-F1 on the val split" in report
+    assert "Entity micro-F1 on the val split" in report and "possessive 's cut from both sides" in report
+    assert "spans ending in 's in `train.jsonl`: 0" in report
+
+
+def test_possessive_neutral_f1_forgives_only_the_possessive():
+    """A span that includes the 's its gold span leaves out (or the reverse) counts as found; any other
+    boundary or type difference still counts as a miss."""
+    text = "remove emma's birthday and james's"
+    table = pd.DataFrame({"utterance": [text], "entities": [[
+        {"entity": "person", "start": 7, "end": 11, "value": "emma"},
+        {"entity": "person", "start": 27, "end": 34, "value": "james's"}]]})
+    assert without_possessive(text, table["entities"][0])[1]["value"] == "james"
+    emma_s = {"entity": "person", "start": 7, "end": 13, "value": "emma's"}
+    james = {"entity": "person", "start": 27, "end": 32, "value": "james"}
+    assert possessive_neutral_f1(table, [[emma_s, james]]) == 1.0
+    assert possessive_neutral_f1(table, [[{**emma_s, "entity": "relation"}, james]]) == 0.5  # a wrong type stays wrong
+    assert possessive_neutral_f1(table, [[{"entity": "person", "start": 7, "end": 22, "value": "emma's birthday"},
+                                          james]]) == 0.5  # and so does a longer span

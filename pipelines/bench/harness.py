@@ -424,6 +424,7 @@ FIGURES: list[tuple[str, str, Callable[[float], str]]] = [
     ("entity_micro_precision", "Entity micro precision", _num(3)),
     ("entity_micro_recall", "Entity micro recall", _num(3)),
     ("val_entity_micro_f1", "Entity micro-F1 on the val split (data drawn like the training file)", _num(3)),
+    ("possessive_neutral_entity_micro_f1", "Entity micro-F1, a trailing possessive 's cut from both sides (diagnostic)", _num(3)),
     ("entity_train_seconds", "Entity tagger training (s)", _num(1)),
     ("entity_epochs_run", "Entity tagger epochs run", _num(0)),
     ("epochs_run", "Epochs run", _num(0)),
