@@ -10,8 +10,10 @@ import pytest
 
 from botyard.components.base.data_checks import (
     NEAR_DUPLICATE_COLUMNS,
+    UNMARKED_COLUMNS,
     label_conflicts,
     near_duplicates,
+    unmarked_entity_values,
     validate_table,
 )
 from botyard.components.base.data_formats import read_training_data
@@ -121,6 +123,56 @@ def test_entity_summary_of_the_sample_bot_and_of_a_bot_without_entities():
     assert summary.iloc[0]["entity"] == "drink"
     none = entity_summary(_table([("hi", "greet"), ("bye", "bye")]))
     assert none.empty and list(none.columns) == list(ENTITY_SUMMARY_COLUMNS)
+
+
+def _span(text, value, entity):
+    start = text.index(value)
+    return {"start": start, "end": start + len(value), "value": value, "entity": entity}
+
+
+def test_unmarked_entity_values_lists_a_value_left_unmarked_with_its_rows():
+    rows = [
+        ("set the den light to blue", "house_place", "den"),
+        ("dim the Den lamp", "house_place", "Den"),
+        ("turn off the den light, and the garage", None, None),  # row 4: "den" left unmarked
+        ("play some jazz", "music_genre", "jazz"),
+        ("play some jazz now", None, None),  # row 6: marked once only: below min_marked
+        ("a garden party", None, None),  # "den" inside a word is not the value
+    ]
+    table = make_table(
+        {"utterance": u, "intent": "iot", "source_row": n, "entities": [_span(u, v, e)] if e else []}
+        for n, (u, e, v) in enumerate(rows, start=1)
+    )
+    found = unmarked_entity_values(table)
+    assert list(found.columns) == list(UNMARKED_COLUMNS)
+    assert found.to_dict(orient="records") == [
+        {"value": "den", "entity": "house_place", "marked": 2, "unmarked": 1, "rows": [3],
+         "example": "turn off the den light, and the garage"},
+    ]
+    assert list(unmarked_entity_values(table, min_marked=1)["value"]) == ["den", "jazz"]
+
+
+def test_unmarked_entity_values_skips_words_marked_only_now_and_then_and_covered_words():
+    rows = [("start the song", "player_setting", "start")] + [(f"start alarm {i}", None, None) for i in range(3)]
+    rows += [("fly to new york city", "place_name", "new york city"), ("fly to new york", "place_name", "new york"),
+             ("new york city at noon", "place_name", "new york city")]
+    table = make_table(
+        {"utterance": u, "intent": "x", "source_row": n, "entities": [_span(u, v, e)] if e else []}
+        for n, (u, e, v) in enumerate(rows, start=1)
+    )
+    # "start": marked 1 of 4 times (below the share); "new york" inside a marked "new york city" is covered
+    assert unmarked_entity_values(table, min_marked=1).empty
+    assert list(unmarked_entity_values(table, min_marked=1, min_marked_share=0.0)["value"]) == ["start"]
+    with pytest.raises(ConfigError, match="min_marked_share"):
+        unmarked_entity_values(table, min_marked_share=2)
+    with pytest.raises(ConfigError, match="min_marked"):
+        unmarked_entity_values(table, min_marked=0)
+
+
+def test_unmarked_entity_values_of_the_sample_bot_and_of_a_bot_without_entities():
+    assert unmarked_entity_values(read_training_data(str(SAMPLE_BOT / "nlu.yml"))).empty
+    none = unmarked_entity_values(_table([("hi", "greet"), ("bye", "bye")]))
+    assert none.empty and list(none.columns) == list(UNMARKED_COLUMNS)
 
 
 # --- a local run's outputs -----------------------------------------------------------------------

@@ -145,6 +145,7 @@ def test_notebook_runs_top_to_bottom_on_the_sample_bot(path, jupyter, tmp_path):
         assert "0 utterance(s) with conflicting labels" in text
         assert "pair(s) at similarity >= 0.6" in text
         assert "order_number" in text  # the entity table (the sample bot annotates six types)
+        assert "0 value(s) left unmarked in 0 place(s)" in text  # the sample bot marks its values consistently
     elif path.name == "02_train_and_inspect.ipynb":
         assert "Accuracy **" in text and "out-of-scope threshold **" in text
         assert "**can I get a large oat latte** → **" in text  # the interactive cell answered

@@ -344,3 +344,66 @@ def near_duplicates(table: pd.DataFrame, min_similarity: float = 0.8, limit: int
                                       originals[j], intents[j], int(rows[j])))
     found.sort(key=lambda pair: (-pair[0], pair[3], pair[6]))
     return pd.DataFrame(found[:limit] if limit is not None else found, columns=list(NEAR_DUPLICATE_COLUMNS))
+
+
+UNMARKED_COLUMNS = ("value", "entity", "marked", "unmarked", "rows", "example")
+UNMARKED_MAX_TOKENS = 6  # longest value (in tokens) looked for unmarked
+
+
+def unmarked_entity_values(table: pd.DataFrame, min_marked: int = 2, min_marked_share: float = 0.5,
+                           limit: int | None = 200) -> pd.DataFrame:
+    """Entity values marked in some utterances and left unmarked in others.
+
+    A value marked as an entity in at least ``min_marked`` utterances (case-folded, as whole
+    tokens) that also appears, as whole tokens and covered by no span, in other utterances is
+    an annotation the tagger learns both ways: "set the [den](house_place) light" beside "turn
+    off the den light". Columns ``UNMARKED_COLUMNS``: the value, the entity type it is marked
+    as most often, how many times it is marked and left unmarked, the source rows where it is
+    unmarked (all of them) and one such utterance; most unmarked first, at most ``limit`` values
+    (``None``: all). Values marked less often than they are left unmarked are listed too: the
+    marks may be the mistakes. Mark the rows or unmark the value, then retrain.
+    """
+    from botyard.components.base.tokenizer import tokenize
+
+    if min_marked < 1:
+        raise ConfigError(f"min_marked = {min_marked!r} is out of range; allowed: 1 or more")
+    if not 0.0 <= min_marked_share <= 1.0:
+        raise ConfigError(f"min_marked_share = {min_marked_share!r} is out of range; allowed: 0 to 1")
+    usable = _usable(table)
+    rows = []  # (tokens, covered token mask, source row, utterance)
+    marked: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    written: dict[tuple[str, ...], str] = {}  # a value's case-folded tokens -> its first marked text
+    for utterance, entities, row in zip(usable[c.UTTERANCE], usable[c.ENTITIES], usable[c.SOURCE_ROW]):
+        text = str(utterance)
+        tokens = tokenize(text)
+        covered = [False] * len(tokens)
+        for span in entities or []:
+            start, end = span.get("start"), span.get("end")
+            if type(start) is not int or type(end) is not int or not isinstance(span.get("entity"), str):
+                continue  # validation names malformed spans
+            inside = [i for i, t in enumerate(tokens) if t.start < end and start < t.end]
+            for i in inside:
+                covered[i] = True
+            if inside and tokens[inside[0]].start == start and tokens[inside[-1]].end == end and len(inside) <= UNMARKED_MAX_TOKENS:
+                key = tuple(tokens[i].text.casefold() for i in inside)
+                marked[key][span["entity"]] += 1
+                written.setdefault(key, text[start:end])
+        rows.append(([t.text.casefold() for t in tokens], covered, int(row), text))
+    unmarked: dict[tuple[str, ...], list[tuple[int, str]]] = defaultdict(list)
+    for words, covered, row, text in rows:
+        seen_here = set()
+        for n in range(1, UNMARKED_MAX_TOKENS + 1):
+            for i in range(len(words) - n + 1):
+                value = tuple(words[i : i + n])
+                if value in marked and value not in seen_here and not any(covered[i : i + n]):
+                    seen_here.add(value)
+                    unmarked[value].append((row, text))
+    found = []
+    for value, where in unmarked.items():
+        types = marked[value]
+        count = sum(types.values())
+        if count >= min_marked and count >= min_marked_share * (count + len(where)):
+            entity = max(sorted(types), key=types.get)
+            found.append((written[value], entity, count, len(where), [r for r, _ in where], where[0][1]))
+    found.sort(key=lambda f: (-f[3], -f[2], f[0]))
+    return pd.DataFrame(found[:limit] if limit is not None else found, columns=list(UNMARKED_COLUMNS))
