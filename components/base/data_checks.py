@@ -25,6 +25,7 @@ from botyard.components.base import contracts as c
 from botyard.components.base.config import ValidationConfig
 from botyard.components.base.errors import ConfigError, DataValidationError
 from botyard.components.base.table import intent_counts
+from botyard.components.base.tokenizer import tokenize
 
 MAX_LISTED = 10  # rows named per problem before "and N more"
 
@@ -363,8 +364,6 @@ def unmarked_entity_values(table: pd.DataFrame, min_marked: int = 2, min_marked_
     (``None``: all). Values marked less often than they are left unmarked are listed too: the
     marks may be the mistakes. Mark the rows or unmark the value, then retrain.
     """
-    from botyard.components.base.tokenizer import tokenize
-
     if min_marked < 1:
         raise ConfigError(f"min_marked = {min_marked!r} is out of range; allowed: 1 or more")
     if not 0.0 <= min_marked_share <= 1.0:
