@@ -294,3 +294,22 @@ def test_an_entity_type_with_few_examples_warns_with_its_count(write):
     report = validate_table(read_training_data(path), path, ValidationConfig(min_examples_per_entity=3))
     assert report.ok
     assert "entity 'city' has only 2 annotated example(s), minimum is 3 (rows 1, 2); add examples or the tagger will rarely find it" in report.warnings
+
+
+def test_an_entity_value_left_unmarked_warns_naming_the_rows(write):
+    from botyard.components.base.data_formats import read_training_data
+    from botyard.components.base.data_checks import validate_table
+
+    rows = [{"text": f"fly to paris {i}", "intent": "travel",
+             "entities": [{"start": 7, "end": 12, "value": "paris", "entity": "city"}]} for i in range(4)]
+    rows += [{"text": "paris in spring", "intent": "travel"}, {"text": "hello paris", "intent": "greet"}]
+    rows += [{"text": f"hello {i}", "intent": "greet"} for i in range(4)]
+    path = write("bot.jsonl", "\n".join(json.dumps(r) for r in rows))
+    report = validate_table(read_training_data(path), path)
+    assert report.ok  # a warning: the run goes on
+    assert report.warnings == [
+        "1 entity value(s) marked in some utterances are left unmarked in 2 other place(s): 'paris' (city, marked 4x, "
+        "unmarked in rows 5, 6); the tagger learns from both, so mark each where it is meant "
+        "(data_checks.unmarked_entity_values, shown in notebook 1, lists them all)"
+    ]
+    assert "left unmarked" in report.to_markdown()

@@ -280,8 +280,32 @@ def validate_table(table: pd.DataFrame, source: str, config: ValidationConfig | 
     report.intent_counts = intent_counts(usable) if len(usable) else {}
     _check_intents(usable, config, report)
     _check_entities(usable, config, report)
+    if not report.errors:
+        _check_unmarked_values(usable, report)
     _check_splits(usable, report)
     return report
+
+
+UNMARKED_NAMED = 3  # values named in the validation warning; the table lists them all
+
+
+def _check_unmarked_values(table: pd.DataFrame, report: ValidationReport) -> None:
+    """One warning when entity values are marked in some utterances and left plain in others."""
+    if not any(len(e) for e in table[c.ENTITIES]):
+        return
+    found = unmarked_entity_values(table, limit=None)
+    if found.empty:
+        return
+    named = "; ".join(
+        f"'{v.value}' ({v.entity}, marked {v.marked}x, unmarked in {_rows(v.rows, 5)})"
+        for v in found.head(UNMARKED_NAMED).itertuples()
+    )
+    more = f"; and {len(found) - UNMARKED_NAMED} more value(s)" if len(found) > UNMARKED_NAMED else ""
+    report.warnings.append(
+        f"{len(found)} entity value(s) marked in some utterances are left unmarked in {int(found['unmarked'].sum())} "
+        f"other place(s): {named}{more}; the tagger learns from both, so mark each where it is meant "
+        "(data_checks.unmarked_entity_values, shown in notebook 1, lists them all)"
+    )
 
 
 # --- tables a person can act on (explore notebook); neither fails a run -----------------------
