@@ -382,11 +382,13 @@ def unmarked_entity_values(table: pd.DataFrame, min_marked: int = 2, min_marked_
     A value marked as an entity in at least ``min_marked`` utterances (case-folded, as whole
     tokens) that also appears, as whole tokens and covered by no span, in other utterances is
     an annotation the tagger learns both ways: "set the [den](house_place) light" beside "turn
-    off the den light". Columns ``UNMARKED_COLUMNS``: the value, the entity type it is marked
-    as most often, how many times it is marked and left unmarked, the source rows where it is
-    unmarked (all of them) and one such utterance; most unmarked first, at most ``limit`` values
-    (``None``: all). Values marked less often than they are left unmarked are listed too: the
-    marks may be the mistakes. Mark the rows or unmark the value, then retrain.
+    off the den light". Only values marked in at least ``min_marked_share`` of the utterances
+    they appear in are listed: a word marked now and then ("start" as a player setting) is
+    usually one whose context decides, not a forgotten mark. Columns ``UNMARKED_COLUMNS``: the
+    value as first marked, the entity type it is marked as most often, how many times it is
+    marked and left unmarked, the source rows where it is unmarked (all of them) and one such
+    utterance; most unmarked first, at most ``limit`` values (``None``: all). Mark those rows
+    (or unmark the value everywhere), then retrain. ``validate_table`` warns with the first few.
     """
     if min_marked < 1:
         raise ConfigError(f"min_marked = {min_marked!r} is out of range; allowed: 1 or more")

@@ -64,6 +64,7 @@ def run(context: BenchContext) -> dict:
     }
     if not quick:
         systems[INTENT_ONLY] = _bench_botyard(context, train, val, test, None)
+    possessive_in_train, possessive_after_test = _possessive_spans(train_all)[0], _possessive_spans(test)[1]
     return {
         "description": "HWU64 fold 1: entity extraction (exact span and type)",
         "protocol": [
@@ -78,8 +79,8 @@ def run(context: BenchContext) -> dict:
             "epoch and the entity threshold; the CRF never saw it): how far fold 1's test file sits from the training data",
             f"{POSSESSIVE_NEUTRAL_F1}: test entity micro-F1 with a trailing possessive 's cut from expected and predicted "
             "spans, a diagnostic of one annotation difference between the two files (spans ending in 's in "
-            f"`train.jsonl`: {_possessive_spans(train_all)[0]:,}; spans followed by 's in `test.jsonl`: "
-            f"{_possessive_spans(test)[1]:,}); the models train on `train.jsonl`'s spans as they are",
+            f"`train.jsonl`: {possessive_in_train:,}; spans followed by 's in `test.jsonl`: "
+            f"{possessive_after_test:,}); the models train on `train.jsonl`'s spans as they are",
         ],
         "systems": systems,
         "targets": check_targets(systems, TARGETS),
@@ -116,12 +117,14 @@ def _bench_botyard(context: BenchContext, train, val, test, entity_config: Entit
         if tags:
             figures.update({k: m[k] for k in (MICRO_F1, MICRO_PRECISION, MICRO_RECALL)})
             # the same figure on val (data drawn like train.jsonl; it chose the epoch and the threshold)
-            val_spans = predict_all(signature_outputs(signature), val[c.UTTERANCE].tolist(), len(trained.labels), tags,
-                                    evaluation.entity_threshold or 0.0)[1]
-            figures[VAL_F1] = span_scores(list(val[c.ENTITIES]), val_spans)[MICRO_F1]
-            test_spans = predict_all(signature_outputs(signature), test[c.UTTERANCE].tolist(), len(trained.labels), tags,
-                                     evaluation.entity_threshold or 0.0)[1]
-            figures[POSSESSIVE_NEUTRAL_F1] = possessive_neutral_f1(test, test_spans)
+            outputs = signature_outputs(signature)
+
+            def spans_of(table: pd.DataFrame) -> list[list[dict]]:
+                return predict_all(outputs, table[c.UTTERANCE].tolist(), len(trained.labels), tags,
+                                   evaluation.entity_threshold or 0.0)[1]
+
+            figures[VAL_F1] = span_scores(list(val[c.ENTITIES]), spans_of(val))[MICRO_F1]
+            figures[POSSESSIVE_NEUTRAL_F1] = possessive_neutral_f1(test, spans_of(test))
             figures["entity_train_seconds"] = trained.entities["train_seconds"]
             figures["entity_epochs_run"] = trained.entities["epochs_run"]
         figures.update(train_seconds=seconds, peak_rss_mb=rss.peak_mb, model_mb=size_mb(saved_model))
