@@ -17,10 +17,11 @@ dict for the train step, which trains the tagger only when the training split ha
 How evaluate chooses the out-of-scope threshold (``ThresholdConfig``: ``min_oos_recall``,
 ``reject_budget``) is one ``threshold_config`` dict for the evaluate step.
 
-``build_bot_training(gpu, images=, storage=)`` makes the pipeline for a cluster: GPU, images,
-storage secret and every task's CPU/memory are compiled into the YAML (``task_settings``).
-With a GPU requested, the train step fails when TensorFlow sees none, unless the run sets
-``allow_cpu_training``. ``bot_training`` is the kfp.local pipeline (no GPU request).
+``build_bot_training(gpu, images=, storage=, train_retries=)`` makes the pipeline for a cluster:
+GPU, images, storage secret, every task's CPU/memory and the train task's retries are compiled
+into the YAML (``task_settings``). With a GPU requested, the train step fails when TensorFlow
+sees none, unless the run sets ``allow_cpu_training``. ``bot_training`` is the kfp.local
+pipeline (no GPU request, no retries).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from botyard.components.split.component import split
 from botyard.components.train.component import train
 from botyard.components.validate.component import validate
 from botyard.pipelines.signatures import config_parameters, parameter, pipeline_function
-from botyard.pipelines.task_settings import ClusterSettings, StorageAccess, configure
+from botyard.pipelines.task_settings import TRAIN_RETRIES, ClusterSettings, StorageAccess, configure
 
 PIPELINE_NAME = "bot-training"
 UNCACHED_TASKS = ("ingest", "register", "gate", "infra-check", "deploy")  # see the module docstring
@@ -176,9 +177,10 @@ def _steps(args: dict, settings: ClusterSettings):
     return registered.outputs["version_uri"]
 
 
-def build_bot_training(gpu: GpuConfig | None = None, *, images: ImageConfig | None = None, storage: StorageAccess | None = None):
-    """The pipeline for a cluster's GPU, image and storage settings (``task_settings``)."""
-    settings = ClusterSettings.of(gpu, images, storage)
+def build_bot_training(gpu: GpuConfig | None = None, *, images: ImageConfig | None = None, storage: StorageAccess | None = None,
+                       train_retries: int = TRAIN_RETRIES):
+    """The pipeline for a cluster's GPU, image, storage and retry settings (``task_settings``)."""
+    settings = ClusterSettings.of(gpu, images, storage, train_retries)
     params = run_parameters() + config_parameters(ThresholdConfig) + config_parameters(TrainConfig) + config_parameters(EntityConfig)
     return dsl.pipeline(
         name=PIPELINE_NAME,
@@ -186,6 +188,7 @@ def build_bot_training(gpu: GpuConfig | None = None, *, images: ImageConfig | No
     )(pipeline_function(lambda args: _steps(args, settings), "bot_training", params, str))
 
 
-# for kfp.local (`botyard run`), which has no GPU to ask for; `botyard compile` and
-# `botyard submit` build the cluster's pipeline with build_bot_training(GpuConfig(), ...)
-bot_training = build_bot_training(GpuConfig(enabled=False))
+# for kfp.local (`botyard run`), which has no GPU to ask for and no preemption to retry after (a
+# failing train step fails at once); `botyard compile` and `botyard submit` build the cluster's
+# pipeline with build_bot_training(GpuConfig(), ...)
+bot_training = build_bot_training(GpuConfig(enabled=False), train_retries=0)

@@ -1,6 +1,6 @@
 """Every pipeline botyard compiles, by file name, as a builder taking the cluster settings.
 
-Each builder is ``build(gpu, *, images=, storage=)`` (``pipelines.task_settings``).
+Each builder is ``build(gpu, *, images=, storage=, train_retries=)`` (``pipelines.task_settings``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the compiled YAML says about each task's pod: image, CPU/memory, GPU, storage credentials.
 
 All of it is fixed when a pipeline is compiled (``botyard compile``), none of it is a run
-parameter, and kfp.local ignores it (a warning). ``ClusterSettings`` bundles:
+parameter, and kfp.local ignores all but the retries (a warning). ``ClusterSettings`` bundles:
 
 * ``images`` (``ImageConfig``: registry and tag): the train task runs the trainer image (CUDA and
   cuDNN) when the pipeline asks for a GPU, every other task the CPU ``steps`` image;
@@ -9,7 +9,11 @@ parameter, and kfp.local ignores it (a warning). ``ClusterSettings`` bundles:
 * ``storage`` (``StorageAccess``): a named Kubernetes Secret mounted as environment variables
   (``kfp.kubernetes.use_secret_as_env``) on every task that reads or writes the data or the model
   store (``STORAGE_TASKS``), plus ``AWS_ENDPOINT_URL`` for MinIO or another S3-compatible store;
-* CPU and memory requests and limits for every task (``TASK_RESOURCES``, else ``DEFAULT_RESOURCES``).
+* CPU and memory requests and limits for every task (``TASK_RESOURCES``, else ``DEFAULT_RESOURCES``);
+* ``train_retries``: how often a failed train task is started again (``TRAIN_RETRIES`` on a cluster,
+  where a preempted pod resumes from its checkpoint; 0 for kfp.local, which honours retries and
+  their backoff but has no preemption, so a failing local train step fails at once instead of
+  after 3.5 minutes of repeating the same error).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from botyard.components.base.images import ImageConfig
 
 # (cpu request, memory request, cpu limit, memory limit). TensorFlow alone takes about 0.5 GiB.
 DEFAULT_RESOURCES = ("500m", "1Gi", "1", "2Gi")
-TRAIN_RETRIES = 3  # the train task's retries (preemption); each resumes from the last checkpoint
+TRAIN_RETRIES = 3  # the train task's retries on a cluster (preemption); each resumes from the last checkpoint
+TRAIN_BACKOFF = "30s"  # before the first retry, doubling after each
 TASK_RESOURCES = {
     "featurize": ("1", "2Gi", "2", "4Gi"),
     "train": ("2", "8Gi", "4", "16Gi"),
@@ -78,10 +83,16 @@ class ClusterSettings:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     images: ImageConfig = field(default_factory=ImageConfig)
     storage: StorageAccess = field(default_factory=StorageAccess)
+    train_retries: int = TRAIN_RETRIES
 
     @classmethod
-    def of(cls, gpu: GpuConfig | None = None, images: ImageConfig | None = None, storage: StorageAccess | None = None):
-        return cls(gpu or GpuConfig(), images or ImageConfig(), storage or StorageAccess())
+    def of(cls, gpu: GpuConfig | None = None, images: ImageConfig | None = None, storage: StorageAccess | None = None,
+           train_retries: int = TRAIN_RETRIES):
+        return cls(gpu or GpuConfig(), images or ImageConfig(), storage or StorageAccess(), train_retries)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train_retries, bool) or not isinstance(self.train_retries, int) or self.train_retries < 0:
+            raise ConfigError(f"train_retries = {self.train_retries!r} is not a whole number >= 0")
 
     def image_for(self, task_name: str) -> str:
         return self.images.trainer if task_name == "train" and self.gpu.enabled else self.images.steps
@@ -111,7 +122,8 @@ def configure(task: dsl.PipelineTask, settings: ClusterSettings) -> dsl.Pipeline
         request_gpu(task, settings.gpu)
         # a preempted or evicted train pod is started again with the same output URI and
         # resumes from its last checkpoint (components/train/checkpoints.py)
-        task.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="30s", backoff_factor=2.0)
+        if settings.train_retries:
+            task.set_retry(num_retries=settings.train_retries, backoff_duration=TRAIN_BACKOFF, backoff_factor=2.0)
     if name in STORAGE_TASKS:
         storage = settings.storage
         if storage.secret:

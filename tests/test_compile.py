@@ -13,7 +13,8 @@ import yaml
 from kfp import components
 
 from botyard.components.base.config import GpuConfig, TrainConfig
-from botyard.pipelines.bot_training import bot_training
+from botyard.components.base.errors import ConfigError
+from botyard.pipelines.bot_training import bot_training, build_bot_training
 from botyard.pipelines.builders import compile_all
 
 
@@ -257,3 +258,37 @@ def test_train_task_is_retried_so_a_preempted_pod_resumes_from_its_checkpoint(co
     assert train["retryPolicy"]["backoffDuration"] == "30s"
     others = [t for name, t in spec["root"]["dag"]["tasks"].items() if name != "train"]
     assert others and not any("retryPolicy" in t for t in others)
+
+
+def _retry_policies(pipeline, tmp_path) -> dict:
+    """Every task's retryPolicy in ``pipeline``'s compiled YAML, by task name, sub-pipelines included."""
+    from kfp import compiler
+
+    path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(pipeline, package_path=str(path))
+    spec, _ = _load(path)
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {name: t["retryPolicy"] for dag in dags for name, t in dag["tasks"].items() if "retryPolicy" in t}
+
+
+def test_the_fleets_train_task_is_retried_on_a_cluster_too(tmp_path):
+    from botyard.pipelines.fleet_training import build_fleet_training
+
+    policies = _retry_policies(build_fleet_training(GpuConfig()), tmp_path)
+    assert policies == {"train": {"maxRetryCount": 3, "backoffDuration": "30s", "backoffFactor": 2.0, "backoffMaxDuration": "3600s"}}
+
+
+def test_the_local_pipelines_never_retry_a_failed_train_step(tmp_path):
+    """kfp.local honours retries and sleeps through their backoff (30 + 60 + 120 s) but has no
+    preemption to resume after: a local train step that fails must fail at once."""
+    from botyard.pipelines.fleet_training import fleet_training
+
+    assert _retry_policies(bot_training, tmp_path) == {}
+    assert _retry_policies(fleet_training, tmp_path) == {}
+    assert _retry_policies(build_bot_training(GpuConfig(), train_retries=1), tmp_path)["train"]["maxRetryCount"] == 1
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2.0, "3"])
+def test_a_bad_train_retries_value_is_refused_by_name(bad):
+    with pytest.raises(ConfigError, match=f"train_retries = {bad!r} is not a whole number >= 0"):
+        build_bot_training(GpuConfig(), train_retries=bad)

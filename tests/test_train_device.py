@@ -43,7 +43,9 @@ def gpu_pipeline_run(tmp_path):
     data = tmp_path / "nlu.csv"
     pd.DataFrame(tiny_rows(intents=("greet", "bye"), per_intent=8)).rename(columns={"utterance": "text"}).to_csv(data, index=False)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"), raise_on_error=True)
-    pipeline = build_bot_training(GpuConfig())
+    # the cluster's pipeline, less its train retries: kfp.local would sleep through their backoff
+    # (3.5 minutes) repeating the same error; tests/test_compile.py checks the retries themselves
+    pipeline = build_bot_training(GpuConfig(), train_retries=0)
 
     def run(**params):
         return pipeline(bot_id="gpu-bot", data_uri=str(data), models_root=str(tmp_path / "models"), **TINY, **params)
