@@ -157,7 +157,7 @@ def test_the_character_cnn_answers_a_batch_without_a_token(shape):
     """A batch in which no utterance has a token ("", "   ") reaches the character CNN as zero
     rows; on some CPUs (oneDNN with AVX-512) a convolution over zero rows returns its input's
     shape, and the predictor answered such a batch with a 500."""
-    from botyard.components.train.entities import CharCNN
+    from botyard.components.train.tagger import CharCNN
 
     layer = CharCNN(vocabulary_size=30, embedding_dim=5, filters=4)
     ids = tf.cast(tf.reshape(tf.range(int(np.prod(shape))) % 29 + 1, shape), tf.int64)

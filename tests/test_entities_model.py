@@ -30,7 +30,7 @@ from botyard.components.evaluate.core import evaluate_model_dir
 from botyard.components.gate.core import GateConfig, run_gate
 from botyard.components.register.core import register_model_version
 from botyard.components.split.core import split_table
-from botyard.components.train.entities import crf_decode
+from botyard.components.train.crf import crf_decode
 from botyard.pipelines.in_process import train_model
 from botyard.pipelines.local_run import sample_bot_data
 

@@ -71,7 +71,7 @@ def test_the_exported_savedmodel_serves_what_the_keras_model_computes(tmp_path):
 def test_the_taggers_fused_emissions_equal_the_keras_models():
     from botyard.components.base import entity_featurizer as ef
     from botyard.components.base.config import EntityConfig
-    from botyard.components.train.entities import build_tagger
+    from botyard.components.train.tagger import build_tagger
 
     texts = ["book a table for two at 7pm", "a large latte", "hi"]
     featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12))
@@ -91,7 +91,7 @@ def test_the_taggers_fused_emissions_equal_the_keras_models():
 def test_an_intent_conditioned_taggers_fused_emissions_equal_the_keras_models_and_follow_the_intent():
     from botyard.components.base import entity_featurizer as ef
     from botyard.components.base.config import EntityConfig
-    from botyard.components.train.entities import build_tagger
+    from botyard.components.train.tagger import build_tagger
 
     texts = ["book a table for two at 7pm", "a large latte", "hi"]
     featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12))
@@ -115,7 +115,7 @@ def test_an_intent_conditioned_taggers_fused_emissions_equal_the_keras_models_an
 def test_a_tagger_with_context_features_adds_their_scores_in_the_fused_path_too():
     from botyard.components.base import entity_featurizer as ef
     from botyard.components.base.config import EntityConfig
-    from botyard.components.train.entities import build_tagger
+    from botyard.components.train.tagger import build_tagger
 
     texts = ["book a table for two at 7pm", "book a table for four", "a large latte", "a large tea", "hi"]
     featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12, feature_min_count=2))

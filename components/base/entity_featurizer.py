@@ -40,7 +40,7 @@ def token_features(words: list[str]) -> list[list[str]]:
     """Each token's context features (``FEATURE_NAMES``), from the utterance's lower-cased words:
     the word, its first and last three characters, the words one and two before and after, and
     the pairs (before, word), (word, after), (before, after). What a CRF over hand-made features
-    reads; the tagger scores them linearly beside its BiLSTM (``train.entities.FeatureScores``).
+    reads; the tagger scores them linearly beside its BiLSTM (``train.tagger.FeatureScores``).
     ``EntityFeaturizer`` computes the same strings in the graph (tested equal)."""
     padded = [BEFORE, BEFORE, *words, AFTER, AFTER]
     rows = []
