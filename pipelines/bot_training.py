@@ -43,7 +43,7 @@ from botyard.components.split.component import split
 from botyard.components.train.component import train
 from botyard.components.validate.component import validate
 from botyard.pipelines.signatures import config_parameters, parameter, pipeline_function
-from botyard.pipelines.task_settings import TRAIN_RETRIES, ClusterSettings, StorageAccess, configure
+from botyard.pipelines.task_settings import LOCAL_BUILD, TRAIN_RETRIES, ClusterSettings, StorageAccess, configure
 
 PIPELINE_NAME = "bot-training"
 UNCACHED_TASKS = ("ingest", "register", "gate", "infra-check", "deploy")  # see the module docstring
@@ -188,7 +188,6 @@ def build_bot_training(gpu: GpuConfig | None = None, *, images: ImageConfig | No
     )(pipeline_function(lambda args: _steps(args, settings), "bot_training", params, str))
 
 
-# for kfp.local (`botyard run`), which has no GPU to ask for and no preemption to retry after (a
-# failing train step fails at once); `botyard compile` and `botyard submit` build the cluster's
-# pipeline with build_bot_training(GpuConfig(), ...)
-bot_training = build_bot_training(GpuConfig(enabled=False), train_retries=0)
+# for kfp.local (`botyard run`): no GPU request, no retries (a failing train step fails at once);
+# `botyard compile` and `botyard submit` build the cluster's pipeline with build_bot_training(GpuConfig(), ...)
+bot_training = build_bot_training(**LOCAL_BUILD)

@@ -49,7 +49,7 @@ from botyard.pipelines.bot_training import build_bot_training
 from botyard.pipelines.kfp.parameters import check_parameter_values
 from botyard.pipelines.local_run import local_session
 from botyard.pipelines.signatures import parameter, pipeline_function
-from botyard.pipelines.task_settings import TRAIN_RETRIES, ClusterSettings, StorageAccess, configure
+from botyard.pipelines.task_settings import LOCAL_BUILD, TRAIN_RETRIES, ClusterSettings, StorageAccess, configure
 
 PIPELINE_NAME = "fleet-training"
 MAX_PARALLELISM = 256
@@ -130,7 +130,7 @@ def build_fleet_training(
     )(pipeline_function(fleet, "fleet_training", [parameter("bots", list)] + shared))
 
 
-fleet_training = build_fleet_training(GpuConfig(enabled=False), train_retries=0)  # for kfp.local, like bot_training
+fleet_training = build_fleet_training(**LOCAL_BUILD)  # for kfp.local, like bot_training
 
 
 # --- running it on this machine ---------------------------------------------------------------
@@ -159,7 +159,7 @@ def run_fleet_locally(
 
     console = console or sys.stdout
     bots = parse_bots(bots)
-    pipeline = build_fleet_training(GpuConfig(enabled=False), parallelism, train_retries=0)  # no GPU, no preemption locally
+    pipeline = build_fleet_training(parallelism=parallelism, **LOCAL_BUILD)
     parameters = dict(parameters or {})
     check_parameter_values(parameters)  # a bad value fails now, not in every bot's steps
     models_root = os.path.abspath(models_root)

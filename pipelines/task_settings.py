@@ -22,6 +22,7 @@ import os
 
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from kfp import dsl, kubernetes
 
@@ -96,6 +97,13 @@ class ClusterSettings:
 
     def image_for(self, task_name: str) -> str:
         return self.images.trainer if task_name == "train" and self.gpu.enabled else self.images.steps
+
+
+
+# what the kfp.local pipelines (`botyard run`, `botyard fleet`, the notebooks) are built with, as
+# keyword arguments of every builder: no GPU to ask for, and no retries, since kfp.local honours
+# them and sleeps through their backoff but has no preemption to resume after
+LOCAL_BUILD = MappingProxyType({"gpu": GpuConfig(enabled=False), "train_retries": 0})
 
 
 def request_gpu(task: dsl.PipelineTask, gpu: GpuConfig) -> dsl.PipelineTask:
