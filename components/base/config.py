@@ -282,6 +282,10 @@ class EntityConfig(ConfigBase):
     # hand-made features would score them (a wide-and-deep tagger). 0: off
     feature_min_count: int = 2
     feature_dropout: float = 0.2  # share of training features dropped: the BiLSTM still learns
+    # pretrained English word vectors (GloVe 6B, 50 dimensions, frozen; ``base.word_vectors``) for
+    # this many of the most frequent English words and for every training word GloVe knows, given
+    # to the BiLSTM beside its own embeddings: an unseen value still means something. 0: off
+    word_vectors: int = 200_000
     # extra copies of each training row with spans, every value swapped for another value of its
     # entity type seen in training (more contexts for every value; ``train.augment``). 0: off
     swapped_copies: int = 1
@@ -299,6 +303,7 @@ class EntityConfig(ConfigBase):
         "intent_dropout": (0.0, 1.0),
         "feature_min_count": (0, 1_000_000),
         "feature_dropout": (0.0, 0.9),
+        "word_vectors": (0, 400_000),
         "swapped_copies": (0, 100),
         "embedding_dim": (4, 4096),
         "char_embedding_dim": (2, 1024),

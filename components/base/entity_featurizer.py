@@ -13,6 +13,9 @@ Outputs for a batch of ``tf.string [None]`` utterances (tokens right-padded):
 ``entity_feature_ids`` int64 ``[batch, tokens, N_FEATURES]``: each token's context features
                        (``token_features``) as ids in the spec's ``features`` vocabulary, 0 for a
                        feature not in it and for padding; only when that vocabulary is not empty
+``entity_vector_ids``  int64 ``[batch, tokens]``: each lower-cased token's row in the spec's
+                       ``vector_words`` (pretrained word vectors, ``base.word_vectors``): 0 padding,
+                       1 a word without a vector; only when the spec has vector words
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections import Counter
 import keras
 import tensorflow as tf
 
+from botyard.components.base import word_vectors
 from botyard.components.base.tokenizer import TOKENIZER_NAME, graph_tokenize, tokenize
 
 TOKEN_IDS = "entity_token_ids"
@@ -29,6 +33,7 @@ CHAR_IDS = "entity_char_ids"
 TOKEN_STARTS = "token_starts"
 TOKEN_ENDS = "token_ends"
 FEATURE_IDS = "entity_feature_ids"
+VECTOR_IDS = "entity_vector_ids"
 PAD, UNKNOWN = "", "[UNK]"
 BEFORE, AFTER = "<s>", "</s>"  # the words before the first token and after the last
 # a token's context features, each a name and what it reads (the words at offsets -2 .. +2, lower-cased)
@@ -51,9 +56,12 @@ def token_features(words: list[str]) -> list[list[str]]:
     return rows
 
 
-def adapt_entity_spec(texts: list[str], max_tokens: int, max_chars_per_token: int, feature_min_count: int = 0) -> dict:
-    """Token and character vocabularies of ``texts`` (most frequent first, ties by name) and the
-    context features (``token_features``) seen at least ``feature_min_count`` times (0: none)."""
+def adapt_entity_spec(texts: list[str], max_tokens: int, max_chars_per_token: int, feature_min_count: int = 0,
+                      word_vectors_count: int = 0) -> dict:
+    """Token and character vocabularies of ``texts`` (most frequent first, ties by name), the
+    context features (``token_features``) seen at least ``feature_min_count`` times (0: none)
+    and the words given pretrained vectors (``word_vectors.select_words``: the
+    ``word_vectors_count`` most frequent English words and those of ``texts``; 0: none)."""
     words, chars, features = Counter(), Counter(), Counter()
     for text in texts:
         tokens = tokenize(text)
@@ -64,6 +72,7 @@ def adapt_entity_spec(texts: list[str], max_tokens: int, max_chars_per_token: in
             features.update(f for row in token_features([t.text.lower() for t in tokens]) for f in row)
     top_words = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))][: max(0, max_tokens - 2)]
     top_chars = [ch for ch, _ in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0]))]
+    vector_words = word_vectors.select_words(word_vectors_count, words)
     return {
         "tokenizer": TOKENIZER_NAME,
         "lowercase": True,
@@ -71,6 +80,8 @@ def adapt_entity_spec(texts: list[str], max_tokens: int, max_chars_per_token: in
         "vocabulary": [PAD, UNKNOWN, *top_words],
         "characters": [PAD, UNKNOWN, *top_chars],
         "features": sorted(f for f, n in features.items() if n >= feature_min_count) if feature_min_count > 0 else [],
+        "word_vectors": word_vectors.NAME if vector_words else "",
+        "vector_words": vector_words,
     }
 
 
@@ -89,6 +100,9 @@ class EntityFeaturizer(keras.layers.Layer):
         # a feature not in the vocabulary is id 0, as padding is: it scores nothing
         self.features = keras.layers.StringLookup(vocabulary=features, num_oov_indices=1, mask_token=None) if features else None
         self.feature_vocabulary_size = len(features) + 1
+        self.vector_words = list(spec.get("vector_words") or [])
+        self.vector_lookup = (keras.layers.StringLookup(vocabulary=self.vector_words, num_oov_indices=1, mask_token=None)
+                              if self.vector_words else None)
 
     def call(self, utterances):
         tokens, starts, ends = graph_tokenize(utterances)
@@ -104,6 +118,9 @@ class EntityFeaturizer(keras.layers.Layer):
         }
         if self.features is not None:
             outputs[FEATURE_IDS] = self._feature_ids(lowered)
+        if self.vector_lookup is not None:
+            vector_ids = tf.ragged.map_flat_values(lambda t: self.vector_lookup(t) + 1, lowered)
+            outputs[VECTOR_IDS] = vector_ids.to_tensor(default_value=0)
         return outputs
 
     def _feature_ids(self, lowered):

@@ -74,8 +74,9 @@ def _dataset(featurizer, frame: pd.DataFrame, tags: list[str], batch_size: int, 
         features = featurizer(text)
         length = tf.shape(features[ef.TOKEN_IDS])[1]
         inputs = {ef.TOKEN_IDS: features[ef.TOKEN_IDS], ef.CHAR_IDS: features[ef.CHAR_IDS], GOLD_TAGS: tag[:, :length]}
-        if ef.FEATURE_IDS in features:
-            inputs[ef.FEATURE_IDS] = features[ef.FEATURE_IDS]
+        for optional in (ef.FEATURE_IDS, ef.VECTOR_IDS):
+            if optional in features:
+                inputs[optional] = features[optional]
         return {**inputs, INTENTS: intent} if labels else inputs
 
     return ds.batch(batch_size).map(featurize).prefetch(tf.data.AUTOTUNE), dropped
@@ -176,7 +177,7 @@ class EntityModel:
         return {
             c.ENTITY_TAGS: self.tags,
             c.ENTITY_TRANSITIONS: self.tagger.transitions().to_json(),
-            c.TOKENIZER: {k: v for k, v in self.spec.items() if k not in ("vocabulary", "characters", "features")},
+            c.TOKENIZER: {k: v for k, v in self.spec.items() if k not in ("vocabulary", "characters", "features", "vector_words")},
         }
 
     def training_summary(self) -> dict:
@@ -209,7 +210,7 @@ def train_entities(train: pd.DataFrame, val: pd.DataFrame, config: EntityConfig,
     rows = swap_values(train, config.swapped_copies, config.seed)  # the tagger's rows: train's and swapped copies
     log.info("entity tagger: %d training rows (%d with values swapped)", len(rows), len(rows) - len(train))
     spec = ef.adapt_entity_spec(rows[c.UTTERANCE].tolist(), config.max_tokens, config.max_chars_per_token,
-                                config.feature_min_count)
+                                config.feature_min_count, config.word_vectors)
     featurizer = ef.build_entity_featurizer(spec)
     checkpoints = None
     if checkpoint_dir:

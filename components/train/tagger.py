@@ -6,8 +6,9 @@ a CRF over hand-made features scores them: the wide part of a wide-and-deep tagg
 remembers exact contexts the BiLSTM, under dropout, generalises over. A linear-chain CRF
 (``train.crf``) scores the tag transitions and decodes.
 
-Characters let it tag values it never saw ("7:45pm", "tuesday the 3rd") from their shape; the
-word-level LSTM keeps cuDNN-eligible settings (tanh / sigmoid, no recurrent dropout, not
+Characters let it tag values it never saw ("7:45pm", "tuesday the 3rd") from their shape, and
+pretrained English word vectors (``base.word_vectors``: GloVe, frozen) from their meaning (an
+unseen word near names, games or places); the word-level LSTM keeps cuDNN-eligible settings (tanh / sigmoid, no recurrent dropout, not
 unrolled, bias, right-padded masks), as the intent model's does. ``train.entities`` trains it;
 ``entity_outputs`` is what the SavedModel's ``serving_default`` adds for it.
 """
@@ -17,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from botyard.components.base import contracts as c
 from botyard.components.base import entity_featurizer as ef
+from botyard.components.base import word_vectors as wv
 from botyard.components.base.config import EntityConfig
 from botyard.components.train import fused_lstm
 from botyard.components.train.crf import CRF
@@ -53,6 +56,29 @@ class CharCNN(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], self.filters)
+
+
+class WordVectors(keras.layers.Layer):
+    """``[batch, tokens]`` vector ids (``entity_vector_ids``) -> ``[batch, tokens, dim + 1]``: each
+    token's pretrained vector, frozen, and a flag that it has one (0 for padding and for a word
+    without a vector, whose vector is zeros). ``vectors``: the rows of ids 2, 3, ... (the
+    featurizer's ``vector_words``); given when built for training, restored from the weights after."""
+
+    def __init__(self, n_words: int, dim: int, vectors=None, **kwargs):
+        super().__init__(**kwargs)
+        initializer = "zeros" if vectors is None else keras.initializers.Constant(
+            np.concatenate([np.zeros((2, dim), dtype="float32"), vectors]))
+        # float16: half the model's size, and GloVe's values (|x| < 10, 5-6 digits) lose nothing that matters
+        self.vectors = keras.layers.Embedding(n_words + 2, dim, embeddings_initializer=initializer, trainable=False,
+                                              dtype="float16")
+        self.dim = dim
+
+    def call(self, vector_ids):
+        has_vector = tf.cast(vector_ids > 1, self.compute_dtype)[..., None]
+        return tf.concat([tf.cast(self.vectors(vector_ids), self.compute_dtype), has_vector], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.dim + 1)
 
 
 class PerToken(keras.layers.Layer):
@@ -145,25 +171,37 @@ class Tagger:
         """Whether the tagger scores the tokens' context features (``EntityConfig.feature_min_count``)."""
         return any(layer.name == "feature_scores" for layer in self.model.layers)
 
-    def emissions(self, token_ids, char_ids, intents=None, fused: bool = True, feature_ids=None):
+    @property
+    def uses_vectors(self) -> bool:
+        """Whether the tagger reads pretrained word vectors (``EntityConfig.word_vectors``)."""
+        return any(layer.name == "word_vectors" for layer in self.model.layers)
+
+    def emissions(self, token_ids, char_ids, intents=None, fused: bool = True, feature_ids=None, vector_ids=None):
         """Per-token emission scores at inference: ``model``'s layers in ``build_tagger``'s order,
         with the BiLSTM through ``fused_lstm`` (one op a direction, not a loop of steps) when
         ``fused``; word dropout and dropout are identities at inference. ``intents``: the
         intent probabilities ``[batch, n_intents]``, for a tagger that ``uses_intents``;
-        ``feature_ids``: the featurizer's ``entity_feature_ids``, for one that ``uses_features``."""
+        ``feature_ids``: the featurizer's ``entity_feature_ids``, for one that ``uses_features``;
+        ``vector_ids``: its ``entity_vector_ids``, for one that ``uses_vectors``."""
         if self.uses_intents and intents is None:
             raise ValueError("this tagger is conditioned on the intent: pass the intent probabilities")
         if self.uses_features and feature_ids is None:
             raise ValueError("this tagger scores context features: pass the featurizer's feature ids")
+        if self.uses_vectors and vector_ids is None:
+            raise ValueError("this tagger reads word vectors: pass the featurizer's vector ids")
         inputs = {ef.TOKEN_IDS: token_ids, ef.CHAR_IDS: char_ids}
         if self.uses_intents:
             inputs[INTENTS] = intents = tf.cast(intents, "float32")
         if self.uses_features:
             inputs[ef.FEATURE_IDS] = feature_ids
+        if self.uses_vectors:
+            inputs[ef.VECTOR_IDS] = vector_ids
         bilstm = self.model.get_layer("entity_bilstm")
         if not (fused and fused_lstm.fusable(bilstm)):
             return self.model(inputs, training=False)
         features = [self.model.get_layer("entity_embedding")(token_ids), self.model.get_layer("char_cnn")(char_ids)]
+        if self.uses_vectors:
+            features.append(self.model.get_layer("word_vectors")(vector_ids))
         if self.uses_intents:
             features.append(self.model.get_layer("intent_per_token")(self.model.get_layer("intent_projection")(intents), token_ids))
         x = fused_lstm.bidirectional(bilstm, keras.ops.concatenate(features, axis=-1), token_ids > 0)
@@ -182,7 +220,8 @@ def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: 
 
     With ``n_intents`` > 1 and ``config.intent_dim`` > 0 both take the intent as well (``INTENTS``:
     a distribution over the bot's intents), projected and given to every token beside its features.
-    With a featurizer that has context features, both take its ``entity_feature_ids`` too.
+    With a featurizer that has context features, both take its ``entity_feature_ids`` too; with
+    one that has vector words, its ``entity_vector_ids`` (their GloVe vectors, frozen).
     """
     token_ids = keras.Input(shape=(None,), dtype="int64", name=ef.TOKEN_IDS)
     char_ids = keras.Input(shape=(None, featurizer.max_chars), dtype="int64", name=ef.CHAR_IDS)
@@ -192,6 +231,10 @@ def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: 
     words = keras.layers.Embedding(featurizer.word_vocabulary_size, config.embedding_dim, mask_zero=True, name="entity_embedding")(kept)
     chars = CharCNN(featurizer.char_vocabulary_size, config.char_embedding_dim, config.char_filters, name="char_cnn")(char_ids)
     features = [words, chars]
+    if featurizer.vector_words:  # pretrained vectors: what an unseen word means
+        inputs[ef.VECTOR_IDS] = keras.Input(shape=(None,), dtype="int64", name=ef.VECTOR_IDS)
+        vectors = WordVectors(len(featurizer.vector_words), wv.DIM, wv.vectors_of(featurizer.vector_words), name="word_vectors")
+        features.append(vectors(inputs[ef.VECTOR_IDS]))
     if config.intent_dim and n_intents > 1:
         inputs[INTENTS] = keras.Input(shape=(n_intents,), dtype="float32", name=INTENTS)
         intents = IntentDropout(config.intent_dropout, config.seed, name="intent_dropout")(inputs[INTENTS])
@@ -225,7 +268,8 @@ def entity_outputs(featurizer: ef.EntityFeaturizer, tagger: Tagger, tags: list[s
     ``intent_probabilities``: the intent model's output for them (an intent-conditioned tagger)."""
     features = featurizer(utterances)
     ids = features[ef.TOKEN_IDS]
-    emissions = tagger.emissions(ids, features[ef.CHAR_IDS], intent_probabilities, feature_ids=features.get(ef.FEATURE_IDS))
+    emissions = tagger.emissions(ids, features[ef.CHAR_IDS], intent_probabilities, feature_ids=features.get(ef.FEATURE_IDS),
+                                 vector_ids=features.get(ef.VECTOR_IDS))
     tag_ids, confidence = tagger.decode(emissions, ids > 0, tags)
     return {
         c.OUTPUT_ENTITY_TAGS: tag_ids,
