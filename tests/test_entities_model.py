@@ -100,6 +100,7 @@ def test_the_tagger_learns_the_sample_bots_spans_with_exact_offsets(sample_bot):
     meta = loaded.metadata
     assert meta[c.ENTITY_TAGS] == tag_set(["day", "drink", "food", "order_number", "place", "size"])
     assert meta[c.TOKENIZER]["tokenizer"] == "botyard-words-v1" and set(meta[c.ENTITY_TRANSITIONS]) == {"start", "pairs", "end"}
+    assert meta[c.TOKENIZER]["word_vectors"] == "glove-6b-50d" and "vector_words" not in meta[c.TOKENIZER]
     train = sample_bot["parts"]["train"]
     _, predicted = loaded.predict_all(train[c.UTTERANCE].tolist())
     from botyard.components.base.entities import span_scores
