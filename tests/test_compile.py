@@ -97,6 +97,18 @@ def test_pipeline_defaults_are_train_config_defaults():
         assert inputs[f.name].default == getattr(TrainConfig(), f.name), f.name
 
 
+def test_entity_hyperparameters_are_pipeline_parameters_with_their_defaults(compiled):
+    """Every ``EntityConfig`` field is an ``entity_<field>`` input of the compiled pipeline, the
+    dashboard's form showing its default (the word vectors among them)."""
+    from botyard.components.base.config import EntityConfig
+
+    spec, _ = _load(compiled[0])
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    for f in dataclasses.fields(EntityConfig):
+        assert inputs[f"entity_{f.name}"]["defaultValue"] == getattr(EntityConfig(), f.name), f.name
+    assert inputs["entity_word_vectors"] == {"defaultValue": 200000, "isOptional": True, "parameterType": "NUMBER_INTEGER"}
+
+
 def test_the_out_of_scope_criterion_is_a_pipeline_parameter_that_reaches_evaluate(compiled):
     inputs = bot_training.component_spec.inputs
     assert (inputs["min_oos_recall"].default, inputs["reject_budget"].default) == (0.7, 0.02)

@@ -215,3 +215,16 @@ def test_word_vectors_without_their_package_is_a_config_error(monkeypatch):
     finally:
         monkeypatch.undo()
         wv._glove.cache_clear()
+
+
+@pytest.mark.parametrize("value, message", [
+    (500_000, "EntityConfig.word_vectors = 500000 is out of range; allowed: 0 to 400000"),
+    ("lots", "EntityConfig.word_vectors = 'lots' is not a number; allowed: 0 to 400000"),
+])
+def test_a_bad_word_vectors_count_is_refused_by_name(value, message):
+    from botyard.components.base.config import EntityConfig
+    from botyard.components.base.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        EntityConfig.from_dict({"word_vectors": value})
+    assert str(error.value) == message
