@@ -8,8 +8,9 @@ remembers exact contexts the BiLSTM, under dropout, generalises over. A linear-c
 
 Characters let it tag values it never saw ("7:45pm", "tuesday the 3rd") from their shape, and
 pretrained English word vectors (``base.word_vectors``: GloVe, frozen) from their meaning (an
-unseen word near names, games or places); the word-level LSTM keeps cuDNN-eligible settings (tanh / sigmoid, no recurrent dropout, not
-unrolled, bias, right-padded masks), as the intent model's does. ``train.entities`` trains it;
+unseen word near names, games or places); the word-level LSTM keeps cuDNN-eligible settings
+(tanh / sigmoid, no recurrent dropout, not unrolled, bias, right-padded masks), as the intent
+model's does. ``train.entities`` trains it;
 ``entity_outputs`` is what the SavedModel's ``serving_default`` adds for it.
 """
 
@@ -61,17 +62,16 @@ class CharCNN(keras.layers.Layer):
 class WordVectors(keras.layers.Layer):
     """``[batch, tokens]`` vector ids (``entity_vector_ids``) -> ``[batch, tokens, dim + 1]``: each
     token's pretrained vector, frozen, and a flag that it has one (0 for padding and for a word
-    without a vector, whose vector is zeros). ``vectors``: the rows of ids 2, 3, ... (the
-    featurizer's ``vector_words``); given when built for training, restored from the weights after."""
+    without a vector, whose vector is zeros). ``vectors``: ``[words, dim]``, the rows of ids 2, 3,
+    ... (the vectors of the featurizer's ``vector_words``)."""
 
-    def __init__(self, n_words: int, dim: int, vectors=None, **kwargs):
+    def __init__(self, vectors: np.ndarray, **kwargs):
         super().__init__(**kwargs)
-        initializer = "zeros" if vectors is None else keras.initializers.Constant(
-            np.concatenate([np.zeros((2, dim), dtype="float32"), vectors]))
+        n_words, self.dim = vectors.shape
+        table = np.concatenate([np.zeros((2, self.dim), dtype="float32"), vectors])
         # float16: half the model's size, and GloVe's values (|x| < 10, 5-6 digits) lose nothing that matters
-        self.vectors = keras.layers.Embedding(n_words + 2, dim, embeddings_initializer=initializer, trainable=False,
-                                              dtype="float16")
-        self.dim = dim
+        self.vectors = keras.layers.Embedding(n_words + 2, self.dim, embeddings_initializer=keras.initializers.Constant(table),
+                                              trainable=False, dtype="float16")
 
     def call(self, vector_ids):
         has_vector = tf.cast(vector_ids > 1, self.compute_dtype)[..., None]
@@ -233,7 +233,7 @@ def build_tagger(config: EntityConfig, featurizer: ef.EntityFeaturizer, n_tags: 
     features = [words, chars]
     if featurizer.vector_words:  # pretrained vectors: what an unseen word means
         inputs[ef.VECTOR_IDS] = keras.Input(shape=(None,), dtype="int64", name=ef.VECTOR_IDS)
-        vectors = WordVectors(len(featurizer.vector_words), wv.DIM, wv.vectors_of(featurizer.vector_words), name="word_vectors")
+        vectors = WordVectors(wv.vectors_of(featurizer.vector_words), name="word_vectors")
         features.append(vectors(inputs[ef.VECTOR_IDS]))
     if config.intent_dim and n_intents > 1:
         inputs[INTENTS] = keras.Input(shape=(n_intents,), dtype="float32", name=INTENTS)
