@@ -68,21 +68,34 @@ def test_the_exported_savedmodel_serves_what_the_keras_model_computes(tmp_path):
     assert "BlockLSTMV2" in ops and "While" not in ops and "StatelessWhile" not in ops
 
 
-def test_the_taggers_fused_emissions_equal_the_keras_models():
-    from botyard.components.base import entity_featurizer as ef
+def _tiny_tagger(featurizer, seed: int, n_intents: int = 0, **settings):
+    """A tagger of a few units over ``featurizer``'s inputs (5 tags), its weights drawn from ``seed``."""
     from botyard.components.base.config import EntityConfig
     from botyard.components.train.tagger import build_tagger
 
-    texts = ["book a table for two at 7pm", "a large latte", "hi"]
-    featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12))
-    keras.utils.set_random_seed(2)
-    _, tagger = build_tagger(EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4), featurizer, 5)
-    features = featurizer(tf.constant(["book a table for two at 7:45pm please", "latte", ""]))
-    ids, chars = features[ef.TOKEN_IDS], features[ef.CHAR_IDS]
-    expected = tagger.emissions(ids, chars, fused=False).numpy()
-    got = tagger.emissions(ids, chars).numpy()
+    keras.utils.set_random_seed(seed)
+    config = EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4, **settings)
+    return build_tagger(config, featurizer, 5, n_intents=n_intents)[1]
+
+
+def _fused_equals_keras(tagger, ids, chars, *intents, **inputs):
+    """The fused emissions, after checking them against the Keras model's, and the real tokens' mask."""
+    expected = tagger.emissions(ids, chars, *intents, fused=False, **inputs).numpy()
+    got = tagger.emissions(ids, chars, *intents, **inputs).numpy()
     valid = ids.numpy() > 0
     np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    return got, valid
+
+
+def test_the_taggers_fused_emissions_equal_the_keras_models():
+    from botyard.components.base import entity_featurizer as ef
+
+    texts = ["book a table for two at 7pm", "a large latte", "hi"]
+    featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12))
+    tagger = _tiny_tagger(featurizer, 2)
+    features = featurizer(tf.constant(["book a table for two at 7:45pm please", "latte", ""]))
+    ids, chars = features[ef.TOKEN_IDS], features[ef.CHAR_IDS]
+    got, valid = _fused_equals_keras(tagger, ids, chars)
     alone = featurizer(tf.constant(["latte"]))  # an utterance's tags never depend on its batch's padding
     np.testing.assert_allclose(tagger.emissions(alone[ef.TOKEN_IDS], alone[ef.CHAR_IDS]).numpy()[0, 0], got[1, 0], atol=1e-5)
     np.testing.assert_allclose(tagger.emissions(alone[ef.TOKEN_IDS], alone[ef.CHAR_IDS], fused=False).numpy()[0, 0], got[1, 0], atol=1e-5)
@@ -90,22 +103,15 @@ def test_the_taggers_fused_emissions_equal_the_keras_models():
 
 def test_an_intent_conditioned_taggers_fused_emissions_equal_the_keras_models_and_follow_the_intent():
     from botyard.components.base import entity_featurizer as ef
-    from botyard.components.base.config import EntityConfig
-    from botyard.components.train.tagger import build_tagger
 
     texts = ["book a table for two at 7pm", "a large latte", "hi"]
     featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12))
-    keras.utils.set_random_seed(3)
-    config = EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4, intent_dim=5)
-    _, tagger = build_tagger(config, featurizer, 5, n_intents=3)
-    assert tagger.uses_intents and not build_tagger(config, featurizer, 5, n_intents=1)[1].uses_intents
+    tagger = _tiny_tagger(featurizer, 3, n_intents=3, intent_dim=5)
+    assert tagger.uses_intents and not _tiny_tagger(featurizer, 3, n_intents=1, intent_dim=5).uses_intents
     features = featurizer(tf.constant(["book a table for two at 7:45pm please", "latte", ""]))
     ids, chars = features[ef.TOKEN_IDS], features[ef.CHAR_IDS]
     intents = tf.constant([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]])
-    expected = tagger.emissions(ids, chars, intents, fused=False).numpy()
-    got = tagger.emissions(ids, chars, intents).numpy()
-    valid = ids.numpy() > 0
-    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    got, valid = _fused_equals_keras(tagger, ids, chars, intents)
     other = tagger.emissions(ids, chars, tf.constant([[0.0, 0.0, 1.0]] * 3)).numpy()
     assert np.abs(other[valid] - got[valid]).max() > 1e-4  # the intent changes the scores
     with pytest.raises(ValueError, match="conditioned on the intent"):
@@ -114,23 +120,16 @@ def test_an_intent_conditioned_taggers_fused_emissions_equal_the_keras_models_an
 
 def test_a_tagger_with_context_features_adds_their_scores_in_the_fused_path_too():
     from botyard.components.base import entity_featurizer as ef
-    from botyard.components.base.config import EntityConfig
-    from botyard.components.train.tagger import build_tagger
 
     texts = ["book a table for two at 7pm", "book a table for four", "a large latte", "a large tea", "hi"]
     featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12, feature_min_count=2))
-    keras.utils.set_random_seed(4)
-    config = EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4)
-    _, tagger = build_tagger(config, featurizer, 5)
+    tagger = _tiny_tagger(featurizer, 4)
     assert tagger.uses_features
     scores = tagger.model.get_layer("feature_scores").scores
     scores.embeddings.assign(np.random.default_rng(0).normal(size=scores.embeddings.shape).astype("float32"))
     features = featurizer(tf.constant(["book a table for two at 7:45pm please", "a large latte", ""]))
     ids, chars, feature_ids = features[ef.TOKEN_IDS], features[ef.CHAR_IDS], features[ef.FEATURE_IDS]
-    expected = tagger.emissions(ids, chars, fused=False, feature_ids=feature_ids).numpy()
-    got = tagger.emissions(ids, chars, feature_ids=feature_ids).numpy()
-    valid = ids.numpy() > 0
-    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    got, valid = _fused_equals_keras(tagger, ids, chars, feature_ids=feature_ids)
     unknown = tagger.emissions(ids, chars, feature_ids=tf.zeros_like(feature_ids)).numpy()
     assert np.abs(unknown[valid] - got[valid]).max() > 1e-3  # the features' scores are in the emissions
     with pytest.raises(ValueError, match="context features"):
@@ -142,14 +141,10 @@ def test_a_tagger_with_word_vectors_reads_them_frozen_in_the_fused_path_too():
     featurizer's vector words, is not trained, and the fused path reads it as the Keras model does."""
     from botyard.components.base import entity_featurizer as ef
     from botyard.components.base import word_vectors as wv
-    from botyard.components.base.config import EntityConfig
-    from botyard.components.train.tagger import build_tagger
 
     texts = ["play some fortnite with emma", "a large latte", "hi"]
     featurizer = ef.build_entity_featurizer(ef.adapt_entity_spec(texts, 100, 12, word_vectors_count=10))
-    keras.utils.set_random_seed(4)
-    config = EntityConfig(lstm_units=6, embedding_dim=8, char_embedding_dim=4, char_filters=4)
-    _, tagger = build_tagger(config, featurizer, 5)
+    tagger = _tiny_tagger(featurizer, 4)
     assert tagger.uses_vectors
     layer = tagger.model.get_layer("word_vectors")
     assert not layer.trainable_weights
@@ -159,10 +154,7 @@ def test_a_tagger_with_word_vectors_reads_them_frozen_in_the_fused_path_too():
     assert not table[:2].any()  # padding and "no vector" are zeros
     features = featurizer(tf.constant(["play chess with olivia tonight", "a latte", ""]))
     ids, chars, vector_ids = features[ef.TOKEN_IDS], features[ef.CHAR_IDS], features[ef.VECTOR_IDS]
-    expected = tagger.emissions(ids, chars, fused=False, vector_ids=vector_ids).numpy()
-    got = tagger.emissions(ids, chars, vector_ids=vector_ids).numpy()
-    valid = ids.numpy() > 0
-    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    got, valid = _fused_equals_keras(tagger, ids, chars, vector_ids=vector_ids)
     without = tagger.emissions(ids, chars, vector_ids=tf.ones_like(vector_ids) * tf.cast(valid, tf.int64)).numpy()
     assert np.abs(without[valid] - got[valid]).max() > 1e-4  # the vectors are in the emissions
     with pytest.raises(ValueError, match="word vectors"):
