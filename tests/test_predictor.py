@@ -16,9 +16,12 @@ Store served (built once per session; training two tiny models takes ~20 s)::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -202,6 +205,19 @@ def test_bad_request_gets_exact_4xx_and_message(predictor, path, body, headers, 
     assert got_status == status, got
     assert set(got) == {"error"}
     assert message in got["error"]
+
+
+def test_v1_verb_with_get_is_405_not_an_unknown_bot(predictor):
+    # KServe routes GET /v1/models/<bot>:predict to its status route with "alpha:predict" as the name
+    for verb in ("predict", "explain"):
+        request = urllib.request.Request(f"{predictor.base_url}/v1/models/alpha:{verb}", method="GET")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 405
+        assert refused.value.headers["Allow"] == "POST"
+        assert json.loads(refused.value.read()) == {
+            "error": f"GET is not allowed on /v1/models/alpha:{verb}: send the utterances with POST"
+        }
 
 
 # --- unblessed is never served ---------------------------------------------------------------------

@@ -17,7 +17,8 @@ accepts, and the client's fix is to split it, not to change its format.
 KServe raises its own errors before a request reaches a model; their handlers are replaced
 here so the message names what is wrong:
 
-* ``kserve.errors.ModelNotFound`` -> 404 naming the bots that are served;
+* ``kserve.errors.ModelNotFound`` -> 404 naming the bots that are served (405 for a ``GET`` of
+  ``/v1/models/<bot>:predict``, which KServe routes as a bot named ``<bot>:predict``);
 * ``kserve.errors.ModelNotReady`` -> 503 with the reason (still loading, or why its version
   failed to load);
 * ``fastapi.exceptions.RequestValidationError`` (a V2 body that is not JSON or not an
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 _KSERVE_BAD_JSON = "Unrecognized request format"
 _FASTAPI_BAD_BODY = "There was an error parsing the body"
 MAX_LISTED_BOTS = 20  # an unknown-bot message names at most this many served bots
+V1_VERBS = ("predict", "explain")  # the V1 protocol's ``/v1/models/<bot>:<verb>`` actions
 
 
 _GRPC_ERRORS = {
@@ -134,6 +136,14 @@ def install_exception_handlers(
 
     async def model_not_found(request: Request, exc: ModelNotFound) -> JSONResponse:
         name = request.path_params.get("model_name", "?")
+        _, colon, verb = name.partition(":")
+        if colon and verb in V1_VERBS:
+            # ``GET /v1/models/<bot>:predict`` reaches KServe's model-status route with the verb in
+            # the name (bot ids never hold a colon): the client's mistake is the method, not the bot
+            message = f"{request.method} is not allowed on {request.url.path}: send the utterances with POST"
+            response = error(request, HTTPStatus.METHOD_NOT_ALLOWED, message)
+            response.headers["Allow"] = "POST"
+            return response
         bots = served_bots()
         served = ", ".join(bots[:MAX_LISTED_BOTS]) + (f", ... ({len(bots)} in all)" if len(bots) > MAX_LISTED_BOTS else "")
         unknown = UnknownBotError(f"bot '{name}' is not served by this predictor; served bots: {served or 'none'}")
